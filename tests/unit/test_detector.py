@@ -1,0 +1,174 @@
+"""VAEDetector: mixed types, missing values, determinism, persistence, bad input, explanations."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import FAST, mixed_frame
+from vae_core import SCORE_COLUMNS, DataError, NotFittedError, VAEConfig, VAEDetector
+
+
+def test_score_has_one_row_per_input_row_in_order(fitted, frame):
+    shuffled = frame.sample(frac=1.0, random_state=1)
+    out = fitted.score(shuffled)
+    assert list(out.columns) == SCORE_COLUMNS
+    assert out.index.equals(shuffled.index)
+    assert np.isfinite(out[["neg_elbo", "nll_iwae", "recon_error", "p_value"]].to_numpy()).all()
+    assert out["is_anomaly"].dtype == bool
+    assert ((out["p_value"] > 0) & (out["p_value"] <= 1)).all()
+    # the same rows in another order get the same scores
+    pd.testing.assert_frame_equal(out.loc[frame.index], fitted.score(frame), rtol=1e-5)
+
+
+def test_mixed_types_are_typed_as_expected(fitted):
+    kinds = {c.name: c.kind for c in fitted.preprocessor_.columns}
+    assert kinds == {
+        "amount": "numeric", "fee": "numeric", "items": "numeric", "is_online": "bool",
+        "channel": "categorical", "region": "categorical", "version": "numeric",
+    }
+
+
+def test_scores_do_not_depend_on_how_rows_are_batched(fitted, frame):
+    whole = fitted.score(frame)
+    parts = pd.concat([fitted.score(frame.iloc[:100]), fitted.score(frame.iloc[100:])])
+    pd.testing.assert_frame_equal(whole, parts, rtol=1e-5)
+
+
+def test_same_seed_gives_identical_scores(frame):
+    a = VAEDetector(seed=3, **FAST).fit(frame).score(frame)
+    b = VAEDetector(seed=3, **FAST).fit(frame).score(frame)
+    c = VAEDetector(seed=4, **FAST).fit(frame).score(frame)
+    pd.testing.assert_frame_equal(a, b, check_exact=True)
+    assert not np.allclose(a["neg_elbo"], c["neg_elbo"])
+
+
+def test_save_load_gives_identical_scores_and_flags(fitted, frame, tmp_path):
+    fitted.save(tmp_path / "model")
+    loaded = VAEDetector.load(tmp_path / "model")
+    pd.testing.assert_frame_equal(fitted.score(frame), loaded.score(frame), check_exact=True)
+    assert loaded.threshold_ == fitted.threshold_
+    assert loaded.config_ == fitted.config_
+    assert {p.name for p in (tmp_path / "model").iterdir()} == {
+        "weights.pt", "config.json", "preprocessor.json", "calibration.json", "history.json"
+    }
+
+
+def test_an_injected_anomaly_is_flagged_and_explained(fitted, frame):
+    normal = frame.iloc[:50].copy()
+    odd = normal.copy()
+    odd.iloc[0, odd.columns.get_loc("amount")] = 400.0  # 15 sigma
+    base, scored = fitted.score(normal), fitted.score(odd)
+    assert scored["is_anomaly"].iloc[0]
+    assert scored["anomaly_score"].iloc[0] > base["anomaly_score"].max()
+    expl = fitted.explain(odd.iloc[:1], top_k=3)
+    assert list(expl.columns) == ["rank", "feature", "share", "excess_nll", "value", "typical"]
+    top = expl.iloc[0]
+    assert top["feature"] == "amount" and top["value"] == 400.0 and top["share"] > 0.5
+    assert len(expl) == 3 and (expl.index == odd.index[0]).all()
+
+
+def test_unseen_category_is_evidence_not_a_crash(fitted, frame):
+    rows = frame.iloc[:20].copy()
+    seen = fitted.score(rows)["anomaly_score"]
+    rows["channel"] = "carrier-pigeon"
+    unseen = fitted.score(rows)["anomaly_score"]
+    assert (unseen > seen).all()
+
+
+def test_a_constant_column_that_changes_is_anomalous(fitted, frame):
+    rows = frame.iloc[:20].copy()
+    rows["version"] = 2.0
+    assert fitted.score(rows)["is_anomaly"].all()
+
+
+def test_missing_values_are_scored(fitted, frame):
+    rows = frame.iloc[:5].copy()
+    rows = rows.astype({"is_online": object})
+    rows.loc[:, ["amount", "channel", "is_online"]] = np.nan
+    out = fitted.score(rows)
+    assert np.isfinite(out["neg_elbo"]).all()
+
+
+@pytest.mark.parametrize(
+    "mutate, message",
+    [
+        (lambda f: f.drop(columns=["fee"]), r"missing column\(s\).*'fee'"),
+        (lambda f: f.iloc[:0], "empty"),
+        (lambda f: f.astype({"amount": object}).assign(amount=lambda d: d["amount"].where(d.index != "r3", "12,5")),
+         r"column 'amount', row 'r3': '12,5' is not a number"),
+        (lambda f: f.assign(fee=lambda d: d["fee"].where(d.index != "r7", np.inf)), r"column 'fee', row 'r7': infinite"),
+        (lambda f: f.assign(is_online=lambda d: d["is_online"].astype(object).where(d.index != "r2", "maybe")),
+         r"column 'is_online', row 'r2': 'maybe' is not a boolean"),
+    ],
+    ids=["missing-column", "empty", "non-numeric-string", "inf", "bad-boolean"],
+)
+def test_bad_input_gets_one_clear_error(fitted, frame, mutate, message):
+    with pytest.raises(DataError, match=message):
+        fitted.score(mutate(frame.iloc[:10].copy()))
+
+
+def test_bad_training_input_is_refused(frame):
+    with pytest.raises(DataError, match="datetimes"):
+        VAEDetector(**FAST).fit(frame.assign(when=pd.Timestamp("2024-01-01")))
+    with pytest.raises(DataError, match="no observed value"):
+        VAEDetector(**FAST).fit(frame.assign(empty=np.nan))
+    with pytest.raises(DataError, match="expected a pandas DataFrame"):
+        VAEDetector(**FAST).fit(frame.to_numpy())
+
+
+def test_config_typos_and_bad_values_fail_early():
+    with pytest.raises(ValueError, match="latent_dimm"):
+        VAEDetector(latent_dimm=3)
+    with pytest.raises(ValueError, match="contamination"):
+        VAEDetector(contamination=2.0)
+    det = VAEDetector(seed=1, config=VAEConfig(latent_dim=3), max_epochs=5)
+    assert det.seed == 1 and det.overrides == {"max_epochs": 5}
+
+
+def test_unfitted_detector_says_so(frame):
+    with pytest.raises(NotFittedError):
+        VAEDetector().score(frame)
+
+
+def test_callback_sees_every_epoch_and_can_stop(frame):
+    seen = []
+
+    def callback(m):
+        seen.append(m)
+        return m.epoch < 4
+
+    det = VAEDetector(seed=0, **{**FAST, "max_epochs": 50}).fit(frame, callback=callback)
+    assert [m.epoch for m in seen] == [1, 2, 3, 4] and len(det.history_) == 4
+    assert all(np.isfinite([m.train_loss, m.val_neg_elbo, m.train_kl]).all() for m in seen)
+    # the KL weight warms up instead of being clamped to zero
+    assert seen[0].beta < seen[-1].beta and seen[-1].train_kl > 0
+
+
+def test_recalibration_moves_the_threshold_without_retraining(fitted, frame):
+    det = VAEDetector.load(fitted.save(__import__("tempfile").mkdtemp()))
+    before = det.threshold_
+    det.calibrate(contamination=0.2)
+    assert det.threshold_ < before
+    det.calibrate(method="pot", risk=1e-4)
+    assert det.config_.threshold_method == "pot" and det.threshold_ > before
+    frac = det.score(frame)["is_anomaly"].mean()
+    assert frac < 0.05
+
+
+def test_pyod_style_api(fitted, frame):
+    s = fitted.decision_function(frame)
+    p = fitted.predict(frame)
+    assert s.shape == p.shape == (len(frame),)
+    assert set(np.unique(p)) <= {0, 1}
+    np.testing.assert_array_equal(p, (s > fitted.threshold_).astype(int))
+
+
+def test_device_selection_prefers_cuda_when_present(monkeypatch):
+    import torch
+
+    from vae_core import select_device
+
+    assert select_device("cpu").type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert select_device("auto").type == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # no GPU here: only the choice is tested
+    assert select_device("auto").type == "cuda"

@@ -1,0 +1,97 @@
+"""TimeSeriesVAEDetector: windows, gaps, several series, persistence and bad input."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from conftest import FAST
+from vae_core import SCORE_COLUMNS, DataError, TimeSeriesVAEDetector
+
+TS_FAST = {**FAST, "max_epochs": 25, "window": 16}
+
+
+def series_frame(n=600, seed=0, start="2024-01-01", name=None, spike_at=None):
+    rng = np.random.default_rng(seed)
+    t = pd.date_range(start, periods=n, freq="5min")
+    phase = 2 * np.pi * np.arange(n) / 48
+    frame = pd.DataFrame(
+        {
+            "timestamp": t,
+            "cpu": np.sin(phase) + rng.normal(scale=0.05, size=n),
+            "mem": np.cos(phase) + rng.normal(scale=0.05, size=n),
+        }
+    )
+    if spike_at is not None:
+        frame.loc[spike_at, "cpu"] += 4.0
+    if name is not None:
+        frame.insert(1, "host", name)
+    return frame
+
+
+@pytest.fixture(scope="module")
+def ts_fitted():
+    frame = pd.concat([series_frame(name="a", seed=0), series_frame(name="b", seed=1)], ignore_index=True)
+    return TimeSeriesVAEDetector(seed=0, **TS_FAST).fit(frame, time_column="timestamp", series_column="host")
+
+
+def test_a_spike_is_the_top_score_and_flagged(ts_fitted):
+    test = series_frame(n=300, seed=5, start="2024-02-01", name="a", spike_at=150)
+    out = ts_fitted.score(test)
+    assert list(out.columns) == SCORE_COLUMNS and out.index.equals(test.index)
+    assert out["anomaly_score"].idxmax() == 150
+    assert out.loc[150, "is_anomaly"]
+    assert out["is_anomaly"].mean() < 0.1
+    expl = ts_fitted.explain(test.iloc[[150]], top_k=2)
+    assert expl["feature"].iloc[0] == "cpu"
+
+
+def test_rows_in_any_order_and_several_series(ts_fitted):
+    test = pd.concat(
+        [series_frame(n=200, seed=7, name="a"), series_frame(n=200, seed=8, name="b")], ignore_index=True
+    )
+    shuffled = test.sample(frac=1.0, random_state=0)
+    a = ts_fitted.score(test)
+    b = ts_fitted.score(shuffled)
+    pd.testing.assert_frame_equal(a.loc[shuffled.index], b, rtol=1e-5)
+    # each series is windowed on its own: series b's scores do not depend on series a
+    only_b = ts_fitted.score(test[test["host"] == "b"])
+    pd.testing.assert_frame_equal(only_b, a[test["host"] == "b"], rtol=1e-5)
+
+
+def test_missing_timestamps_and_values_are_masked_not_imputed(ts_fitted):
+    test = series_frame(n=300, seed=9, name="a")
+    gappy = test.drop(index=range(100, 110)).copy()  # ten missing timestamps
+    gappy.loc[200, "mem"] = np.nan
+    out = ts_fitted.score(gappy)
+    assert out.index.equals(gappy.index) and np.isfinite(out["neg_elbo"]).all()
+    # the points beside a gap are not made anomalous by it
+    assert not out.loc[[99, 110], "is_anomaly"].any()
+
+
+def test_integer_time_and_short_batches():
+    frame = series_frame(n=400).assign(timestamp=np.arange(400) * 10)
+    det = TimeSeriesVAEDetector(seed=0, **TS_FAST).fit(frame, time_column="timestamp")
+    short = frame.iloc[:5]  # fewer points than the window: padded with missing points
+    assert len(det.score(short)) == 5
+    with pytest.raises(DataError, match="integer|numeric|datetime"):
+        det.score(series_frame(n=50))
+
+
+def test_save_load_gives_identical_scores(ts_fitted, tmp_path):
+    test = series_frame(n=200, seed=11, name="b", spike_at=50)
+    ts_fitted.save(tmp_path / "ts")
+    loaded = TimeSeriesVAEDetector.load(tmp_path / "ts")
+    pd.testing.assert_frame_equal(ts_fitted.score(test), loaded.score(test), check_exact=True)
+
+
+def test_bad_time_values_name_the_row(ts_fitted):
+    test = series_frame(n=100, name="a").astype({"timestamp": object})
+    test.loc[42, "timestamp"] = "not a time"
+    with pytest.raises(DataError, match=r"column 'timestamp', row 42: missing or unparseable time"):
+        ts_fitted.score(test)
+    with pytest.raises(DataError, match=r"missing column\(s\).*'mem'"):
+        ts_fitted.score(series_frame(n=100, name="a").drop(columns="mem"))
+
+
+def test_too_short_to_fit():
+    with pytest.raises(DataError, match="too few points"):
+        TimeSeriesVAEDetector(seed=0, **TS_FAST).fit(series_frame(n=10), time_column="timestamp")

@@ -1,0 +1,26 @@
+"""vae_core: variational auto-encoder anomaly detection for tables and time series.
+
+>>> from vae_core import VAEDetector
+>>> det = VAEDetector(seed=0).fit(train_frame)          # doctest: +SKIP
+>>> det.score(new_frame)                                 # doctest: +SKIP
+
+This package depends on torch, numpy, pandas and pydantic only; it never imports Prefect or
+MLflow and never reads environment variables.
+"""
+from .config import TimeSeriesConfig, VAEConfig
+from .detector import SCORE_COLUMNS, VAEDetector
+from .errors import DataError, NotFittedError
+from .timeseries import TimeSeriesVAEDetector
+from .train import EpochMetrics, select_device
+
+__all__ = [
+    "VAEDetector",
+    "TimeSeriesVAEDetector",
+    "VAEConfig",
+    "TimeSeriesConfig",
+    "DataError",
+    "NotFittedError",
+    "EpochMetrics",
+    "SCORE_COLUMNS",
+    "select_device",
+]

@@ -1,0 +1,78 @@
+"""Typed configuration saved with every model, so a detector is rebuilt from its files alone."""
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+ScoreName = Literal["neg_elbo", "nll_iwae", "recon_error"]
+
+
+class VAEConfig(BaseModel):
+    """Hyper-parameters of a :class:`~vae_core.VAEDetector` (and of the time-series detector).
+
+    Every field has a default; ``VAEDetector(seed=0, latent_dim=4)`` overrides single fields.
+    Unknown names are rejected, so a typo is an error rather than a silently ignored setting.
+    """
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    seed: int = 0
+
+    # --- architecture -----------------------------------------------------------------------
+    latent_dim: Optional[int] = Field(None, ge=1, description="None: chosen from the input width")
+    hidden_dims: Optional[list[int]] = Field(
+        None, description="Encoder widths; the decoder mirrors them. None: chosen from the input width; [] is linear"
+    )
+    decoder_variance: Literal["feature", "row"] = Field(
+        "feature",
+        description="Gaussian variance of numeric features: one learned per feature, or predicted per row",
+    )
+    min_logvar: float = Field(-6.0, description="Lower clamp of Gaussian log-variances (keeps the NLL finite)")
+    max_logvar: float = Field(6.0)
+    scaling: Literal["robust", "standard"] = Field(
+        "robust", description="Numeric columns: median/IQR, or mean/standard deviation"
+    )
+    max_categories: int = Field(64, ge=1, description="Most frequent categories kept per column; the rest share one slot")
+
+    # --- training ---------------------------------------------------------------------------
+    max_epochs: int = Field(200, ge=1)
+    batch_size: int = Field(256, ge=2)
+    max_steps: Optional[int] = Field(4000, ge=1, description="Cap on optimiser steps, so big tables train in bounded time")
+    learning_rate: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(1e-4, ge=0)
+    kl_warmup_epochs: int = Field(10, ge=0, description="beta rises linearly from 0 to 1 over these epochs")
+    free_bits: float = Field(0.0, ge=0, description="Nats per latent dimension below which the KL is not penalised")
+    patience: int = Field(15, ge=1, description="Epochs without a better validation ELBO before stopping")
+    validation_fraction: float = Field(0.2, gt=0, lt=0.9)
+    max_train_rows: Optional[int] = Field(None, ge=10, description="Subsample training rows above this count")
+
+    # --- scoring ----------------------------------------------------------------------------
+    elbo_samples: int = Field(16, ge=1, description="S: Monte Carlo samples for neg_elbo")
+    iwae_samples: int = Field(16, ge=1, description="K: importance samples for nll_iwae")
+    score_batch_size: int = Field(8192, ge=1)
+    anomaly_score: ScoreName = "neg_elbo"
+
+    # --- threshold --------------------------------------------------------------------------
+    threshold_method: Literal["quantile", "pot"] = "quantile"
+    contamination: float = Field(0.01, gt=0, lt=0.5, description="Target false-positive rate of the quantile rule")
+    pot_risk: float = Field(1e-3, gt=0, lt=0.5, description="Tail probability of the POT threshold")
+    pot_level: float = Field(0.95, gt=0.5, lt=1, description="Quantile where the POT tail starts")
+
+    # --- hardware ---------------------------------------------------------------------------
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    mixed_precision: bool = Field(True, description="bf16/fp16 autocast on CUDA; ignored on the CPU")
+
+    @model_validator(mode="after")
+    def _check(self) -> "VAEConfig":
+        if self.min_logvar >= self.max_logvar:
+            raise ValueError("min_logvar must be below max_logvar")
+        return self
+
+
+class TimeSeriesConfig(VAEConfig):
+    """:class:`VAEConfig` plus the sliding-window settings of :class:`~vae_core.TimeSeriesVAEDetector`."""
+
+    window: int = Field(32, ge=2, description="Points per window")
+    train_stride: int = Field(1, ge=1, description="Step between training windows")
+    max_train_windows: Optional[int] = Field(20000, ge=10)

@@ -1,0 +1,283 @@
+"""VAEDetector: the tabular detector (numeric, boolean and categorical columns)."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+
+from .config import VAEConfig
+from .engine import FORMAT, Engine, build_model, read_json, write_json
+from .errors import DataError, NotFittedError
+from .preprocess import ColumnSpec, Encoded, Preprocessor
+from .threshold import Calibration
+from .train import EpochCallback
+
+SCORE_COLUMNS = ["neg_elbo", "nll_iwae", "recon_error", "anomaly_score", "p_value", "is_anomaly"]
+
+
+def resolve_config(cls: type[VAEConfig], seed: int, config: Optional[VAEConfig], overrides: dict) -> VAEConfig:
+    """``config`` (or the defaults) with ``overrides`` and ``seed`` applied, validated."""
+    base = config.model_dump() if config is not None else {}
+    return cls(**{**base, **overrides, "seed": seed})
+
+
+def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded random train/validation split of ``n`` rows (at least one row in each part)."""
+    if n < 2:
+        raise DataError(f"need at least 2 rows to fit, got {n}")
+    perm = np.random.default_rng(seed).permutation(n)
+    n_val = int(np.clip(round(n * fraction), 1, n - 1))
+    return np.sort(perm[n_val:]), np.sort(perm[:n_val])
+
+
+class CalibratedMixin:
+    """Threshold, p-values and flags from the calibration scores; shared by both detectors."""
+
+    config_: VAEConfig
+    calibration_: Calibration
+
+    @property
+    def threshold_(self) -> float:
+        """Scores above this are flagged."""
+        self._check_fitted()
+        return self.calibration_.threshold
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "calibration_"):
+            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit() first")
+
+    def _calibrate(self, scores: np.ndarray) -> None:
+        c = self.config_
+        self.calibration_ = Calibration.fit(scores, c.threshold_method, c.contamination, c.pot_risk, c.pot_level)
+
+    def calibrate(
+        self,
+        method: Optional[str] = None,
+        contamination: Optional[float] = None,
+        risk: Optional[float] = None,
+        level: Optional[float] = None,
+        scores: Optional[np.ndarray] = None,
+    ):
+        """Place the threshold again without retraining.
+
+        Parameters
+        ----------
+        method : {"quantile", "pot"}, optional
+            Quantile at ``1 - contamination``, or peaks-over-threshold at tail probability ``risk``.
+        contamination, risk, level : float, optional
+            New target false-positive rate, POT risk, and POT tail start quantile.
+        scores : array of shape (n,), optional
+            New anomaly scores of rows known to be normal; default: the stored calibration scores.
+        """
+        self._check_fitted()
+        updates = {"threshold_method": method, "contamination": contamination, "pot_risk": risk, "pot_level": level}
+        updates = {k: v for k, v in updates.items() if v is not None}
+        self.config_ = type(self.config_)(**{**self.config_.model_dump(), **updates})
+        self._calibrate(self.calibration_.scores if scores is None else np.asarray(scores, float))
+        return self
+
+    def _score_frame(self, index: pd.Index, raw: dict[str, np.ndarray]) -> pd.DataFrame:
+        score = raw[self.config_.anomaly_score]
+        out = pd.DataFrame(
+            {
+                "neg_elbo": raw["neg_elbo"],
+                "nll_iwae": raw["nll_iwae"],
+                "recon_error": raw["recon_error"],
+                "anomaly_score": score,
+                "p_value": self.calibration_.p_values(score),
+                "is_anomaly": score > self.calibration_.threshold,
+            },
+            index=index,
+        )
+        return out
+
+    def decision_function(self, frame: pd.DataFrame, **kwargs) -> np.ndarray:
+        """Anomaly scores, shape (n,); higher is more anomalous (PyOD convention)."""
+        return self.score(frame, **kwargs)["anomaly_score"].to_numpy()
+
+    def predict(self, frame: pd.DataFrame, **kwargs) -> np.ndarray:
+        """0/1 labels, shape (n,): 1 where the anomaly score is above ``threshold_``."""
+        return self.score(frame, **kwargs)["is_anomaly"].to_numpy().astype(np.int64)
+
+
+class VAEDetector(CalibratedMixin):
+    """Variational auto-encoder anomaly detector for tables of mixed column types.
+
+    Parameters
+    ----------
+    seed : int
+        Seeds the split, the initialisation, training noise and the scoring draws: the same
+        seed on the same data gives identical scores.
+    config : VAEConfig, optional
+        Full configuration; keyword ``overrides`` replace single fields of it.
+
+    Attributes
+    ----------
+    config_ : VAEConfig
+    feature_names_in_ : list of str
+    threshold_ : float
+    history_ : list of dict, one per epoch
+    device_ : str
+    """
+
+    def __init__(self, seed: int = 0, config: Optional[VAEConfig] = None, **overrides: Any):
+        self.seed = seed
+        self.config = config
+        self.overrides = overrides
+        resolve_config(VAEConfig, seed, config, overrides)  # fail early on a typo or a bad value
+
+    # ---------------------------------------------------------------- fitting
+    def fit(self, frame: pd.DataFrame, callback: Optional[EpochCallback] = None) -> "VAEDetector":
+        """Fit on the rows of ``frame`` (all columns are features) and calibrate the threshold.
+
+        Parameters
+        ----------
+        frame : DataFrame of shape (n, d)
+            Numeric, boolean and categorical/string columns; NaN marks a missing value.
+        callback : callable, optional
+            Called with an :class:`~vae_core.train.EpochMetrics` after each epoch; return False to stop.
+
+        Returns
+        -------
+        self
+        """
+        cfg = resolve_config(VAEConfig, self.seed, self.config, self.overrides)
+        self.config_ = cfg
+        self.preprocessor_ = Preprocessor(max_categories=cfg.max_categories, scaling=cfg.scaling).fit(frame)
+        enc = self.preprocessor_.transform(frame)
+        train_idx, val_idx = split_indices(len(enc), cfg.validation_fraction, cfg.seed)
+        if cfg.max_train_rows and len(train_idx) > cfg.max_train_rows:
+            rng = np.random.default_rng(cfg.seed + 3)
+            train_idx = np.sort(rng.choice(train_idx, cfg.max_train_rows, replace=False))
+        pp = self.preprocessor_
+        model = build_model(len(pp.by_kind("numeric")), len(pp.by_kind("bool")), pp.cat_sizes, cfg)
+        self.engine_ = Engine(model, cfg)
+        self.history_ = [m.as_dict() for m in self.engine_.fit(enc.take(train_idx), enc.take(val_idx), callback)]
+        # calibrate on the held-out rows: never seen by the optimiser, never labelled
+        val = self.engine_.evaluate(enc.take(val_idx))
+        self.feature_nll_median_ = np.median(val["feature_nll"], axis=0)
+        self._calibrate(val[cfg.anomaly_score])
+        self.feature_names_in_ = list(frame.columns.astype(str))
+        return self
+
+    @property
+    def device_(self) -> str:
+        """Where the model runs."""
+        self._check_fitted()
+        return str(self.engine_.device)
+
+    # ---------------------------------------------------------------- scoring
+    def _evaluate(self, frame: pd.DataFrame, detail: bool) -> dict[str, np.ndarray]:
+        self._check_fitted()
+        return self.engine_.evaluate(self.preprocessor_.transform(frame), feature_detail=detail)
+
+    def score(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """Score each row.
+
+        Returns
+        -------
+        DataFrame with the index of ``frame`` and columns ``neg_elbo`` (-ELBO, nats),
+        ``nll_iwae`` (importance-weighted -log p(x), nats), ``recon_error`` (mean squared error on
+        the standardised scale), ``anomaly_score`` (the configured one of these), ``p_value``
+        (tail probability under the calibration scores) and ``is_anomaly``.
+        """
+        return self._score_frame(frame.index, self._evaluate(frame, detail=False))
+
+    def explain(self, frame: pd.DataFrame, top_k: int = 3) -> pd.DataFrame:
+        """The features that drove each row's score.
+
+        Each feature's excess negative log-likelihood over its median on the calibration rows is
+        its contribution; ``share`` is its fraction of the row's total positive excess.
+
+        Returns
+        -------
+        DataFrame in long form, ``top_k`` rows per input row (index repeated), columns
+        ``rank``, ``feature``, ``share``, ``excess_nll``, ``value`` and ``typical``.
+        """
+        raw = self._evaluate(frame, detail=True)
+        return explain_rows(
+            frame, raw["feature_nll"] - self.feature_nll_median_, self.preprocessor_, top_k
+        )
+
+    # ---------------------------------------------------------------- persistence
+    def save(self, directory: str | Path) -> Path:
+        """Write weights, JSON config, preprocessing and calibration to ``directory``."""
+        self._check_fitted()
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        self.engine_.save_weights(d / "weights.pt")
+        write_json(d / "preprocessor.json", self.preprocessor_.to_dict())
+        write_json(d / "calibration.json", {
+            **self.calibration_.to_dict(), "feature_nll_median": self.feature_nll_median_.tolist(),
+        })
+        write_json(d / "history.json", {"epochs": self.history_})
+        write_json(d / "config.json", {
+            "format": FORMAT, "kind": "tabular", "config": self.config_.model_dump(),
+            "network": self.engine_.state(), "feature_names_in": self.feature_names_in_,
+        })
+        return d
+
+    @classmethod
+    def load(cls, directory: str | Path, device: Optional[str] = None) -> "VAEDetector":
+        """Rebuild a detector saved by :meth:`save` (weights loaded with ``weights_only=True``)."""
+        d = Path(directory)
+        meta = _read_meta(d, "tabular")
+        cfg = VAEConfig(**meta["config"])
+        det = cls(seed=cfg.seed, config=cfg)
+        det.config_ = cfg
+        det.preprocessor_ = Preprocessor.from_dict(read_json(d / "preprocessor.json"))
+        cal = read_json(d / "calibration.json")
+        det.feature_nll_median_ = np.asarray(cal.pop("feature_nll_median"), float)
+        det.calibration_ = Calibration.from_dict(cal)
+        det.history_ = read_json(d / "history.json")["epochs"]
+        det.feature_names_in_ = meta["feature_names_in"]
+        det.engine_ = Engine.load(meta["network"], cfg, d / "weights.pt", device)
+        return det
+
+
+def _read_meta(d: Path, kind: str) -> dict:
+    if not (d / "config.json").exists():
+        raise FileNotFoundError(f"no saved detector in {d} (config.json is missing)")
+    meta = read_json(d / "config.json")
+    if meta.get("format") != FORMAT:
+        raise ValueError(f"{d}: unknown format {meta.get('format')!r}, expected {FORMAT!r}")
+    if meta.get("kind") != kind:
+        raise ValueError(f"{d} holds a {meta.get('kind')} detector, not a {kind} one")
+    return meta
+
+
+def typical_text(spec: ColumnSpec) -> str:
+    """A short human description of a column's normal values."""
+    if spec.kind == "numeric":
+        return f"{spec.low:.4g} to {spec.high:.4g}"
+    if spec.kind == "bool":
+        return f"true in {100 * spec.true_rate:.0f}% of rows"
+    return ", ".join(repr(c) for c in spec.categories[:3]) + (", ..." if len(spec.categories) > 3 else "")
+
+
+def explain_rows(frame: pd.DataFrame, excess: np.ndarray, pp: Preprocessor, top_k: int) -> pd.DataFrame:
+    """Long-form top-``top_k`` features per row from an (n, n_features) excess-NLL matrix."""
+    names = pp.feature_names
+    specs = {c.name: c for c in pp.columns}
+    top_k = int(min(max(top_k, 1), len(names)))
+    positive = np.clip(excess, 0.0, None)
+    total = positive.sum(1, keepdims=True)
+    share = np.divide(positive, total, out=np.zeros_like(positive), where=total > 0)
+    order = np.argsort(-excess, axis=1, kind="stable")[:, :top_k]
+    rows = np.repeat(np.arange(len(frame)), top_k)
+    cols = order.ravel()
+    feats = [names[j] for j in cols]
+    values = [frame[f].iloc[i] for i, f in zip(rows, feats)]
+    return pd.DataFrame(
+        {
+            "rank": np.tile(np.arange(1, top_k + 1), len(frame)),
+            "feature": feats,
+            "share": share[rows, cols],
+            "excess_nll": excess[rows, cols],
+            "value": pd.Series(values, dtype=object).to_numpy(),
+            "typical": [typical_text(specs[f]) for f in feats],
+        },
+        index=frame.index[rows],
+    )

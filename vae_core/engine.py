@@ -1,0 +1,124 @@
+"""The part both detectors share: building, training and evaluating a VAE on encoded arrays,
+and saving it as weights + JSON (never a pickle)."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import torch
+
+from .config import VAEConfig
+from .model import VAE, Batch, score_batch
+from .preprocess import Encoded
+from .train import DeviceData, EpochCallback, EpochMetrics, autocast_for, select_device, train_vae
+
+FORMAT = "vae-anomaly/1"
+SCORE_ELEMENTS = 1 << 24  # bound on K * rows * features held at once while scoring
+
+
+def auto_dims(n_features: int, config: VAEConfig) -> tuple[int, list[int]]:
+    """Latent size and hidden widths from the input width, unless the config sets them."""
+    latent = config.latent_dim or int(np.clip(n_features // 4, 2, 16))
+    hidden = config.hidden_dims
+    if hidden is None:
+        hidden = [int(np.clip(2 * n_features, 32, 256)), int(np.clip(n_features, 16, 128))]
+    return latent, list(hidden)
+
+
+def build_model(n_num: int, n_bool: int, cat_sizes: list[int], config: VAEConfig) -> VAE:
+    """A freshly initialised VAE; the initialisation depends on ``config.seed`` alone."""
+    n_features = n_num + n_bool + len(cat_sizes)
+    latent, hidden = auto_dims(n_features, config)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(config.seed)
+        return VAE(n_num, n_bool, cat_sizes, latent, hidden, config.decoder_variance, config.min_logvar, config.max_logvar)
+
+
+class Engine:
+    """A VAE with its config and device; fits and scores :class:`Encoded` arrays."""
+
+    def __init__(self, model: VAE, config: VAEConfig, device: Optional[torch.device] = None):
+        self.model = model
+        self.config = config
+        self.device = device or select_device(config.device)
+        self.model.to(self.device).eval()
+
+    def fit(self, train: Encoded, val: Encoded, callback: Optional[EpochCallback] = None) -> list[EpochMetrics]:
+        """Train in place; returns the per-epoch history."""
+        return train_vae(self.model, train, val, self.config, self.device, callback)
+
+    def noise(self) -> torch.Tensor:
+        """The fixed standard-normal draws shared by all rows at scoring time."""
+        k = max(self.config.elbo_samples, self.config.iwae_samples)
+        gen = torch.Generator().manual_seed(self.config.seed + 12345)
+        return torch.randn(k, self.model.latent_dim, generator=gen)
+
+    @torch.inference_mode()
+    def evaluate(self, enc: Encoded, feature_detail: bool = True) -> dict[str, np.ndarray]:
+        """Per-row neg_elbo, nll_iwae, recon_error, kl and (optionally) per-feature NLL / squared error.
+
+        Rows are scored in batches sized so that K x rows x features stays bounded, so memory
+        does not grow with the number of rows.
+        """
+        cfg = self.config
+        eps = self.noise()
+        k = len(eps)
+        n_feat = max(self.model.n_features, 1)
+        rows = int(max(64, min(cfg.score_batch_size, SCORE_ELEMENTS // (k * n_feat))))
+        data = DeviceData(enc, self.device, resident_bytes=0)
+        eps = eps.to(self.device)
+        keys = ["neg_elbo", "nll_iwae", "recon_error", "kl"] + (["feature_nll", "feature_sq_error"] if feature_detail else [])
+        out: dict[str, list] = {key: [] for key in keys}
+        use_amp = self.device.type == "cuda" and cfg.mixed_precision
+        for b in data.slices(rows):
+            with autocast_for(self.device, use_amp):
+                r = score_batch(self.model, b, eps, cfg.elbo_samples, cfg.iwae_samples)
+            for key in keys:
+                out[key].append(getattr(r, key).float().cpu().numpy())
+        return {key: np.concatenate(v).astype(np.float64) for key, v in out.items()}
+
+    # ---------------------------------------------------------------- persistence
+    def state(self) -> dict:
+        """JSON-ready description of the network's shape."""
+        m = self.model
+        return {
+            "n_num": m.n_num,
+            "n_bool": m.n_bool,
+            "cat_sizes": m.cat_sizes,
+            "latent_dim": m.latent_dim,
+            "hidden_dims": [l.out_features for l in m.encoder if isinstance(l, torch.nn.Linear)],
+        }
+
+    def save_weights(self, path: Path) -> None:
+        """Weights only, loadable with ``weights_only=True``."""
+        torch.save({k: v.detach().cpu() for k, v in self.model.state_dict().items()}, path)
+
+    @classmethod
+    def load(cls, state: dict, config: VAEConfig, weights: Path, device: Optional[str] = None) -> "Engine":
+        """Rebuild the network from ``state`` and load ``weights`` safely."""
+        cfg = config.model_copy(update={"latent_dim": state["latent_dim"], "hidden_dims": state["hidden_dims"]})
+        model = VAE(
+            state["n_num"], state["n_bool"], state["cat_sizes"], state["latent_dim"], state["hidden_dims"],
+            cfg.decoder_variance, cfg.min_logvar, cfg.max_logvar,
+        )
+        model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
+        return cls(model, config, select_device(device or config.device))
+
+
+def write_json(path: Path, obj: dict) -> None:
+    """Write JSON atomically (temporary file, then rename)."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        json.dump(obj, f, indent=1)
+    os.replace(tmp, path)
+
+
+def read_json(path: Path) -> dict:
+    """Read a JSON file written by :func:`write_json`."""
+    with open(path) as f:
+        return json.load(f)

@@ -1,0 +1,215 @@
+"""The VAE: an MLP encoder q(z|x), an MLP decoder p(x|z) with one likelihood per column kind,
+and the per-row estimators used for training and scoring.
+
+Notation follows Kingma & Welling (2014), "Auto-Encoding Variational Bayes" (``mu``, ``logvar``,
+``reparameterize``) and Burda et al. (2016), "Importance Weighted Autoencoders".
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+@dataclass
+class Batch:
+    """Tensors of one mini-batch (see :class:`vae_core.preprocess.Encoded`)."""
+
+    num: torch.Tensor
+    num_mask: torch.Tensor
+    bools: torch.Tensor
+    bool_mask: torch.Tensor
+    cats: torch.Tensor
+    cat_mask: torch.Tensor
+
+    def __len__(self) -> int:
+        return self.num.shape[0]
+
+
+@dataclass
+class Decoded:
+    """Parameters of p(x|z) for every column kind."""
+
+    num_mean: torch.Tensor
+    num_logvar: torch.Tensor
+    bool_logits: torch.Tensor
+    cat_logits: torch.Tensor
+
+
+def _mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for a, b in zip(sizes[:-1], sizes[1:]):
+        layers += [nn.Linear(a, b), nn.SiLU()]
+    return nn.Sequential(*layers)
+
+
+class VAE(nn.Module):
+    """Mixed-type VAE: Gaussian (learned variance), Bernoulli and categorical likelihoods.
+
+    Parameters
+    ----------
+    n_num, n_bool : int
+        Numbers of numeric and boolean columns.
+    cat_sizes : list of int
+        Slots of each categorical column.
+    latent_dim : int
+        Size of z.
+    hidden_dims : list of int
+        Encoder widths; the decoder mirrors them. ``[]`` gives a linear encoder and decoder.
+    decoder_variance : {"feature", "row"}
+        One learned log-variance per numeric column, or one predicted per row.
+    """
+
+    def __init__(
+        self,
+        n_num: int,
+        n_bool: int,
+        cat_sizes: list[int],
+        latent_dim: int,
+        hidden_dims: list[int],
+        decoder_variance: str = "feature",
+        min_logvar: float = -6.0,
+        max_logvar: float = 6.0,
+    ):
+        super().__init__()
+        self.n_num, self.n_bool, self.cat_sizes = n_num, n_bool, list(cat_sizes)
+        self.latent_dim = latent_dim
+        self.row_variance = decoder_variance == "row"
+        self.min_logvar, self.max_logvar = min_logvar, max_logvar
+        n_cat_slots = sum(self.cat_sizes)
+        in_dim = 2 * n_num + 2 * n_bool + n_cat_slots
+        self.encoder = _mlp([in_dim, *hidden_dims])
+        enc_out = hidden_dims[-1] if hidden_dims else in_dim
+        self.enc_mu = nn.Linear(enc_out, latent_dim)
+        self.enc_logvar = nn.Linear(enc_out, latent_dim)
+        self.decoder = _mlp([latent_dim, *reversed(hidden_dims)])
+        dec_out = hidden_dims[0] if hidden_dims else latent_dim
+        out_dim = n_num * (2 if self.row_variance else 1) + n_bool + n_cat_slots
+        self.dec_out = nn.Linear(dec_out, out_dim)
+        self.num_logvar = nn.Parameter(torch.zeros(n_num))
+        offsets = torch.tensor([0, *self.cat_sizes], dtype=torch.long).cumsum(0)[:-1]
+        self.register_buffer("cat_offsets", offsets, persistent=False)
+
+    @property
+    def n_features(self) -> int:
+        """Columns with a likelihood term, in the order numeric, boolean, categorical."""
+        return self.n_num + self.n_bool + len(self.cat_sizes)
+
+    # ---------------------------------------------------------------- q(z|x)
+    def encoder_input(self, b: Batch) -> torch.Tensor:
+        """Observed values (0 where missing), their masks, and one-hot categories."""
+        parts = [b.num * b.num_mask, b.num_mask, b.bools * b.bool_mask, b.bool_mask]
+        if self.cat_sizes:
+            onehot = b.num.new_zeros(len(b), sum(self.cat_sizes))
+            onehot.scatter_(1, b.cats + self.cat_offsets, b.cat_mask)
+            parts.append(onehot)
+        return torch.cat(parts, dim=1)
+
+    def encode(self, b: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-variance of the Gaussian q(z|x)."""
+        h = self.encoder(self.encoder_input(b))
+        logvar = self.enc_logvar(h).clamp(-12.0, 8.0)
+        return self.enc_mu(h), logvar
+
+    @staticmethod
+    def reparameterize(mu: torch.Tensor, logvar: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """z = mu + sigma * eps (the reparameterisation trick, Kingma & Welling eq. 10)."""
+        return mu + torch.exp(0.5 * logvar) * eps
+
+    # ---------------------------------------------------------------- p(x|z)
+    def decode(self, z: torch.Tensor) -> Decoded:
+        """Likelihood parameters for z of shape (..., latent_dim)."""
+        out = self.dec_out(self.decoder(z)).float()
+        i = self.n_num
+        mean = out[..., :i]
+        if self.row_variance:
+            logvar = out[..., i : 2 * i]
+            i *= 2
+        else:
+            logvar = self.num_logvar.float().expand_as(mean)
+        logvar = logvar.clamp(self.min_logvar, self.max_logvar)
+        bool_logits = out[..., i : i + self.n_bool]
+        cat_logits = out[..., i + self.n_bool :]
+        return Decoded(mean, logvar, bool_logits, cat_logits)
+
+    def feature_nll(self, d: Decoded, b: Batch) -> torch.Tensor:
+        """-log p(x_j | z) per column j, shape (..., n, n_features); 0 where x_j is missing."""
+        gauss = 0.5 * (LOG_2PI + d.num_logvar + (b.num - d.num_mean) ** 2 * torch.exp(-d.num_logvar))
+        parts = [gauss * b.num_mask]
+        if self.n_bool:
+            bern = F.binary_cross_entropy_with_logits(
+                d.bool_logits, b.bools.expand_as(d.bool_logits), reduction="none"
+            )
+            parts.append(bern * b.bool_mask)
+        for j, (off, size) in enumerate(zip(self.cat_offsets.tolist(), self.cat_sizes)):
+            logp = torch.log_softmax(d.cat_logits[..., off : off + size], dim=-1)
+            target = b.cats[:, j].expand(logp.shape[:-1]).unsqueeze(-1)
+            parts.append(-logp.gather(-1, target).squeeze(-1).unsqueeze(-1) * b.cat_mask[:, j : j + 1])
+        return torch.cat(parts, dim=-1)
+
+    def feature_sq_error(self, d: Decoded, b: Batch) -> torch.Tensor:
+        """Squared reconstruction error per column: (x - mean)^2, (x - p)^2, Brier score for categories."""
+        parts = [(b.num - d.num_mean) ** 2 * b.num_mask]
+        if self.n_bool:
+            parts.append((b.bools - torch.sigmoid(d.bool_logits)) ** 2 * b.bool_mask)
+        for j, (off, size) in enumerate(zip(self.cat_offsets.tolist(), self.cat_sizes)):
+            p = torch.softmax(d.cat_logits[..., off : off + size], dim=-1)
+            p_true = p.gather(-1, b.cats[:, j : j + 1]).squeeze(-1)
+            brier = 1.0 - 2.0 * p_true + (p**2).sum(-1)
+            parts.append((brier * b.cat_mask[:, j]).unsqueeze(-1))
+        return torch.cat(parts, dim=-1)
+
+    def observed(self, b: Batch) -> torch.Tensor:
+        """Mask of observed values per column, shape (n, n_features)."""
+        return torch.cat([b.num_mask, b.bool_mask, b.cat_mask], dim=1)
+
+
+def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:
+    """KL(N(mu, exp(logvar)) || N(0, I)) per latent dimension (Kingma & Welling, appendix B)."""
+    return 0.5 * (mu**2 + torch.exp(logvar) - 1.0 - logvar)
+
+
+@dataclass
+class RowScores:
+    """Per-row estimates for one batch."""
+
+    neg_elbo: torch.Tensor  # (n,)
+    nll_iwae: torch.Tensor  # (n,)
+    recon_error: torch.Tensor  # (n,)
+    kl: torch.Tensor  # (n,)
+    feature_nll: torch.Tensor  # (n, n_features), mean over the S ELBO samples
+    feature_sq_error: torch.Tensor  # (n, n_features) at z = mu
+
+
+def score_batch(model: VAE, b: Batch, eps: torch.Tensor, elbo_samples: int, iwae_samples: int) -> RowScores:
+    """ELBO, IWAE and reconstruction estimates for each row of ``b``.
+
+    ``eps`` (K, latent_dim) holds standard-normal draws shared by every row ("common random
+    numbers"): each row's estimate is unbiased, and it does not depend on which other rows share
+    its batch, so scores are reproducible however the data is split.
+
+    - neg_elbo = E_q[-log p(x|z)] + KL(q(z|x) || p(z)), the expectation over the first S draws and
+      the KL in closed form (Kingma & Welling eq. 10).
+    - nll_iwae = -log (1/K sum_k p(x, z_k) / q(z_k|x)) over the first K draws (Burda et al. eq. 8).
+    - recon_error = mean over observed columns of the squared error at z = mu.
+    """
+    mu, logvar = model.encode(b)
+    mu, logvar = mu.float(), logvar.float()
+    z = model.reparameterize(mu.unsqueeze(0), logvar.unsqueeze(0), eps.unsqueeze(1))  # (K, n, L)
+    fnll = model.feature_nll(model.decode(z), b)  # (K, n, F)
+    kl = gaussian_kl(mu, logvar).sum(-1)
+    log_px_z = -fnll.sum(-1)  # (K, n)
+    log_pz = -0.5 * (z**2 + LOG_2PI).sum(-1)
+    log_qz = -0.5 * (eps.unsqueeze(1) ** 2 + LOG_2PI + logvar.unsqueeze(0)).sum(-1)
+    log_w = log_px_z + log_pz - log_qz
+    nll_iwae = -(torch.logsumexp(log_w[:iwae_samples], dim=0) - math.log(min(iwae_samples, len(eps))))
+    feat = fnll[:elbo_samples].mean(0)
+    sq = model.feature_sq_error(model.decode(mu), b)
+    observed = model.observed(b)
+    recon = sq.sum(-1) / observed.sum(-1).clamp_min(1.0)
+    return RowScores(feat.sum(-1) + kl, nll_iwae, recon, kl, feat, sq)

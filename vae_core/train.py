@@ -1,0 +1,180 @@
+"""Device choice, batching and the training loop (AdamW, KL warm-up, early stopping)."""
+from __future__ import annotations
+
+import copy
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from typing import Callable, Iterator, Optional
+
+import numpy as np
+import torch
+
+from .config import VAEConfig
+from .model import VAE, Batch, gaussian_kl
+from .preprocess import Encoded
+
+
+@dataclass
+class EpochMetrics:
+    """What the per-epoch callback receives (all losses are means per row, in nats)."""
+
+    epoch: int
+    beta: float
+    train_loss: float
+    train_recon: float
+    train_kl: float
+    val_neg_elbo: float
+    val_recon: float
+    val_kl: float
+    seconds: float
+    best: bool
+
+    def as_dict(self) -> dict:
+        """Plain dict, e.g. for metric logging."""
+        return asdict(self)
+
+
+EpochCallback = Callable[[EpochMetrics], Optional[bool]]
+
+
+def select_device(preference: str = "auto") -> torch.device:
+    """CUDA when present (or asked for), else the CPU."""
+    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
+        return torch.device("cuda")
+    return torch.device("cpu")
+
+
+def autocast_for(device: torch.device, enabled: bool):
+    """bf16 autocast on CUDA (fp16 where bf16 is missing); a no-op on the CPU."""
+    if device.type != "cuda" or not enabled:
+        return nullcontext()
+    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.autocast(device_type="cuda", dtype=dtype)
+
+
+class DeviceData:
+    """Encoded arrays as tensors: on the GPU whole when they fit, else pinned for async copies."""
+
+    def __init__(self, enc: Encoded, device: torch.device, resident_bytes: int = 1 << 30):
+        tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in enc.arrays()]
+        self.device = device
+        size = sum(t.numel() * t.element_size() for t in tensors)
+        if device.type == "cuda" and size <= resident_bytes:
+            tensors = [t.to(device) for t in tensors]
+        elif device.type == "cuda":
+            tensors = [t.pin_memory() for t in tensors]
+        self.tensors = tensors
+        self.n = enc.num.shape[0]
+
+    def batch(self, index: torch.Tensor) -> Batch:
+        """Rows at ``index`` on the device (``non_blocking`` from pinned memory)."""
+        idx = index.to(self.tensors[0].device)
+        return Batch(*(t[idx].to(self.device, non_blocking=True) for t in self.tensors))
+
+    def slices(self, batch_size: int) -> Iterator[Batch]:
+        """Consecutive batches in row order."""
+        for start in range(0, self.n, batch_size):
+            yield Batch(*(t[start : start + batch_size].to(self.device, non_blocking=True) for t in self.tensors))
+
+
+def _elbo_terms(model: VAE, b: Batch, eps: torch.Tensor, free_bits: float) -> tuple[torch.Tensor, ...]:
+    """Per-row reconstruction NLL (one z sample), KL, and the KL after free bits."""
+    mu, logvar = model.encode(b)
+    mu, logvar = mu.float(), logvar.float()
+    z = model.reparameterize(mu, logvar, eps)
+    recon = model.feature_nll(model.decode(z), b).sum(-1)
+    kl_dim = gaussian_kl(mu, logvar)
+    kl = kl_dim.sum(-1)
+    if free_bits > 0:
+        # Kingma et al. (2016): no penalty below `free_bits` nats per dimension (batch average)
+        kl_pen = torch.clamp(kl_dim.mean(0), min=free_bits).sum().expand_as(kl)
+    else:
+        kl_pen = kl
+    return recon, kl, kl_pen
+
+
+def train_vae(
+    model: VAE,
+    train: Encoded,
+    val: Encoded,
+    config: VAEConfig,
+    device: torch.device,
+    callback: Optional[EpochCallback] = None,
+) -> list[EpochMetrics]:
+    """Fit ``model`` in place on ``train``; keep the weights with the best validation ELBO.
+
+    The loss is -ELBO with the KL weight beta raised linearly from 0 to 1 over
+    ``kl_warmup_epochs`` (Bowman et al. 2016), so the KL term is never switched off. Early
+    stopping watches the full (beta = 1) validation ELBO, and only once the warm-up is over.
+    ``callback`` gets an :class:`EpochMetrics` per epoch and may return False to stop.
+    """
+    gen = torch.Generator(device="cpu").manual_seed(config.seed)
+    noise_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
+    model.to(device)
+    opt = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
+    use_amp = device.type == "cuda" and config.mixed_precision
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp and not torch.cuda.is_bf16_supported())
+    tr, va = DeviceData(train, device), DeviceData(val, device)
+    bs = min(config.batch_size, max(2, tr.n))
+    steps_per_epoch = max(1, tr.n // bs)
+    max_epochs = config.max_epochs
+    if config.max_steps:
+        max_epochs = max(1, min(max_epochs, config.max_steps // steps_per_epoch))
+    warmup = min(config.kl_warmup_epochs, max(0, max_epochs // 3))
+    val_eps = torch.randn(va.n, model.latent_dim, generator=torch.Generator().manual_seed(config.seed + 2)).to(device)
+
+    history: list[EpochMetrics] = []
+    best, best_state, stale = float("inf"), copy.deepcopy(model.state_dict()), 0
+    for epoch in range(1, max_epochs + 1):
+        t0 = time.perf_counter()
+        beta = min(1.0, epoch / warmup) if warmup else 1.0
+        model.train()
+        perm = torch.randperm(tr.n, generator=gen)
+        sums = torch.zeros(3, device=device)
+        seen = 0
+        for s in range(steps_per_epoch):
+            b = tr.batch(perm[s * bs : (s + 1) * bs])
+            eps = torch.randn(len(b), model.latent_dim, generator=noise_gen, device=device)
+            with autocast_for(device, use_amp):
+                recon, kl, kl_pen = _elbo_terms(model, b, eps, config.free_bits)
+                loss = (recon + beta * kl_pen).mean()
+            opt.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.unscale_(opt)
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 10.0)
+            scaler.step(opt)
+            scaler.update()
+            sums += torch.stack([loss.detach() * len(b), recon.detach().sum(), kl.detach().sum()])
+            seen += len(b)
+        train_loss, train_recon, train_kl = (sums / max(seen, 1)).tolist()
+
+        model.eval()
+        vsum = torch.zeros(2, device=device)
+        with torch.inference_mode(), autocast_for(device, use_amp):
+            for i, b in enumerate(va.slices(4096)):
+                recon, kl, _ = _elbo_terms(model, b, val_eps[i * 4096 : i * 4096 + len(b)], 0.0)
+                vsum += torch.stack([recon.sum(), kl.sum()])
+        val_recon, val_kl = (vsum / max(va.n, 1)).tolist()
+        val_elbo = val_recon + val_kl
+        improved = epoch > warmup and (not np.isfinite(best) or val_elbo < best - 1e-4 * abs(best))
+        if epoch <= warmup or improved:
+            best_state = copy.deepcopy(model.state_dict())
+            if improved:
+                best, stale = val_elbo, 0
+        else:
+            stale += 1
+        m = EpochMetrics(
+            epoch, beta, train_loss, train_recon, train_kl, val_elbo, val_recon, val_kl,
+            time.perf_counter() - t0, bool(improved),
+        )
+        history.append(m)
+        if not np.isfinite(train_loss):
+            raise FloatingPointError(f"training diverged at epoch {epoch} (loss {train_loss})")
+        if callback is not None and callback(m) is False:
+            break
+        if stale >= config.patience:
+            break
+    model.load_state_dict(best_state)
+    model.eval()
+    return history
