@@ -1,0 +1,1 @@
+"""I/O, orchestration and tracking around :mod:`vae_core`: the Parquet lake, Prefect flows, the CLI."""

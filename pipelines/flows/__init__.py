@@ -1,0 +1,1 @@
+"""Prefect flows: each module holds one flow that only puts small tasks in order."""

@@ -1,0 +1,147 @@
+"""One settings object, read from the environment, with embedded local defaults.
+
+Every address that points at a server or at storage (the lake, MLflow, the Prefect API,
+a Dask scheduler) lives here. Nothing is read at import time: call :func:`get_settings`.
+
+Environment variables and their defaults:
+
+- ``VAE_ANOMALY_HOME``: local state (MLflow store, Prefect home); ``<project root>/.state``.
+- ``VAE_ANOMALY_LAKE``: root of the Parquet lake, a local path or fsspec URL;
+  ``<project root>/data/lake``.
+- ``MLFLOW_TRACKING_URI``: ``sqlite:///<home>/mlflow.db``.
+- ``VAE_ANOMALY_MLFLOW_ARTIFACTS``: ``file://<home>/mlartifacts``; used with the local default
+  store only (a tracking server keeps its own artifact root).
+- ``PREFECT_API_URL``: unset, meaning Prefect's ephemeral API with state under ``PREFECT_HOME``.
+- ``PREFECT_HOME``: ``<home>/prefect``.
+- ``VAE_ANOMALY_DASK_ADDRESS``: unset, meaning no Dask cluster.
+- ``VAE_ANOMALY_BENCHDATA``: ``<project root>/../shared/benchdata``.
+
+The project root is the parent of the ``pipelines`` package directory. Empty variables count
+as unset. Relative paths are resolved against the current directory.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Mapping, Optional
+
+from pydantic import BaseModel, ConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+class Settings(BaseModel):
+    """Where the pipelines find their storage and servers.
+
+    Attributes
+    ----------
+    project_root : Path
+        The repository root (parent of the ``pipelines`` package).
+    home : Path
+        Folder for local state: the default MLflow store and Prefect home.
+    lake_url : str
+        Root of the Parquet lake: a local path or an fsspec URL (``file://``, ``memory://``,
+        ``s3://`` ...).
+    mlflow_tracking_uri : str
+        MLflow tracking URI.
+    mlflow_artifact_root : str
+        Artifact root for experiments created against the local default store.
+    prefect_api_url : str or None
+        Prefect API; ``None`` means Prefect's ephemeral local API.
+    prefect_home : Path
+        ``PREFECT_HOME`` to use when it is not set already (see :func:`apply_prefect_env`).
+    dask_address : str or None
+        Address of a Dask scheduler, or ``None`` to run tasks in-process.
+    benchdata_dir : Path
+        Labelled benchmark data (``tabular/``, ``timeseries/``).
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    project_root: Path
+    home: Path
+    lake_url: str
+    mlflow_tracking_uri: str
+    mlflow_artifact_root: str
+    prefect_api_url: Optional[str] = None
+    prefect_home: Path
+    dask_address: Optional[str] = None
+    benchdata_dir: Path
+
+    @classmethod
+    def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "Settings":
+        """Build settings from ``environ`` (default: ``os.environ``) and the local defaults.
+
+        Parameters
+        ----------
+        environ : mapping, optional
+            Variables to read; tests pass a plain dict.
+
+        Returns
+        -------
+        Settings
+        """
+        env = os.environ if environ is None else environ
+
+        def get(name: str) -> Optional[str]:
+            value = env.get(name, "")
+            return value.strip() or None
+
+        home = _path(get("VAE_ANOMALY_HOME") or PROJECT_ROOT / ".state")
+        return cls(
+            project_root=PROJECT_ROOT,
+            home=home,
+            lake_url=get("VAE_ANOMALY_LAKE") or str(PROJECT_ROOT / "data" / "lake"),
+            mlflow_tracking_uri=get("MLFLOW_TRACKING_URI") or f"sqlite:///{home / 'mlflow.db'}",
+            mlflow_artifact_root=get("VAE_ANOMALY_MLFLOW_ARTIFACTS") or (home / "mlartifacts").as_uri(),
+            prefect_api_url=get("PREFECT_API_URL"),
+            prefect_home=_path(get("PREFECT_HOME") or home / "prefect"),
+            dask_address=get("VAE_ANOMALY_DASK_ADDRESS"),
+            benchdata_dir=_path(get("VAE_ANOMALY_BENCHDATA") or PROJECT_ROOT.parent / "shared" / "benchdata"),
+        )
+
+    def ensure_home(self) -> Path:
+        """Create the local state folder if needed and return it."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        return self.home
+
+
+def _path(value: "str | Path") -> Path:
+    """An absolute path with ``~`` expanded."""
+    return Path(value).expanduser().absolute()
+
+
+def get_settings() -> Settings:
+    """Read the settings from the current environment (not cached, so cheap to re-read in tests)."""
+    return Settings.from_env()
+
+
+def apply_prefect_env(settings: Optional[Settings] = None) -> dict[str, str]:
+    """Point Prefect at the project's local state unless the environment already says otherwise.
+
+    Sets ``PREFECT_HOME`` (to ``settings.prefect_home``) and ``PREFECT_SERVER_ANALYTICS_ENABLED``
+    (to ``false``) in ``os.environ`` when they are not set. Prefect reads its settings when it is
+    first imported, so the CLI must call this **before anything imports prefect** (import the
+    flows inside the command functions, not at the top of the CLI module).
+
+    Parameters
+    ----------
+    settings : Settings, optional
+        Defaults to :func:`get_settings`.
+
+    Returns
+    -------
+    dict
+        The variables that were set by this call (empty if all were set already).
+    """
+    settings = settings or get_settings()
+    wanted = {
+        "PREFECT_HOME": str(settings.prefect_home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    }
+    applied = {}
+    for name, value in wanted.items():
+        if not os.environ.get(name):
+            os.environ[name] = value
+            applied[name] = value
+    return applied

@@ -1,0 +1,48 @@
+"""Fixtures shared by every test directory.
+
+Keep this file small: fixtures used by one directory belong in that directory's conftest.
+
+The environment lines below run when pytest loads this file, before any test module imports
+Prefect (Prefect reads its settings on import): analytics off, and a throw-away
+``PREFECT_HOME`` so tests never touch a developer's profile or the project's ``.state``.
+Prefect tests request the session-scoped ``prefect_harness`` fixture, which starts one
+temporary Prefect API (with a temporary database) for the whole session.
+"""
+import atexit
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+if "PREFECT_HOME" not in os.environ:
+    _prefect_home = tempfile.mkdtemp(prefix="vae-anomaly-test-prefect-")
+    atexit.register(shutil.rmtree, _prefect_home, ignore_errors=True)
+    os.environ["PREFECT_HOME"] = _prefect_home
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def samples_dir() -> Path:
+    """The committed sample data (``data/samples``)."""
+    return PROJECT_ROOT / "data" / "samples"
+
+
+@pytest.fixture
+def lake(tmp_path):
+    """An empty :class:`pipelines.lake.Lake` in a temporary folder."""
+    from pipelines.lake import Lake
+
+    return Lake(tmp_path / "lake")
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """A temporary Prefect API and database for the whole session (started on first use)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

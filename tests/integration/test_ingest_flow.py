@@ -1,0 +1,115 @@
+"""The ``ingest`` Prefect flow run for real against a temporary Prefect API; and the settings it runs with."""
+import os
+from pathlib import Path
+
+import pytest
+
+from pipelines.lake import Lake
+from pipelines.settings import PROJECT_ROOT, Settings, apply_prefect_env
+
+
+def markdown_artifacts(flow_run_id) -> list:
+    """The markdown artifacts a flow run published, read back through the Prefect client."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId, ArtifactFilterType
+
+    artifact_filter = ArtifactFilter(
+        flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]), type=ArtifactFilterType(any_=["markdown"])
+    )
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(artifact_filter=artifact_filter)
+
+
+@pytest.mark.slow
+def test_ingest_flow_commits_quarantines_and_publishes_a_summary(prefect_harness, tmp_path, samples_dir):
+    from pipelines.flows.ingest import ingest
+
+    lake_url = str(tmp_path / "lake")
+    bad_file = str(samples_dir / "transactions_bad.csv")
+    first = ingest(dataset="transactions", source=str(samples_dir / "transactions_batch1.csv"), lake_url=lake_url)
+    assert (first["rows_read"], first["rows_accepted"], first["skipped"]) == (1900, 1900, False)
+
+    state = ingest(dataset="transactions", source=bad_file, lake_url=lake_url, return_state=True)
+    report = state.result()
+    assert (report["rows_read"], report["rows_accepted"], report["rows_quarantined"]) == (20, 16, 4)
+    assert report["dataset"] == "transactions" and report["quarantined_by_column"]["amount"] == 2
+    assert [b.batch_id for b in Lake(lake_url).list_batches("transactions")] == [first["batch_id"], report["batch_id"]]
+
+    (artifact,) = markdown_artifacts(state.state_details.flow_run_id)
+    assert artifact.key == "ingest-transactions"
+    assert "| 20 | 16 | 4 |" in artifact.data and "| `amount` | 2 |" in artifact.data
+
+    again = ingest(dataset="transactions", source=bad_file, lake_url=lake_url, return_state=True)
+    assert again.result()["skipped"] and again.result()["batch_id"] == report["batch_id"]
+    (artifact,) = markdown_artifacts(again.state_details.flow_run_id)
+    assert "skipped" in artifact.data
+    assert len(Lake(lake_url).list_batches("transactions")) == 2
+
+
+@pytest.mark.slow
+def test_ingest_flow_fails_on_schema_drift_without_committing(prefect_harness, tmp_path, samples_dir):
+    from pipelines.flows.ingest import ingest
+
+    lake_url = str(tmp_path / "lake")
+    ingest("sensors", str(samples_dir / "sensors_batch1.csv"), time_column="timestamp", lake_url=lake_url)
+    state = ingest("sensors", str(samples_dir / "transactions_bad.csv"), lake_url=lake_url, return_state=True)
+    assert state.is_failed()
+    with pytest.raises(Exception, match="missing column.*'timestamp'"):
+        state.result()
+    assert len(Lake(lake_url).list_batches("sensors")) == 1
+
+
+def test_settings_defaults_follow_home_and_project_root(tmp_path):
+    settings = Settings.from_env({"VAE_ANOMALY_HOME": str(tmp_path / "state")})
+    assert settings.project_root == PROJECT_ROOT == Path(__file__).resolve().parents[2]
+    assert settings.lake_url == str(PROJECT_ROOT / "data" / "lake")
+    assert settings.mlflow_tracking_uri == f"sqlite:///{tmp_path / 'state' / 'mlflow.db'}"
+    assert settings.mlflow_artifact_root == (tmp_path / "state" / "mlartifacts").as_uri()
+    assert settings.prefect_home == tmp_path / "state" / "prefect"
+    assert settings.prefect_api_url is None and settings.dask_address is None
+    assert settings.benchdata_dir == PROJECT_ROOT.parent / "shared" / "benchdata"
+    assert Settings.from_env({}).home == PROJECT_ROOT / ".state"
+
+
+def test_settings_read_overrides_from_the_environment():
+    settings = Settings.from_env(
+        {
+            "VAE_ANOMALY_LAKE": "s3://bucket/lake",
+            "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
+            "PREFECT_API_URL": "http://127.0.0.1:4200/api",
+            "VAE_ANOMALY_DASK_ADDRESS": "tcp://127.0.0.1:8786",
+            "VAE_ANOMALY_BENCHDATA": "",  # empty counts as unset
+        }
+    )
+    assert settings.lake_url == "s3://bucket/lake" and settings.mlflow_tracking_uri == "http://127.0.0.1:5000"
+    assert settings.prefect_api_url == "http://127.0.0.1:4200/api" and settings.dask_address == "tcp://127.0.0.1:8786"
+    assert settings.benchdata_dir == PROJECT_ROOT.parent / "shared" / "benchdata"
+
+
+def test_apply_prefect_env_sets_only_what_is_unset(monkeypatch, tmp_path):
+    monkeypatch.delenv("PREFECT_HOME", raising=False)
+    monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "true")
+    settings = Settings.from_env({"VAE_ANOMALY_HOME": str(tmp_path)})
+    assert apply_prefect_env(settings) == {"PREFECT_HOME": str(tmp_path / "prefect")}
+    assert os.environ["PREFECT_HOME"] == str(tmp_path / "prefect")
+    assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "true"
+    assert apply_prefect_env(settings) == {}
+
+
+def test_only_transient_failures_are_retried():
+    from types import SimpleNamespace
+
+    from pipelines.flows.ingest import _transient
+    from pipelines.lake import SchemaError, SourceError
+
+    def retried(exc: BaseException) -> bool:
+        return _transient(None, None, SimpleNamespace(data=exc))
+
+    def caused(exc: Exception, cause: BaseException) -> Exception:
+        exc.__cause__ = cause
+        return exc
+
+    assert retried(OSError("connection reset")) and retried(TimeoutError())
+    assert retried(caused(SourceError("cannot read"), ConnectionResetError()))
+    assert not retried(caused(SourceError("cannot read"), FileNotFoundError()))
+    assert not retried(SchemaError("missing column 'x'"))
