@@ -185,6 +185,18 @@ class VAEDetector(CalibratedMixin):
         """
         return self._score_frame(frame.index, self._evaluate(frame, detail=False))
 
+    def data_nll(self, frame: pd.DataFrame) -> np.ndarray:
+        """-log p(x) per row (IWAE estimate) in the data's own units, shape (n,).
+
+        ``nll_iwae`` is measured on the standardised scale; adding the log-scales of the observed
+        numeric columns makes it comparable between models fitted with different scalings, e.g.
+        a champion and a challenger on the same held-out rows.
+        """
+        self._check_fitted()
+        enc = self.preprocessor_.transform(frame)
+        raw = self.engine_.evaluate(enc, feature_detail=False)
+        return raw["nll_iwae"] + enc.num_mask.astype(np.float64) @ self.preprocessor_.log_scales()
+
     def explain(self, frame: pd.DataFrame, top_k: int = 3) -> pd.DataFrame:
         """The features that drove each row's score.
 

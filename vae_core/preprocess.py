@@ -169,6 +169,10 @@ class Preprocessor:
         """The fitted columns of one kind, in model order."""
         return [c for c in self.columns if c.kind == kind]
 
+    def log_scales(self) -> np.ndarray:
+        """log(scale) of each numeric column: the Jacobian term between data and standardised units."""
+        return np.log(np.array([c.scale for c in self.by_kind("numeric")], dtype=np.float64))
+
     @property
     def feature_names(self) -> list[str]:
         """Column names in the order of the model's per-feature outputs."""

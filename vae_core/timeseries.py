@@ -155,6 +155,12 @@ class TimeSeriesVAEDetector(CalibratedMixin):
         raw, _ = self._score_frame_raw(frame)
         return self._score_frame(frame.index, raw)
 
+    def data_nll(self, frame: pd.DataFrame) -> np.ndarray:
+        """Per-timestamp -log p in the data's own units (see :meth:`VAEDetector.data_nll`)."""
+        raw, _ = self._score_frame_raw(frame)
+        observed = _values_frame(frame, self.value_columns_).notna().to_numpy(dtype=np.float64)
+        return raw["nll_iwae"] + observed @ self.preprocessor_.log_scales()
+
     def explain(self, frame: pd.DataFrame, top_k: int = 3) -> pd.DataFrame:
         """The value columns that drove each timestamp's score (see :meth:`VAEDetector.explain`)."""
         _, feat = self._score_frame_raw(frame)

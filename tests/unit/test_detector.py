@@ -172,3 +172,13 @@ def test_device_selection_prefers_cuda_when_present(monkeypatch):
     assert select_device("auto").type == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # no GPU here: only the choice is tested
     assert select_device("auto").type == "cuda"
+
+
+def test_data_nll_is_in_data_units():
+    # robust scaling is scale-equivariant: data x10 trains the same network on the same
+    # standardised values, so -log p in data units differs by exactly log(10) per numeric value
+    frame = mixed_frame(300)[["amount", "fee", "items"]].fillna(1.0)
+    a = VAEDetector(seed=0, **FAST).fit(frame)
+    b = VAEDetector(seed=0, **FAST).fit(frame * 10)
+    np.testing.assert_allclose(b.data_nll(frame * 10) - a.data_nll(frame), 3 * np.log(10), atol=1e-3)
+    np.testing.assert_allclose(a.score(frame)["nll_iwae"], b.score(frame * 10)["nll_iwae"], atol=1e-4)
