@@ -25,8 +25,8 @@ class VAEConfig(BaseModel):
         None, description="Encoder widths; the decoder mirrors them. None: chosen from the input width; [] is linear"
     )
     decoder_variance: Literal["feature", "row"] = Field(
-        "feature",
-        description="Gaussian variance of numeric features: one learned per feature, or predicted per row",
+        "row",
+        description="Gaussian variance of numeric features: predicted per row (heteroscedastic), or one per feature",
     )
     min_logvar: float = Field(-6.0, description="Lower clamp of Gaussian log-variances (keeps the NLL finite)")
     max_logvar: float = Field(6.0)
@@ -51,7 +51,7 @@ class VAEConfig(BaseModel):
     elbo_samples: int = Field(16, ge=1, description="S: Monte Carlo samples for neg_elbo")
     iwae_samples: int = Field(16, ge=1, description="K: importance samples for nll_iwae")
     score_batch_size: int = Field(8192, ge=1)
-    anomaly_score: ScoreName = "neg_elbo"
+    anomaly_score: ScoreName = Field("nll_iwae", description="The score flags are based on (benchmark: best mean AUROC)")
 
     # --- threshold --------------------------------------------------------------------------
     threshold_method: Literal["quantile", "pot"] = "quantile"

@@ -26,6 +26,7 @@ class Batch:
     bool_mask: torch.Tensor
     cats: torch.Tensor
     cat_mask: torch.Tensor
+    cat_novelty: torch.Tensor
 
     def __len__(self) -> int:
         return self.num.shape[0]
@@ -149,7 +150,8 @@ class VAE(nn.Module):
         for j, (off, size) in enumerate(zip(self.cat_offsets.tolist(), self.cat_sizes)):
             logp = torch.log_softmax(d.cat_logits[..., off : off + size], dim=-1)
             target = b.cats[:, j].expand(logp.shape[:-1]).unsqueeze(-1)
-            parts.append(-logp.gather(-1, target).squeeze(-1).unsqueeze(-1) * b.cat_mask[:, j : j + 1])
+            nll = -logp.gather(-1, target).squeeze(-1) * b.cat_mask[:, j] + b.cat_novelty[:, j]
+            parts.append(nll.unsqueeze(-1))
         return torch.cat(parts, dim=-1)
 
     def feature_sq_error(self, d: Decoded, b: Batch) -> torch.Tensor:
@@ -161,12 +163,13 @@ class VAE(nn.Module):
             p = torch.softmax(d.cat_logits[..., off : off + size], dim=-1)
             p_true = p.gather(-1, b.cats[:, j : j + 1]).squeeze(-1)
             brier = 1.0 - 2.0 * p_true + (p**2).sum(-1)
-            parts.append((brier * b.cat_mask[:, j]).unsqueeze(-1))
+            brier = torch.where(b.cat_novelty[:, j] > 0, 2.0, brier * b.cat_mask[:, j])  # 2: the worst Brier score
+            parts.append(brier.unsqueeze(-1))
         return torch.cat(parts, dim=-1)
 
     def observed(self, b: Batch) -> torch.Tensor:
         """Mask of observed values per column, shape (n, n_features)."""
-        return torch.cat([b.num_mask, b.bool_mask, b.cat_mask], dim=1)
+        return torch.cat([b.num_mask, b.bool_mask, torch.maximum(b.cat_mask, (b.cat_novelty > 0).float())], dim=1)
 
 
 def gaussian_kl(mu: torch.Tensor, logvar: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ from .errors import DataError
 
 Kind = Literal["numeric", "bool", "categorical"]
 IQR_TO_SIGMA = 1.349  # IQR of a standard normal
+MAX_RARE = 10000  # rare categories remembered per column; past that, unknown values count as rare
 _TRUE = {"true", "t", "yes", "y", "1"}
 _FALSE = {"false", "f", "no", "n", "0"}
 
@@ -32,6 +33,8 @@ class ColumnSpec:
     low: float = 0.0  # typical range (5th..95th percentile, original units) of a numeric column
     high: float = 0.0
     categories: list[str] = field(default_factory=list)
+    rare: list[str] = field(default_factory=list)  # seen in training, beyond the kept categories
+    novelty_nll: float = 0.0  # -log P(a never-seen category), Good-Turing estimate
     true_rate: float = 0.0
 
 
@@ -44,7 +47,8 @@ class Encoded:
     bools: np.ndarray  # (n, n_bool) float32
     bool_mask: np.ndarray
     cats: np.ndarray  # (n, n_cat) int64 codes
-    cat_mask: np.ndarray
+    cat_mask: np.ndarray  # 0 where missing or never seen in training
+    cat_novelty: np.ndarray  # (n, n_cat) float32: -log P(new category) where never seen, else 0
 
     def __len__(self) -> int:
         return self.num.shape[0]
@@ -55,7 +59,7 @@ class Encoded:
 
     def arrays(self) -> tuple[np.ndarray, ...]:
         """The six arrays in a fixed order."""
-        return (self.num, self.num_mask, self.bools, self.bool_mask, self.cats, self.cat_mask)
+        return (self.num, self.num_mask, self.bools, self.bool_mask, self.cats, self.cat_mask, self.cat_novelty)
 
     @staticmethod
     def numeric(values: np.ndarray) -> "Encoded":
@@ -69,6 +73,7 @@ class Encoded:
             empty_f,
             empty_f,
             np.zeros((n, 0), np.int64),
+            empty_f,
             empty_f,
         )
 
@@ -113,15 +118,24 @@ class Preprocessor:
             kind = infer_kind(series)
             if kind == "numeric":
                 values = _numeric_values(frame, name)
+                _refuse_counter(name, values)
                 specs.append(_fit_numeric(name, values, self.scaling))
             elif kind == "bool":
                 values, mask = _bool_values(frame, name)
                 rate = float(values[mask].mean()) if mask.any() else 0.0
                 specs.append(ColumnSpec(str(name), "bool", true_rate=rate))
             else:
-                counts = series.dropna().astype(str).value_counts()
-                keep = counts.index[: self.max_categories].tolist()
-                specs.append(ColumnSpec(str(name), "categorical", categories=[str(c) for c in keep]))
+                counts = series.dropna().astype(str).value_counts(sort=True)
+                if len(counts) >= 50 and len(counts) == series.notna().sum():
+                    raise DataError(
+                        f"column {name!r} looks like an identifier ({len(counts)} distinct values in as many "
+                        "rows): every new value would count as unseen; leave it out of the features"
+                    )
+                keep = [str(c) for c in counts.index[: self.max_categories]]
+                rare = [str(c) for c in counts.index[self.max_categories : self.max_categories + MAX_RARE]]
+                # Good-Turing: the chance that the next value is new is about (values seen once) / n
+                p_new = max(int((counts == 1).sum()), 1) / (int(counts.sum()) + 1)
+                specs.append(ColumnSpec(str(name), "categorical", categories=keep, rare=rare, novelty_nll=-float(np.log(p_new))))
         self.columns = specs
         return self
 
@@ -133,7 +147,7 @@ class Preprocessor:
         if missing:
             raise DataError(f"missing column(s) the model was fitted on: {', '.join(map(repr, missing))}")
         n = len(frame)
-        nums, num_masks, bools, bool_masks, cats, cat_masks = [], [], [], [], [], []
+        nums, num_masks, bools, bool_masks, cats, cat_masks, novelties = [], [], [], [], [], [], []
         for spec in self.columns:
             if spec.kind == "numeric":
                 values = _numeric_values(frame, spec.name)
@@ -146,11 +160,14 @@ class Preprocessor:
                 bool_masks.append(mask)
             else:
                 series = frame[spec.name]
-                mask = series.notna().to_numpy()
-                codes = pd.Categorical(series.astype(str).where(mask), categories=spec.categories).codes
-                codes = np.where(codes < 0, len(spec.categories), codes).astype(np.int64)
-                cats.append(codes)
-                cat_masks.append(mask)
+                observed = series.notna().to_numpy()
+                text = series.astype(str).where(observed)
+                codes = pd.Categorical(text, categories=spec.categories).codes
+                other = observed & (codes < 0)
+                novel = other & ~text.isin(spec.rare).to_numpy() if len(spec.rare) < MAX_RARE else np.zeros_like(other)
+                cats.append(np.where(codes < 0, len(spec.categories), codes).astype(np.int64))
+                cat_masks.append(observed & ~novel)  # a new category is no input to the encoder...
+                novelties.append(np.where(novel, spec.novelty_nll, 0.0))  # ...but a fixed cost in the NLL
 
         def stack(parts, dtype):
             return np.stack(parts, axis=1).astype(dtype) if parts else np.zeros((n, 0), dtype)
@@ -162,6 +179,7 @@ class Preprocessor:
             stack(bool_masks, np.float32),
             stack(cats, np.int64),
             stack(cat_masks, np.float32),
+            stack(novelties, np.float32),
         )
 
     # ------------------------------------------------------------------ layout
@@ -245,6 +263,17 @@ def _bool_values(frame: pd.DataFrame, name: str) -> tuple[np.ndarray, np.ndarray
         pos = int(np.flatnonzero(bad)[0])
         raise DataError(f"column {name!r}, {_row_label(frame, pos)}: {series.iloc[pos]!r} is not a boolean")
     return np.nan_to_num(values), mask
+
+
+def _refuse_counter(name: str, values: np.ndarray) -> None:
+    """Refuse an integer column that only ever increases: an identifier or a counter, which
+    would make every new row look unseen."""
+    if len(values) >= 50 and not np.isnan(values).any() and np.all(values == np.round(values)):
+        if np.all(np.diff(values) > 0):
+            raise DataError(
+                f"column {name!r} looks like an identifier or a counter (integers that only increase); "
+                "leave it out of the features"
+            )
 
 
 def _fit_numeric(name: str, values: np.ndarray, scaling: str = "robust") -> ColumnSpec:

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import FAST, mixed_frame
+from conftest import FAST, assert_scores_close, mixed_frame
 from vae_core import SCORE_COLUMNS, DataError, NotFittedError, VAEConfig, VAEDetector
 
 
@@ -16,7 +16,7 @@ def test_score_has_one_row_per_input_row_in_order(fitted, frame):
     assert out["is_anomaly"].dtype == bool
     assert ((out["p_value"] > 0) & (out["p_value"] <= 1)).all()
     # the same rows in another order get the same scores
-    pd.testing.assert_frame_equal(out.loc[frame.index], fitted.score(frame), rtol=1e-5)
+    assert_scores_close(out.loc[frame.index], fitted.score(frame))
 
 
 def test_mixed_types_are_typed_as_expected(fitted):
@@ -30,7 +30,7 @@ def test_mixed_types_are_typed_as_expected(fitted):
 def test_scores_do_not_depend_on_how_rows_are_batched(fitted, frame):
     whole = fitted.score(frame)
     parts = pd.concat([fitted.score(frame.iloc[:100]), fitted.score(frame.iloc[100:])])
-    pd.testing.assert_frame_equal(whole, parts, rtol=1e-5)
+    assert_scores_close(whole, parts)
 
 
 def test_same_seed_gives_identical_scores(frame):
@@ -71,7 +71,12 @@ def test_unseen_category_is_evidence_not_a_crash(fitted, frame):
     seen = fitted.score(rows)["anomaly_score"]
     rows["channel"] = "carrier-pigeon"
     unseen = fitted.score(rows)["anomaly_score"]
+    # a never-seen category costs -log P(new category) nats on top of the other columns' terms
+    spec = next(c for c in fitted.preprocessor_.columns if c.name == "channel")
+    assert spec.novelty_nll == pytest.approx(np.log(len(frame) - frame["channel"].isna().sum() + 1))
     assert (unseen > seen).all()
+    expl = fitted.explain(rows.iloc[:3], top_k=1)
+    assert (expl["feature"] == "channel").all() and (expl["value"] == "carrier-pigeon").all()
 
 
 def test_a_constant_column_that_changes_is_anomalous(fitted, frame):
@@ -111,6 +116,10 @@ def test_bad_training_input_is_refused(frame):
         VAEDetector(**FAST).fit(frame.assign(when=pd.Timestamp("2024-01-01")))
     with pytest.raises(DataError, match="no observed value"):
         VAEDetector(**FAST).fit(frame.assign(empty=np.nan))
+    with pytest.raises(DataError, match="'txn_id' looks like an identifier"):
+        VAEDetector(**FAST).fit(frame.assign(txn_id=[f"t{i}" for i in range(len(frame))]))
+    with pytest.raises(DataError, match="'txn_no' looks like an identifier or a counter"):
+        VAEDetector(**FAST).fit(frame.assign(txn_no=np.arange(len(frame)) + 1000))
     with pytest.raises(DataError, match="expected a pandas DataFrame"):
         VAEDetector(**FAST).fit(frame.to_numpy())
 

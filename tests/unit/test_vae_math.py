@@ -83,7 +83,7 @@ def test_iwae_approaches_exact_as_k_grows():
         ]
         errors.append(float(torch.stack([(r.nll_iwae - nll_exact).mean() for r in reps]).mean()))
     # IWAE_K is a lower bound of log p whose gap shrinks with K (Burda et al., theorem 1)
-    assert errors[0] > errors[1] > errors[2] > -0.01
+    assert errors[0] > errors[1] > errors[2] > -0.03
     assert abs(errors[3]) < 0.03 < errors[0]
 
 

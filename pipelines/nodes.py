@@ -1,0 +1,115 @@
+"""Pure functions the flows put in order: no Prefect, no MLflow, no I/O.
+
+Kedro's split: these are the nodes, ``pipelines/flows/*`` are the wiring.
+"""
+from __future__ import annotations
+
+from typing import Callable, Optional, Union
+
+import numpy as np
+import pandas as pd
+
+from vae_core import TimeSeriesVAEDetector, VAEDetector
+
+META_COLUMNS = ("batch_id", "_source_row")
+KEY_COLUMNS = ["batch_id", "_source_row"]
+Detector = Union[VAEDetector, TimeSeriesVAEDetector]
+
+
+def feature_frame(frame: pd.DataFrame, exclude: Optional[list[str]] = None) -> pd.DataFrame:
+    """The columns a model sees: everything but the lake's bookkeeping and ``exclude``."""
+    exclude = list(exclude or [])
+    unknown = [c for c in exclude if c not in frame.columns]
+    if unknown:
+        raise KeyError(f"cannot exclude column(s) {unknown}: not in the dataset (columns: {list(frame.columns)})")
+    drop = [c for c in (*META_COLUMNS, *exclude) if c in frame.columns]
+    return frame.drop(columns=drop)
+
+
+def fit_detector(
+    frame: pd.DataFrame,
+    time_column: Optional[str],
+    series_column: Optional[str],
+    params: Optional[dict],
+    seed: int,
+    callback: Optional[Callable] = None,
+) -> Detector:
+    """A tabular detector, or a time-series one when the dataset has a time column."""
+    params = dict(params or {})
+    if time_column:
+        det = TimeSeriesVAEDetector(seed=seed, **params)
+        return det.fit(frame, time_column=time_column, series_column=series_column, callback=callback)
+    return VAEDetector(seed=seed, **params).fit(frame, callback=callback)
+
+
+def psi(expected: np.ndarray, actual: np.ndarray, bins: int = 10, eps: float = 1e-4) -> float:
+    """Population stability index of ``actual`` against ``expected``, on the expected deciles.
+
+    PSI = sum_i (a_i - e_i) * ln(a_i / e_i). Rule of thumb: < 0.1 stable, 0.1-0.25 some
+    drift, > 0.25 a shift worth acting on.
+    """
+    expected = np.asarray(expected, float)
+    actual = np.asarray(actual, float)
+    if len(expected) == 0 or len(actual) == 0:
+        return float("nan")
+    edges = np.unique(np.quantile(expected, np.linspace(0, 1, bins + 1)[1:-1]))
+    e = np.bincount(np.searchsorted(edges, expected, side="right"), minlength=len(edges) + 1) / len(expected)
+    a = np.bincount(np.searchsorted(edges, actual, side="right"), minlength=len(edges) + 1) / len(actual)
+    e, a = np.clip(e, eps, None), np.clip(a, eps, None)
+    return float(np.sum((a - e) * np.log(a / e)))
+
+
+def top_features_text(explanation: pd.DataFrame) -> pd.Series:
+    """One string per explained row, e.g. ``"amount=912.5 (81%), channel='atm' (12%)"``."""
+    def fmt(group: pd.DataFrame) -> str:
+        return ", ".join(
+            f"{r.feature}={r.value!r} ({100 * r.share:.0f}%)" for r in group.itertuples() if r.share > 0
+        )
+
+    if explanation.empty:
+        return pd.Series(dtype=object)
+    grouped = explanation.groupby(level=0, sort=False)
+    return grouped.apply(fmt)
+
+
+def score_with_reasons(det: Detector, frame: pd.DataFrame, top_k: int = 3) -> pd.DataFrame:
+    """All score columns, plus ``top_features`` for the flagged rows (empty for the others)."""
+    scores = det.score(frame)
+    scores["top_features"] = ""
+    flagged = scores.index[scores["is_anomaly"].to_numpy()]
+    if len(flagged):
+        rows = frame.loc[flagged]
+        text = top_features_text(det.explain(rows, top_k=top_k))
+        scores.loc[text.index, "top_features"] = text.to_numpy()
+    return scores
+
+
+def holdout_split(
+    frame: pd.DataFrame, fraction: float, seed: int, time_column: Optional[str] = None
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, holdout): the latest ``fraction`` of time for a time series, else a seeded random split."""
+    if len(frame) < 10:
+        raise ValueError(f"too few rows ({len(frame)}) to hold any out")
+    if time_column:
+        cut = frame[time_column].quantile(1 - fraction)
+        hold = frame[time_column] > cut
+    else:
+        rng = np.random.default_rng(seed)
+        hold = pd.Series(rng.random(len(frame)) < fraction, index=frame.index)
+    return frame[~hold], frame[hold]
+
+
+def promotion_decision(champion_nll: float, challenger_nll: float, tolerance: float) -> tuple[bool, str]:
+    """Promote when the challenger's held-out -log p (data units, per row) is not worse.
+
+    The rule: promote if ``challenger_nll <= champion_nll + tolerance``. Both models are scored
+    on the same held-out rows, which neither was trained on, by their importance-weighted
+    estimate of -log p(x) in the data's own units (so different scalings compare fairly).
+    """
+    promoted = bool(np.isfinite(challenger_nll) and challenger_nll <= champion_nll + tolerance)
+    verb = "promoted" if promoted else "kept the champion"
+    rule = (
+        f"{verb}: challenger -log p {challenger_nll:.4f} vs champion {champion_nll:.4f} nats/row "
+        f"on the same held-out rows (promote if challenger <= champion + {tolerance:g})"
+    )
+    return promoted, rule

@@ -1,0 +1,58 @@
+"""Pure pipeline nodes: drift (PSI), explanations as text, hold-out split, promotion rule."""
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines import nodes
+
+
+def test_psi_is_zero_for_the_same_distribution_and_grows_with_shift():
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=20000)
+    same = nodes.psi(ref, rng.normal(size=20000))
+    small = nodes.psi(ref, rng.normal(0.2, 1, size=20000))
+    large = nodes.psi(ref, rng.normal(1.0, 1, size=20000))
+    assert same < 0.01 < small < 0.1 < 0.25 < large
+
+
+def test_psi_matches_a_hand_computed_value():
+    expected = np.arange(100.0)  # deciles at 9.9, 19.8, ...
+    actual = np.concatenate([np.full(50, 5.0), np.full(50, 95.0)])  # half in the first decile, half in the last
+    e = np.full(10, 0.1)
+    a = np.array([0.5] + [1e-4] * 8 + [0.5])
+    assert nodes.psi(expected, actual) == pytest.approx(np.sum((a - e) * np.log(a / e)), rel=1e-9)
+
+
+def test_feature_frame_drops_bookkeeping_and_names_unknown_exclusions():
+    frame = pd.DataFrame({"a": [1], "txn_id": ["x"], "batch_id": ["b"], "_source_row": [0]})
+    assert list(nodes.feature_frame(frame, ["txn_id"]).columns) == ["a"]
+    with pytest.raises(KeyError, match="nope"):
+        nodes.feature_frame(frame, ["nope"])
+
+
+def test_top_features_text():
+    expl = pd.DataFrame(
+        {"rank": [1, 2, 1], "feature": ["amount", "fee", "fee"], "share": [0.8, 0.2, 1.0],
+         "excess_nll": [5.0, 1.0, 3.0], "value": [912.5, 2.0, 9.0], "typical": ["", "", ""]},
+        index=["r1", "r1", "r2"],
+    )
+    text = nodes.top_features_text(expl)
+    assert text.to_dict() == {"r1": "amount=912.5 (80%), fee=2.0 (20%)", "r2": "fee=9.0 (100%)"}
+
+
+def test_holdout_split_is_seeded_and_takes_the_latest_times():
+    frame = pd.DataFrame({"t": pd.date_range("2024-01-01", periods=100, freq="h"), "v": np.arange(100)})
+    train, hold = nodes.holdout_split(frame, 0.2, seed=0, time_column="t")
+    assert len(hold) == 20 and hold["t"].min() > train["t"].max()
+    a = nodes.holdout_split(frame, 0.3, seed=1)[1]
+    b = nodes.holdout_split(frame, 0.3, seed=1)[1]
+    assert a.index.equals(b.index) and 15 < len(a) < 45
+
+
+def test_promotion_rule():
+    assert nodes.promotion_decision(10.0, 9.5, 0.0)[0]
+    assert not nodes.promotion_decision(10.0, 10.5, 0.0)[0]
+    assert nodes.promotion_decision(10.0, 10.5, 1.0)[0]
+    assert not nodes.promotion_decision(10.0, float("nan"), 0.0)[0]
+    promoted, rule = nodes.promotion_decision(10.0, 9.0, 0.0)
+    assert "challenger" in rule and "9.0000" in rule and "10.0000" in rule
