@@ -16,6 +16,11 @@ KEY_COLUMNS = ["batch_id", "_source_row"]
 Detector = Union[VAEDetector, TimeSeriesVAEDetector]
 
 
+def score_label(model_name: str, version: str) -> str:
+    """The lake's key for scores of one registered model version, e.g. ``transactions-v3``."""
+    return f"{model_name}-v{version}"
+
+
 def feature_frame(frame: pd.DataFrame, exclude: Optional[list[str]] = None) -> pd.DataFrame:
     """The columns a model sees: everything but the lake's bookkeeping and ``exclude``."""
     exclude = list(exclude or [])

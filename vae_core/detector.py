@@ -44,6 +44,12 @@ class CalibratedMixin:
         self._check_fitted()
         return self.calibration_.threshold
 
+    @property
+    def device_(self) -> str:
+        """Where the model runs ("cpu" or "cuda")."""
+        self._check_fitted()
+        return str(self.engine_.device)
+
     def _check_fitted(self) -> None:
         if not hasattr(self, "calibration_"):
             raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit() first")
@@ -161,12 +167,6 @@ class VAEDetector(CalibratedMixin):
         self._calibrate(val[cfg.anomaly_score])
         self.feature_names_in_ = list(frame.columns.astype(str))
         return self
-
-    @property
-    def device_(self) -> str:
-        """Where the model runs."""
-        self._check_fitted()
-        return str(self.engine_.device)
 
     # ---------------------------------------------------------------- scoring
     def _evaluate(self, frame: pd.DataFrame, detail: bool) -> dict[str, np.ndarray]:

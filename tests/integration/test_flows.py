@@ -1,0 +1,171 @@
+"""ingest -> train -> score -> retrain on a real Prefect API, a real MLflow server and a real lake."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+pytestmark = pytest.mark.slow
+
+FAST = {"max_epochs": 12, "kl_warmup_epochs": 3, "elbo_samples": 4, "iwae_samples": 8}
+TXN = ["transactions_batch1.csv", "transactions_batch2.parquet", "transactions_batch3.jsonl"]
+
+
+@pytest.fixture(scope="module")
+def env(prefect_harness, mlflow_server, tmp_path_factory, samples_dir):
+    """A lake with the three transaction batches, and the tracking server's URL."""
+    from pipelines.flows.ingest import ingest
+
+    lake_url = str(tmp_path_factory.mktemp("lake"))
+    for name in TXN:
+        ingest("transactions", str(samples_dir / name), lake_url=lake_url)
+    return {"lake_url": lake_url, "tracking_uri": mlflow_server}
+
+
+def _train(env, model, **kw):
+    from pipelines.flows.train import train
+
+    return train("transactions", model_name=model, exclude_columns=["txn_id"], params={**FAST, **kw.pop("params", {})}, **env, **kw)
+
+
+def test_train_score_and_rescore_is_a_no_op(env, samples_dir):
+    from prefect.client.orchestration import get_client
+
+    from pipelines import tracking
+    from pipelines.flows.score import score
+    from pipelines.lake import Lake
+
+    lake = Lake(env["lake_url"])
+    batches = [r.batch_id for r in lake.list_batches("transactions")]
+    trained = _train(env, "txn-e2e", batch_ids=batches[:1])
+    assert trained["version"] == "1" and set(trained["aliases"]) == {"champion", "challenger"}
+    history = tracking.client().get_metric_history(trained["run_id"], "val_neg_elbo")
+    assert len(history) == trained["epochs"] >= 5
+
+    first = score("transactions", model_name="txn-e2e", **env)
+    assert [s["batch_id"] for s in first["scored"]] == batches and first["skipped"] == []
+    scores = lake.read_scores("transactions", model_version="txn-e2e-v1")
+    assert len(scores) == 3 * 1900 and scores["_source_row"].notna().all()
+    assert {"neg_elbo", "nll_iwae", "recon_error", "anomaly_score", "p_value", "is_anomaly", "top_features", "psi"} <= set(scores.columns)
+    flagged = scores[scores["is_anomaly"]]
+    assert (flagged["top_features"].str.len() > 0).all() and (scores.loc[~scores["is_anomaly"], "top_features"] == "").all()
+
+    # the injected anomalies rank far above the rest (labels are only used here, to check)
+    rows = lake.read("transactions")
+    labels = pd.read_csv(samples_dir / "transactions_labels.csv")
+    merged = scores.merge(rows[["batch_id", "_source_row", "txn_id"]], on=["batch_id", "_source_row"]).merge(labels, on="txn_id")
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(merged["is_injected_anomaly"], merged["anomaly_score"]) > 0.9
+
+    again = score("transactions", model_name="txn-e2e", **env)
+    assert again["scored"] == [] and again["skipped"] == batches
+    pd.testing.assert_frame_equal(lake.read_scores("transactions", model_version="txn-e2e-v1"), scores)
+
+    async def artifacts():
+        async with get_client() as client:
+            from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+            return await client.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=["top-anomalies-transactions", "score-summary-transactions"]))
+            )
+
+    import asyncio
+
+    kinds = {a.key: a.type for a in asyncio.run(artifacts())}
+    assert kinds == {"top-anomalies-transactions": "table", "score-summary-transactions": "markdown"}
+
+
+def test_promotion_both_ways_and_a_failed_retrain_changes_nothing(env):
+    from pipelines import tracking
+    from pipelines.flows.retrain import retrain
+
+    weak = _train(env, "txn-promo", params={"max_epochs": 1, "kl_warmup_epochs": 0})
+    assert weak["aliases"] == ["challenger", "champion"]
+
+    better = retrain("transactions", model_name="txn-promo", params=FAST, **env)
+    assert better["promoted"] and better["challenger_nll"] < better["champion_nll"]
+    assert tracking.get_alias_version("txn-promo", "champion") == better["challenger_version"] == "2"
+
+    worse = retrain("transactions", model_name="txn-promo", params={"max_epochs": 1, "kl_warmup_epochs": 0}, **env)
+    assert not worse["promoted"] and worse["challenger_nll"] > worse["champion_nll"]
+    assert tracking.get_alias_version("txn-promo", "champion") == "2"
+    assert tracking.get_alias_version("txn-promo", "challenger") == "3"
+    run = tracking.client().get_run(tracking.get_version("txn-promo", "3").run_id)
+    assert run.data.tags["promotion.decision"] == "rejected"
+    assert run.data.metrics["holdout_nll_champion"] == pytest.approx(worse["champion_nll"])
+
+    with pytest.raises(ValueError, match="latent_dimm"):
+        retrain("transactions", model_name="txn-promo", params={"latent_dimm": 3}, **env)
+    assert tracking.get_alias_version("txn-promo", "champion") == "2"
+    assert tracking.get_alias_version("txn-promo", "challenger") == "3"
+    assert len(tracking.client().search_model_versions("name='txn-promo'")) == 3
+
+
+def test_dask_scoring_gives_the_same_scores(env, tmp_path):
+    from pipelines.flows.ingest import ingest
+    from pipelines.flows.score import score
+    from pipelines.lake import Lake
+
+    trained = _train(env, "txn-dask")
+    other = str(tmp_path / "lake")
+    # a second lake with the same batches, scored in parallel on a local Dask cluster
+    src = Lake(env["lake_url"])
+    dst = Lake(other)
+    for rec in src.list_batches("transactions"):
+        path = tmp_path / f"{rec.batch_id}.parquet"
+        src.read("transactions", [rec.batch_id]).drop(columns=["batch_id", "_source_row"]).to_parquet(path)
+        ingest("transactions", str(path), lake_url=other)
+    serial = score("transactions", model_name="txn-dask", version=trained["version"], **env)
+    parallel = score("transactions", model_name="txn-dask", version=trained["version"], workers=2,
+                     lake_url=other, tracking_uri=env["tracking_uri"])
+    assert len(parallel["scored"]) == 3
+    cols = ["_source_row", "neg_elbo", "nll_iwae", "recon_error", "anomaly_score", "is_anomaly"]
+    assert serial["scores_key"] == parallel["scores_key"] == f"txn-dask-v{trained['version']}"
+    a = src.read_scores("transactions", serial["scores_key"])[cols]
+    b = dst.read_scores("transactions", serial["scores_key"])[cols]
+    np.testing.assert_allclose(a.to_numpy(float), b.to_numpy(float), rtol=1e-5, atol=1e-6)
+
+
+def test_time_series_dataset_end_to_end(prefect_harness, mlflow_server, tmp_path, samples_dir):
+    from pipelines.flows.ingest import ingest
+    from pipelines.flows.score import score
+    from pipelines.flows.train import train
+    from pipelines.lake import Lake
+
+    env = {"lake_url": str(tmp_path / "lake"), "tracking_uri": mlflow_server}
+    for name in ["sensors_batch1.csv", "sensors_batch2.parquet"]:
+        ingest("sensors", str(samples_dir / name), time_column="timestamp", lake_url=env["lake_url"])
+    lake = Lake(env["lake_url"])
+    first = lake.list_batches("sensors")[0].batch_id
+    trained = train("sensors", model_name="sensors-e2e", batch_ids=[first], series_column="sensor",
+                    params={**FAST, "window": 16}, **env)
+    result = score("sensors", model_name="sensors-e2e", **env)
+    assert len(result["scored"]) == 2
+    scores = lake.read_scores("sensors", result["scores_key"])
+    assert {"timestamp", "sensor", "anomaly_score", "is_anomaly"} <= set(scores.columns)
+    assert len(scores) == len(lake.read("sensors"))
+    labels = pd.read_csv(samples_dir / "sensors_labels.csv", parse_dates=["timestamp"])
+    merged = scores.merge(labels, on=["timestamp", "sensor"])
+    assert len(merged) == len(scores)
+    from sklearn.metrics import roc_auc_score
+
+    assert roc_auc_score(merged["is_injected_anomaly"], merged["anomaly_score"]) > 0.8
+    assert trained["aliases"] == ["challenger", "champion"]
+
+
+def test_streamed_scoring_in_small_record_batches_matches(env):
+    from pipelines.flows.score import score
+    from pipelines.lake import Lake
+
+    trained = _train(env, "txn-stream")
+    lake = Lake(env["lake_url"])
+    batch = lake.list_batches("transactions")[0].batch_id
+    small = score("transactions", model_name="txn-stream", batch_ids=[batch], batch_rows=250, **env)
+    whole = Lake(env["lake_url"]).read_scores("transactions", small["scores_key"])
+    assert len(whole) == 1900
+    det, _ = __import__("pipelines.tracking", fromlist=["x"]).load_detector(trained["model_uri"])
+    from pipelines import nodes
+
+    direct = det.score(nodes.feature_frame(lake.read("transactions", [batch]), ["txn_id"]).reset_index(drop=True))
+    np.testing.assert_allclose(whole["anomaly_score"], direct["anomaly_score"], rtol=1e-5, atol=1e-6)
