@@ -66,15 +66,14 @@ def psi(expected: np.ndarray, actual: np.ndarray, bins: int = 10, eps: float = 1
 
 def top_features_text(explanation: pd.DataFrame) -> pd.Series:
     """One string per explained row, e.g. ``"amount=912.5 (81%), channel='atm' (12%)"``."""
-    def fmt(group: pd.DataFrame) -> str:
-        return ", ".join(
-            f"{r.feature}={r.value!r} ({100 * r.share:.0f}%)" for r in group.itertuples() if r.share > 0
-        )
-
     if explanation.empty:
         return pd.Series(dtype=object)
-    grouped = explanation.groupby(level=0, sort=False)
-    return grouped.apply(fmt)
+    parts = [
+        f"{f}={v!r} ({100 * s:.0f}%)" if s > 0 else ""
+        for f, v, s in zip(explanation["feature"], explanation["value"], explanation["share"])
+    ]
+    text = pd.Series(parts, index=explanation.index, dtype=object)
+    return text.groupby(level=0, sort=False).agg(lambda p: ", ".join(x for x in p if x))
 
 
 def score_with_reasons(det: Detector, frame: pd.DataFrame, top_k: int = 3) -> pd.DataFrame:

@@ -119,8 +119,9 @@ def get_settings() -> Settings:
 def apply_prefect_env(settings: Optional[Settings] = None) -> dict[str, str]:
     """Point Prefect at the project's local state unless the environment already says otherwise.
 
-    Sets ``PREFECT_HOME`` (to ``settings.prefect_home``) and ``PREFECT_SERVER_ANALYTICS_ENABLED``
-    (to ``false``) in ``os.environ`` when they are not set. Prefect reads its settings when it is
+    Sets ``PREFECT_HOME`` (to ``settings.prefect_home``), ``PREFECT_SERVER_ANALYTICS_ENABLED``
+    (to ``false``) and ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS`` (to 120) in
+    ``os.environ`` when they are not set. Prefect reads its settings when it is
     first imported, so the CLI must call this **before anything imports prefect** (import the
     flows inside the command functions, not at the top of the CLI module).
 
@@ -138,10 +139,14 @@ def apply_prefect_env(settings: Optional[Settings] = None) -> dict[str, str]:
     wanted = {
         "PREFECT_HOME": str(settings.prefect_home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        # the ephemeral API starts in a subprocess; 20 s (Prefect's default) is too short on a busy 2-core machine
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     }
     applied = {}
     for name, value in wanted.items():
         if not os.environ.get(name):
             os.environ[name] = value
             applied[name] = value
+    # Prefect's ephemeral API keeps its SQLite database there and fails if the folder is missing
+    Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
     return applied

@@ -280,16 +280,19 @@ def explain_rows(frame: pd.DataFrame, excess: np.ndarray, pp: Preprocessor, top_
     order = np.argsort(-excess, axis=1, kind="stable")[:, :top_k]
     rows = np.repeat(np.arange(len(frame)), top_k)
     cols = order.ravel()
-    feats = [names[j] for j in cols]
-    values = [frame[f].iloc[i] for i, f in zip(rows, feats)]
+    values = np.empty(len(rows), dtype=object)
+    for j in np.unique(cols):
+        at = cols == j
+        values[at] = frame[names[j]].to_numpy(dtype=object)[rows[at]]
+    typical = np.array([typical_text(specs[n]) for n in names], dtype=object)
     return pd.DataFrame(
         {
             "rank": np.tile(np.arange(1, top_k + 1), len(frame)),
-            "feature": feats,
+            "feature": np.array(names, dtype=object)[cols],
             "share": share[rows, cols],
             "excess_nll": excess[rows, cols],
-            "value": pd.Series(values, dtype=object).to_numpy(),
-            "typical": [typical_text(specs[f]) for f in feats],
+            "value": values,
+            "typical": typical[cols],
         },
         index=frame.index[rows],
     )

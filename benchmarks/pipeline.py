@@ -1,0 +1,146 @@
+"""Pipeline benchmark: ``python -m benchmarks.pipeline [--rows N]``.
+
+- Ingest throughput: ``Lake.ingest`` (parse, validate, quarantine check, hash, atomic write,
+  manifest) of a Parquet file against a plain ``pyarrow.parquet.write_table`` of the same rows,
+  as a ratio.
+- The ``score`` flow on one batch of ``--rows`` rows (default 1M, 20 columns): rows/s and the
+  peak resident memory it added, sampled every 50 ms. The model is trained on 20k rows of the
+  same distribution and registered in a throw-away MLflow store; Prefect runs on its ephemeral
+  API. Writes ``benchmarks/results/pipeline.md`` and ``.json``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def synthetic(rows: int, seed: int = 0) -> pd.DataFrame:
+    """16 correlated numeric columns, 2 categorical, 2 boolean."""
+    mix = np.random.default_rng(12345).normal(size=(4, 16))  # one distribution whatever the seed
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(rows, 4))
+    num = z @ mix + 0.3 * rng.normal(size=(rows, 16))
+    frame = pd.DataFrame(num, columns=[f"x{i}" for i in range(16)])
+    frame["region"] = np.array(["north", "south", "east", "west"])[rng.integers(0, 4, rows)]
+    frame["tier"] = np.where(z[:, 0] > 0.5, "gold", np.where(z[:, 0] < -0.5, "bronze", "silver"))
+    frame["online"] = z[:, 1] > 0
+    frame["repeat"] = rng.random(rows) < 0.3
+    return frame
+
+
+class PeakRSS:
+    """Peak resident set size of this process above its level at start, sampled in a thread."""
+
+    def __init__(self, every: float = 0.05):
+        import psutil
+
+        self.proc, self.every = psutil.Process(), every
+        self.base = self.peak = self.proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+            time.sleep(self.every)
+
+    def __enter__(self) -> "PeakRSS":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    @property
+    def added_mib(self) -> float:
+        return (self.peak - self.base) / 2**20
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rows", type=int, default=1_000_000)
+    ap.add_argument("--batch-rows", type=int, default=65536)
+    args = ap.parse_args(argv)
+
+    work = Path(tempfile.mkdtemp(prefix="vae-anomaly-bench-"))
+    os.environ.setdefault("VAE_ANOMALY_HOME", str(work / "state"))
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{work / 'mlflow.db'}")
+    from pipelines.settings import apply_prefect_env, get_settings
+
+    apply_prefect_env(get_settings())
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from pipelines.flows.score import score
+    from pipelines.flows.train import train
+    from pipelines.lake import Lake
+
+    frame = synthetic(args.rows)
+    source = work / "batch.parquet"
+    frame.to_parquet(source)
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+
+    t0 = time.perf_counter()
+    pq.write_table(table, work / "plain.parquet")
+    plain = time.perf_counter() - t0
+
+    lake = Lake(work / "lake")
+    train_src = work / "train.parquet"
+    synthetic(20_000, seed=1).to_parquet(train_src)
+    lake.ingest("bench", str(train_src))
+    t0 = time.perf_counter()
+    report = lake.ingest("bench", str(source))
+    ingest = time.perf_counter() - t0
+    assert report.rows_accepted == args.rows, report
+
+    train_batch = lake.list_batches("bench")[0].batch_id
+    trained = train("bench", batch_ids=[train_batch], params={"max_epochs": 30}, lake_url=str(lake.root))
+    big = lake.list_batches("bench")[1].batch_id
+    with PeakRSS() as mem:
+        t0 = time.perf_counter()
+        result = score("bench", batch_ids=[big], batch_rows=args.batch_rows, lake_url=str(lake.root))
+        scoring = time.perf_counter() - t0
+    assert result["rows"] == args.rows
+
+    out = {
+        "rows": args.rows, "columns": frame.shape[1],
+        "plain_pyarrow_write_s": plain, "lake_ingest_s": ingest, "ingest_over_plain": ingest / plain,
+        "ingest_rows_per_s": args.rows / ingest,
+        "score_flow_s": scoring, "score_rows_per_s": args.rows / scoring, "score_peak_added_mib": mem.added_mib,
+        "batch_rows": args.batch_rows, "model_version": trained["version"],
+        "source_mib": source.stat().st_size / 2**20, "cpus": os.cpu_count(),
+    }
+    md = "\n".join([
+        f"# Pipeline benchmark ({args.rows:,} rows x {frame.shape[1]} columns)", "",
+        "| measure | value |", "|---|---:|",
+        f"| plain pyarrow write | {plain:.2f} s |",
+        f"| lake ingest (validate + quarantine check + atomic write + manifest) | {ingest:.2f} s |",
+        f"| ingest time / plain write | {ingest / plain:.1f}x |",
+        f"| ingest throughput | {args.rows / ingest:,.0f} rows/s |",
+        f"| score flow, one {args.rows:,}-row batch | {scoring:.1f} s |",
+        f"| score flow throughput | {args.rows / scoring:,.0f} rows/s |",
+        f"| score flow peak memory added (RSS) | {mem.added_mib:,.0f} MiB |",
+    ])
+    print(md)
+    RESULTS.mkdir(exist_ok=True)
+    for name, text in (("pipeline.md", md + "\n"), ("pipeline.json", json.dumps(out, indent=1))):
+        tmp = RESULTS / f".{name}.tmp"
+        tmp.write_text(text)
+        tmp.replace(RESULTS / name)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
