@@ -10,10 +10,11 @@ import pandas as pd
 from .config import VAEConfig
 from .engine import FORMAT, Engine, build_model, read_json, write_json
 from .errors import DataError, NotFittedError
-from .preprocess import ColumnSpec, Encoded, Preprocessor
+from .preprocess import ColumnSpec, Preprocessor, check_frame
 from .threshold import Calibration
 from .train import EpochCallback
 
+CHUNK_ROWS = 65536  # rows encoded at once when scoring
 SCORE_COLUMNS = ["neg_elbo", "nll_iwae", "recon_error", "anomaly_score", "p_value", "is_anomaly"]
 
 
@@ -170,8 +171,19 @@ class VAEDetector(CalibratedMixin):
 
     # ---------------------------------------------------------------- scoring
     def _evaluate(self, frame: pd.DataFrame, detail: bool) -> dict[str, np.ndarray]:
+        """Raw per-row results, encoding and scoring ``CHUNK_ROWS`` rows at a time (bounded memory).
+
+        Adds ``log_scale_sum``: the log-scales of each row's observed numeric columns."""
         self._check_fitted()
-        return self.engine_.evaluate(self.preprocessor_.transform(frame), feature_detail=detail)
+        check_frame(frame)
+        log_scales = self.preprocessor_.log_scales()
+        parts = []
+        for start in range(0, len(frame), CHUNK_ROWS):
+            enc = self.preprocessor_.transform(frame.iloc[start : start + CHUNK_ROWS])
+            raw = self.engine_.evaluate(enc, feature_detail=detail)
+            raw["log_scale_sum"] = enc.num_mask.astype(np.float64) @ log_scales
+            parts.append(raw)
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
     def score(self, frame: pd.DataFrame) -> pd.DataFrame:
         """Score each row.
@@ -192,10 +204,8 @@ class VAEDetector(CalibratedMixin):
         numeric columns makes it comparable between models fitted with different scalings, e.g.
         a champion and a challenger on the same held-out rows.
         """
-        self._check_fitted()
-        enc = self.preprocessor_.transform(frame)
-        raw = self.engine_.evaluate(enc, feature_detail=False)
-        return raw["nll_iwae"] + enc.num_mask.astype(np.float64) @ self.preprocessor_.log_scales()
+        raw = self._evaluate(frame, detail=False)
+        return raw["nll_iwae"] + raw["log_scale_sum"]
 
     def explain(self, frame: pd.DataFrame, top_k: int = 3) -> pd.DataFrame:
         """The features that drove each row's score.

@@ -17,7 +17,7 @@ from .preprocess import Encoded
 from .train import DeviceData, EpochCallback, EpochMetrics, autocast_for, select_device, train_vae
 
 FORMAT = "vae-anomaly/1"
-SCORE_ELEMENTS = 1 << 24  # bound on K * rows * features held at once while scoring
+SCORE_ELEMENTS = 1 << 23  # bound on K * rows * (widest layer) held at once while scoring: ~32 MiB a tensor
 
 
 def auto_dims(n_features: int, config: VAEConfig) -> tuple[int, list[int]]:
@@ -35,7 +35,10 @@ def build_model(n_num: int, n_bool: int, cat_sizes: list[int], config: VAEConfig
     latent, hidden = auto_dims(n_features, config)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        return VAE(n_num, n_bool, cat_sizes, latent, hidden, config.decoder_variance, config.min_logvar, config.max_logvar)
+        return VAE(
+            n_num, n_bool, cat_sizes, latent, hidden, config.decoder_variance, config.min_logvar, config.max_logvar,
+            config.row_logvar_range,
+        )
 
 
 class Engine:
@@ -67,8 +70,7 @@ class Engine:
         cfg = self.config
         eps = self.noise()
         k = len(eps)
-        n_feat = max(self.model.n_features, 1)
-        rows = int(max(64, min(cfg.score_batch_size, SCORE_ELEMENTS // (k * n_feat))))
+        rows = int(max(64, min(cfg.score_batch_size, SCORE_ELEMENTS // (k * self.model.widest_layer))))
         data = DeviceData(enc, self.device, resident_bytes=0)
         eps = eps.to(self.device)
         keys = ["neg_elbo", "nll_iwae", "recon_error", "kl"] + (["feature_nll", "feature_sq_error"] if feature_detail else [])
@@ -103,7 +105,7 @@ class Engine:
         cfg = config.model_copy(update={"latent_dim": state["latent_dim"], "hidden_dims": state["hidden_dims"]})
         model = VAE(
             state["n_num"], state["n_bool"], state["cat_sizes"], state["latent_dim"], state["hidden_dims"],
-            cfg.decoder_variance, cfg.min_logvar, cfg.max_logvar,
+            cfg.decoder_variance, cfg.min_logvar, cfg.max_logvar, cfg.row_logvar_range,
         )
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         return cls(model, config, select_device(device or config.device))

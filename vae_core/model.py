@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 from torch import nn
@@ -76,12 +77,14 @@ class VAE(nn.Module):
         decoder_variance: str = "feature",
         min_logvar: float = -6.0,
         max_logvar: float = 6.0,
+        row_logvar_range: Optional[float] = None,
     ):
         super().__init__()
         self.n_num, self.n_bool, self.cat_sizes = n_num, n_bool, list(cat_sizes)
         self.latent_dim = latent_dim
         self.row_variance = decoder_variance == "row"
         self.min_logvar, self.max_logvar = min_logvar, max_logvar
+        self.row_logvar_range = row_logvar_range
         n_cat_slots = sum(self.cat_sizes)
         in_dim = 2 * n_num + 2 * n_bool + n_cat_slots
         self.encoder = _mlp([in_dim, *hidden_dims])
@@ -95,6 +98,11 @@ class VAE(nn.Module):
         self.num_logvar = nn.Parameter(torch.zeros(n_num))
         offsets = torch.tensor([0, *self.cat_sizes], dtype=torch.long).cumsum(0)[:-1]
         self.register_buffer("cat_offsets", offsets, persistent=False)
+
+    @property
+    def widest_layer(self) -> int:
+        """The most values one row produces in any layer (bounds memory while scoring)."""
+        return max(m.out_features for m in self.modules() if isinstance(m, nn.Linear))
 
     @property
     def n_features(self) -> int:
@@ -129,7 +137,11 @@ class VAE(nn.Module):
         i = self.n_num
         mean = out[..., :i]
         if self.row_variance:
+            # optionally within +-row_logvar_range of the column's learned log-variance, which
+            # limits how far the decoder can widen its variance for one row
             logvar = out[..., i : 2 * i]
+            if self.row_logvar_range is not None:
+                logvar = self.num_logvar.float() + self.row_logvar_range * torch.tanh(logvar)
             i *= 2
         else:
             logvar = self.num_logvar.float().expand_as(mean)

@@ -39,6 +39,22 @@ def _frame(batch: pa.RecordBatch) -> pd.DataFrame:
     return batch.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}.get)
 
 
+def _context(lake, dataset: str, batch_id: str, det) -> pd.DataFrame:
+    """The last ``window - 1`` points of each series from the batch ingested just before
+    ``batch_id`` (if it comes earlier in time), so a batch's first points are scored from full
+    windows, as they would be in one long series. Empty for the first batch."""
+    order = [r.batch_id for r in lake.list_batches(dataset)]
+    i = order.index(batch_id)
+    if i == 0:
+        return lake.read(dataset, batch_ids=[batch_id]).iloc[:0]
+    prev = lake.read(dataset, batch_ids=[order[i - 1]])
+    start = lake.read(dataset, batch_ids=[batch_id], columns=[det.time_column_])[det.time_column_].min()
+    prev = prev[prev[det.time_column_] < start].sort_values(det.time_column_, kind="stable")
+    by = [det.series_column_] if det.series_column_ else None
+    tail = prev.groupby(by, sort=False).tail(det.config_.window - 1) if by else prev.tail(det.config_.window - 1)
+    return tail
+
+
 @task(name="resolve-model", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY, cache_policy=NO_CACHE)
 def resolve_model(tracking_uri: Optional[str], model_name: str, alias: str, version: Optional[str]) -> dict:
     """The registry version to score with: ``version`` if given, else the one behind ``alias``."""
@@ -70,7 +86,13 @@ def score_batch(
     for chunk in chunks:
         keys = chunk[nodes.KEY_COLUMNS].reset_index(drop=True)
         extra = [det.time_column_] + ([det.series_column_] if det.series_column_ else []) if is_ts else []
-        scored = nodes.score_with_reasons(det, nodes.feature_frame(chunk).reset_index(drop=True))
+        rows = nodes.feature_frame(chunk).reset_index(drop=True)
+        if is_ts:
+            context = nodes.feature_frame(_context(lake, dataset, batch_id, det))
+            full = pd.concat([context, rows], ignore_index=True)
+            scored = nodes.score_with_reasons(det, full).iloc[len(context):].reset_index(drop=True)
+        else:
+            scored = nodes.score_with_reasons(det, rows)
         parts.append(pd.concat([keys, chunk[extra].reset_index(drop=True), scored], axis=1))
         progress.report("rows", f"{dataset} {batch_id}", sum(len(p) for p in parts))
     out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()

@@ -153,6 +153,16 @@ def test_time_series_dataset_end_to_end(prefect_harness, mlflow_server, tmp_path
     assert roc_auc_score(merged["is_injected_anomaly"], merged["anomaly_score"]) > 0.8
     assert trained["aliases"] == ["challenger", "champion"]
 
+    # batch 2 is scored with the end of batch 1 as context: the same scores as one long series
+    from pipelines import nodes, tracking
+
+    det, _ = tracking.load_detector(trained["model_uri"])
+    both = lake.read("sensors")
+    whole = det.score(nodes.feature_frame(both).reset_index(drop=True))
+    second = (both["batch_id"] != first).to_numpy()
+    stored = scores[scores["batch_id"] != first]
+    np.testing.assert_allclose(stored["anomaly_score"].to_numpy(), whole["anomaly_score"].to_numpy()[second], rtol=1e-4, atol=1e-5)
+
 
 def test_streamed_scoring_in_small_record_batches_matches(env):
     from pipelines.flows.score import score
