@@ -1,0 +1,1 @@
+"""Benchmarks of vae_core against baselines; run with ``python -m benchmarks.run``."""
