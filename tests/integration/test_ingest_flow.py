@@ -1,11 +1,7 @@
-"""The ``ingest`` Prefect flow run for real against a temporary Prefect API; and the settings it runs with."""
-import os
-from pathlib import Path
-
+"""The ``ingest`` Prefect flow run for real against a temporary Prefect API."""
 import pytest
 
 from pipelines.lake import Lake
-from pipelines.settings import PROJECT_ROOT, Settings, apply_prefect_env
 
 
 def markdown_artifacts(flow_run_id) -> list:
@@ -57,43 +53,6 @@ def test_ingest_flow_fails_on_schema_drift_without_committing(prefect_harness, t
     with pytest.raises(Exception, match="missing column.*'timestamp'"):
         state.result()
     assert len(Lake(lake_url).list_batches("sensors")) == 1
-
-
-def test_settings_defaults_follow_home_and_project_root(tmp_path):
-    settings = Settings.from_env({"VAE_ANOMALY_HOME": str(tmp_path / "state")})
-    assert settings.project_root == PROJECT_ROOT == Path(__file__).resolve().parents[2]
-    assert settings.lake_url == str(PROJECT_ROOT / "data" / "lake")
-    assert settings.mlflow_tracking_uri == f"sqlite:///{tmp_path / 'state' / 'mlflow.db'}"
-    assert settings.mlflow_artifact_root == (tmp_path / "state" / "mlartifacts").as_uri()
-    assert settings.prefect_home == tmp_path / "state" / "prefect"
-    assert settings.prefect_api_url is None and settings.dask_address is None
-    assert settings.benchdata_dir == PROJECT_ROOT.parent / "shared" / "benchdata"
-    assert Settings.from_env({}).home == PROJECT_ROOT / ".state"
-
-
-def test_settings_read_overrides_from_the_environment():
-    settings = Settings.from_env(
-        {
-            "VAE_ANOMALY_LAKE": "s3://bucket/lake",
-            "MLFLOW_TRACKING_URI": "http://127.0.0.1:5000",
-            "PREFECT_API_URL": "http://127.0.0.1:4200/api",
-            "VAE_ANOMALY_DASK_ADDRESS": "tcp://127.0.0.1:8786",
-            "VAE_ANOMALY_BENCHDATA": "",  # empty counts as unset
-        }
-    )
-    assert settings.lake_url == "s3://bucket/lake" and settings.mlflow_tracking_uri == "http://127.0.0.1:5000"
-    assert settings.prefect_api_url == "http://127.0.0.1:4200/api" and settings.dask_address == "tcp://127.0.0.1:8786"
-    assert settings.benchdata_dir == PROJECT_ROOT.parent / "shared" / "benchdata"
-
-
-def test_apply_prefect_env_sets_only_what_is_unset(monkeypatch, tmp_path):
-    monkeypatch.delenv("PREFECT_HOME", raising=False)
-    monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "true")
-    settings = Settings.from_env({"VAE_ANOMALY_HOME": str(tmp_path)})
-    assert apply_prefect_env(settings) == {"PREFECT_HOME": str(tmp_path / "prefect")}
-    assert os.environ["PREFECT_HOME"] == str(tmp_path / "prefect")
-    assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "true"
-    assert apply_prefect_env(settings) == {}
 
 
 def test_only_transient_failures_are_retried():

@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-import pipelines.lake as lake_module
+import pipelines.lake.storage as lake_storage
 from pipelines.lake import Lake, LakeError, SchemaError, SourceError, write_table
 
 TXN = "transactions"
@@ -268,7 +268,7 @@ def crash_at(monkeypatch, stage: str) -> list[str]:
         if at == stage:
             raise Crash(at)
 
-    monkeypatch.setattr(lake_module, "_crash_point", crash_point)
+    monkeypatch.setattr(lake_storage, "_crash_point", crash_point)  # the one seam every commit step calls
     return seen
 
 
@@ -309,9 +309,10 @@ def test_killed_writer_process_leaves_the_lake_consistent(lake, clean_csv, dirty
     script = textwrap.dedent(
         f"""
         import os
-        import pipelines.lake as lake_module
-        lake_module._crash_point = lambda at: os._exit(17) if at == {stage!r} else None
-        lake_module.Lake({lake.url!r}).ingest("d", {str(dirty_csv)!r})
+        import pipelines.lake.storage
+        from pipelines.lake import Lake
+        pipelines.lake.storage._crash_point = lambda at: os._exit(17) if at == {stage!r} else None
+        Lake({lake.url!r}).ingest("d", {str(dirty_csv)!r})
         """
     )
     project_root = Path(__file__).resolve().parents[2]

@@ -32,11 +32,33 @@ def test_settings_read_overrides_from_the_environment():
     assert settings.benchdata_dir == PROJECT_ROOT.parent / "shared" / "benchdata"
 
 
-def test_apply_prefect_env_sets_only_what_is_unset(monkeypatch, tmp_path):
-    monkeypatch.delenv("PREFECT_HOME", raising=False)
+PREFECT_DEFAULTS = ("PREFECT_HOME", "PREFECT_SERVER_ANALYTICS_ENABLED", "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS")
+
+
+def unset(monkeypatch, *names: str) -> None:
+    """Remove ``names`` from the environment; the test's end restores them (also if set meanwhile)."""
+    for name in names:
+        monkeypatch.setenv(name, "placeholder")  # records the original value for the restore
+        monkeypatch.delenv(name)
+
+
+def test_apply_prefect_env_fills_in_what_is_unset(monkeypatch, tmp_path):
+    unset(monkeypatch, *PREFECT_DEFAULTS)
+    settings = Settings.from_env({"VAE_ANOMALY_HOME": str(tmp_path)})
+    assert apply_prefect_env(settings) == {
+        "PREFECT_HOME": str(tmp_path / "prefect"),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
+    }
+    assert os.environ["PREFECT_HOME"] == str(tmp_path / "prefect") and (tmp_path / "prefect").is_dir()
+    assert apply_prefect_env(settings) == {}
+
+
+def test_apply_prefect_env_keeps_what_is_set(monkeypatch, tmp_path):
+    unset(monkeypatch, "PREFECT_HOME")
     monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", "true")
+    monkeypatch.setenv("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "30")
     settings = Settings.from_env({"VAE_ANOMALY_HOME": str(tmp_path)})
     assert apply_prefect_env(settings) == {"PREFECT_HOME": str(tmp_path / "prefect")}
-    assert os.environ["PREFECT_HOME"] == str(tmp_path / "prefect")
     assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "true"
-    assert apply_prefect_env(settings) == {}
+    assert os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "30"

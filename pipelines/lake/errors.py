@@ -1,0 +1,14 @@
+"""The lake's exceptions: one base class, so callers can catch every data problem at once."""
+from __future__ import annotations
+
+
+class LakeError(Exception):
+    """Base class of the lake's errors (also raised for bad names and unknown datasets)."""
+
+
+class SchemaError(LakeError):
+    """A batch does not fit the dataset's schema (missing, retyped or unexpected columns)."""
+
+
+class SourceError(LakeError):
+    """A source file cannot be read or parsed as a table."""

@@ -1,0 +1,204 @@
+"""Reading source files (CSV, Parquet, JSON lines; optionally compressed) into a :class:`SourceBatch`.
+
+CSV and JSON values are kept as text and typed later, against the dataset's schema, by
+:mod:`pipelines.lake.validation`; Parquet columns keep their (normalised) types.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+from typing import Any, Optional, Union
+
+import fsspec
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.lake.errors import SourceError
+from pipelines.lake.records import _ARROW_TYPES, SourceBatch, SourceFormat
+
+_FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
+            ".ndjson": "jsonl", ".json": "jsonl"}
+_COMPRESSIONS = {".gz": "gzip", ".bz2": "bz2", ".xz": "xz", ".zst": "zstd"}
+
+
+def _format_of(source: str) -> tuple[Optional[str], Optional[str]]:
+    """(format, compression) guessed from a file name's extensions."""
+    stem = source.split("?", 1)[0].lower()
+    compression = None
+    for ext, name in _COMPRESSIONS.items():
+        if stem.endswith(ext):
+            compression, stem = name, stem[: -len(ext)]
+            break
+    for ext, fmt in _FORMATS.items():
+        if stem.endswith(ext):
+            return fmt, compression
+    return None, compression
+
+
+def read_source(
+    source: Union[str, os.PathLike], format: Optional[SourceFormat] = None, **storage_options: Any
+) -> SourceBatch:
+    """Read a CSV, Parquet or JSON-lines file into memory and hash its bytes.
+
+    Parameters
+    ----------
+    source : str or path-like
+        Local path or fsspec URL. ``.gz``, ``.bz2``, ``.xz`` and ``.zst`` suffixes are decompressed.
+    format : {"csv", "parquet", "jsonl"}, optional
+        Overrides the format guessed from the extension (``.csv``, ``.parquet``/``.pq``,
+        ``.jsonl``/``.ndjson``/``.json``).
+    **storage_options
+        Passed to fsspec.
+
+    Returns
+    -------
+    SourceBatch
+        CSV and JSON values are kept as text (parsed later against the schema); Parquet columns
+        keep their types. ``sha256`` is the hash of the file's bytes as stored.
+
+    Raises
+    ------
+    SourceError
+        The file is missing, its format is unknown, or it cannot be parsed.
+    """
+    source = str(source)
+    if "://" not in source:
+        source = os.path.abspath(source)
+    guessed, compression = _format_of(source)
+    fmt = format or guessed
+    if fmt not in ("csv", "parquet", "jsonl"):
+        raise SourceError(f"cannot tell the format of {source!r}; pass format='csv', 'parquet' or 'jsonl'")
+    try:
+        with fsspec.open(source, "rb", **storage_options) as handle:
+            raw = handle.read()
+    except (OSError, ValueError) as exc:
+        raise SourceError(f"cannot read {source!r}: {exc}") from exc
+    digest = hashlib.sha256(raw).hexdigest()
+    data = raw
+    if compression:
+        with fsspec.compression.compr[compression](io.BytesIO(raw)) as handle:
+            data = handle.read()
+    reader = {"csv": _parse_csv, "parquet": _parse_parquet, "jsonl": _parse_jsonl}[fmt]
+    try:
+        frame, record_errors = reader(data)
+    except SourceError as exc:
+        raise SourceError(f"{source!r}: {exc}") from exc
+    except Exception as exc:  # parsers raise many types; name the file in one place
+        raise SourceError(f"cannot parse {source!r} as {fmt}: {exc}") from exc
+    frame.index = pd.RangeIndex(len(frame))
+    return SourceBatch(source=source, format=fmt, sha256=digest, frame=frame, record_errors=record_errors)
+
+
+def _parse_csv(data: bytes) -> tuple[pd.DataFrame, dict[int, str]]:
+    """All CSV fields as text; no NA conversion here."""
+    if not data.strip():
+        raise SourceError("the file is empty")
+    frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
+    return frame.astype(object), {}
+
+
+def _parse_parquet(data: bytes) -> tuple[pd.DataFrame, dict[int, str]]:
+    """Parquet columns normalised to int64 / float64 / bool / timestamp[UTC] / text."""
+    table = pq.read_table(io.BytesIO(data))
+    columns = [_normalise_arrow(table.column(i)) for i in range(table.num_columns)]
+    table = pa.table(columns, names=table.column_names)
+    mapper = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}.get
+    frame = table.to_pandas(types_mapper=mapper)
+    for name in frame.columns:
+        if _kind(frame[name]) == "text":
+            frame[name] = _as_text(frame[name])
+    return frame, {}
+
+
+def _normalise_arrow(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Map an Arrow column onto the few types the validator understands."""
+    kind = column.type
+    if pa.types.is_dictionary(kind):
+        return _normalise_arrow(column.cast(kind.value_type))
+    try:
+        if pa.types.is_integer(kind):
+            return column.cast(pa.int64())
+        if pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+            return column.cast(pa.float64())
+        if pa.types.is_boolean(kind):
+            return column
+        if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
+            if pa.types.is_timestamp(kind) and kind.tz is not None:
+                return column.cast(pa.timestamp("us", tz=kind.tz)).cast(_ARROW_TYPES["datetime"])
+            return column.cast(pa.timestamp("us")).cast(_ARROW_TYPES["datetime"])
+        return column.cast(pa.string())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return pa.chunked_array([pa.array([None if v is None else str(v) for v in column.to_pylist()], pa.string())])
+
+
+def _parse_jsonl(data: bytes) -> tuple[pd.DataFrame, dict[int, str]]:
+    """One record per non-blank line; bad lines become all-missing rows with an error."""
+    text = data.decode("utf-8")
+    records: list[dict[str, Any]] = []
+    errors: dict[int, str] = {}
+    for line in text.split("\n"):
+        line = line.strip()
+        if not line:
+            continue
+        number = len(records)
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            errors[number] = f"invalid JSON ({exc}): {line[:80]!r}"
+            obj = {}
+        if not isinstance(obj, dict):
+            errors[number] = f"a JSON record must be an object, got {line[:80]!r}"
+            obj = {}
+        records.append(obj)
+    names: dict[str, None] = {}
+    for obj in records:
+        names.update(dict.fromkeys(obj))
+    columns = {name: pd.Series([_json_text(r.get(name)) for r in records], dtype=object) for name in names}
+    return pd.DataFrame(columns, index=pd.RangeIndex(len(records))), errors
+
+
+def _json_text(value: Any) -> Optional[str]:
+    """A JSON value as the text a CSV would hold (``None`` for null)."""
+    if value is None or isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return json.dumps(value)
+
+
+
+def _kind(series: pd.Series) -> str:
+    """The physical kind of a frame column: int, float, bool, datetime or text."""
+    dtype = series.dtype
+    if pd.api.types.is_bool_dtype(dtype):
+        return "bool"
+    if pd.api.types.is_integer_dtype(dtype):
+        return "int"
+    if pd.api.types.is_float_dtype(dtype):
+        return "float"
+    if pd.api.types.is_datetime64_any_dtype(dtype):
+        return "datetime"
+    return "text"
+
+
+def _as_text(series: pd.Series) -> pd.Series:
+    """Values as ``str`` (object dtype), ``None`` where missing."""
+    kind = _kind(series)
+    notna = series.notna().to_numpy()
+    if kind == "text":
+        values = [v if isinstance(v, str) or v is None else str(v) for v in series.astype(object)]
+    elif kind == "bool":
+        values = ["true" if v else "false" for v in series.astype(object)]
+    elif kind == "int":
+        values = [str(v) for v in series.astype(object)]
+    elif kind == "float":
+        values = [repr(float(v)) for v in series.to_numpy(dtype="float64", na_value=np.nan)]
+    else:
+        values = [v.isoformat() if v is not pd.NaT else None for v in series]
+    out = np.array(values, dtype=object)
+    out[~notna] = None
+    return pd.Series(out, index=series.index, dtype=object)

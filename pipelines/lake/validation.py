@@ -1,0 +1,321 @@
+"""Schema inference and batch validation: cast each column to its logical type, quarantine the
+rows that do not fit, and reject batches whose columns are missing, extra or retyped.
+
+Pure functions: nothing here touches storage.
+"""
+from __future__ import annotations
+
+import re
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from pipelines.lake.errors import LakeError, SchemaError
+from pipelines.lake.records import (
+    _ARROW_TYPES,
+    INFER_MIN_SHARE,
+    REASON_COLUMN,
+    RETYPE_SHARE,
+    ROW_COLUMN,
+    DatasetSchema,
+    ExtraColumns,
+    SourceBatch,
+    ValidatedBatch,
+)
+from pipelines.lake.sources import _as_text, _kind
+
+_MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "nat"})
+_TRUE = frozenset({"true", "t", "yes", "y", "1", "1.0"})
+_FALSE = frozenset({"false", "f", "no", "n", "0", "0.0"})
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+def _missing(text: pd.Series, ltype: str) -> np.ndarray:
+    """Missing-value mask of a text column for the target type."""
+    if ltype == "string":
+        return text.map(lambda v: v is None or v == "").to_numpy(bool)
+    return text.map(lambda v: v is None or v.strip().lower() in _MISSING_TOKENS).to_numpy(bool)
+
+
+def _infer(series: pd.Series) -> str:
+    """The logical type of a source column (tolerating up to 5% odd values)."""
+    kind = _kind(series)
+    if kind != "text":
+        return kind
+    values = series[~_missing(series, "float")].map(str.strip)
+    if values.empty:
+        return "string"
+    need = INFER_MIN_SHARE * len(values)
+    number = pd.to_numeric(values, errors="coerce")
+    numeric = number.notna().to_numpy() & np.isfinite(number.to_numpy(dtype="float64", na_value=np.nan))
+    if numeric.sum() >= need:
+        integral = values[numeric].str.fullmatch(r"[+-]?\d{1,18}").all()
+        return "int" if integral else "float"
+    if values.str.lower().isin(("true", "false")).sum() >= need:
+        return "bool"
+    dates = pd.to_datetime(values, format="ISO8601", utc=True, errors="coerce")
+    if (dates.notna() & values.str.match(r"\d{4}-\d{2}-\d{2}")).sum() >= need:
+        return "datetime"
+    return "string"
+
+
+def infer_schema(frame: pd.DataFrame, time_column: Optional[str] = None) -> DatasetSchema:
+    """Infer a :class:`DatasetSchema` from a source frame.
+
+    Parameters
+    ----------
+    frame : pandas.DataFrame
+        A :attr:`SourceBatch.frame`.
+    time_column : str, optional
+        Forced to ``datetime``.
+
+    Returns
+    -------
+    DatasetSchema
+    """
+    columns = {str(c): ("datetime" if c == time_column else _infer(frame[c])) for c in frame.columns}
+    return DatasetSchema(columns=columns, time_column=time_column)
+
+
+@dataclass
+class _Cast:
+    """One column cast to its logical type, with per-row outcomes."""
+
+    values: pa.Array  # typed, null where missing or bad
+    text: pd.Series  # the original values as text (for the quarantine)
+    missing: np.ndarray
+    bad: np.ndarray  # value present but not acceptable
+    why: np.ndarray  # problem per bad row (None elsewhere)
+    uncastable: np.ndarray  # bad because of its type (not e.g. infinite)
+
+
+def _coerce(series: pd.Series, ltype: str) -> _Cast:
+    """Cast a column to ``ltype``, flagging values that do not fit."""
+    kind = _kind(series)
+    text = _as_text(series)
+    missing = _missing(text, ltype) if kind == "text" else ~series.notna().to_numpy()
+    stripped = text.map(lambda v: v.strip() if isinstance(v, str) else v)
+    infinite = np.zeros(len(series), bool)
+    if ltype == "string":
+        values = pa.array(np.where(missing, None, text.to_numpy(object)), pa.string())
+        bad = infinite.copy()
+    elif ltype == "datetime":
+        if kind == "datetime":
+            stamps = series.dt.tz_localize("UTC") if series.dt.tz is None else series.dt.tz_convert("UTC")
+        elif kind == "text":
+            stamps = pd.to_datetime(stripped.where(~missing, None), format="ISO8601", utc=True, errors="coerce")
+        else:  # numbers and bools are not times (epochs are ambiguous)
+            stamps = pd.Series(pd.NaT, index=series.index, dtype="datetime64[us, UTC]")
+        bad = ~missing & stamps.isna().to_numpy()
+        utc_wall = stamps.dt.tz_convert(None).dt.as_unit("us").to_numpy()
+        values = pa.array(utc_wall, pa.timestamp("us"), mask=missing | bad).cast(_ARROW_TYPES["datetime"])
+    else:
+        numbers = _numbers(series, kind, stripped, missing)
+        if ltype == "bool":
+            flags, bad = _bools(kind, series, stripped, numbers, missing)
+            values = pa.array(flags, pa.bool_(), mask=missing | bad)
+        elif ltype == "int":
+            values, bad = _ints(series, kind, stripped, numbers, missing)
+        else:
+            bad = ~missing & np.isnan(numbers)
+            infinite = ~missing & np.isinf(numbers)
+            values = pa.array(numbers, pa.float64(), mask=missing | bad | infinite)
+    why = np.full(len(series), None, dtype=object)
+    why[bad] = f"cannot parse as {'an' if ltype == 'int' else 'a'} {ltype}"
+    why[infinite] = "infinite value"
+    return _Cast(values, text, missing, bad | infinite, why, uncastable=bad)
+
+
+def _numbers(series: pd.Series, kind: str, stripped: pd.Series, missing: np.ndarray) -> np.ndarray:
+    """Float view of a column (NaN where missing or not a number; bools and datetimes are not numbers)."""
+    if kind in ("int", "float"):
+        return series.to_numpy(dtype="float64", na_value=np.nan)
+    if kind == "text":
+        return pd.to_numeric(stripped.where(~missing, None), errors="coerce").to_numpy(dtype="float64", na_value=np.nan)
+    return np.full(len(series), np.nan)
+
+
+def _ints(
+    series: pd.Series, kind: str, stripped: pd.Series, numbers: np.ndarray, missing: np.ndarray
+) -> tuple[pa.Array, np.ndarray]:
+    """Exact int64 values (digit strings parsed exactly, whole floats accepted) and the bad mask."""
+    n = len(series)
+    out = np.zeros(n, np.int64)
+    ok = np.zeros(n, bool)
+    if kind == "int":
+        ok = ~missing
+        out[ok] = series[ok].astype("int64").to_numpy()
+    else:
+        if kind == "text":
+            digits = stripped.str.fullmatch(r"[+-]?\d{1,18}").fillna(False).to_numpy(bool) & ~missing
+            out[digits] = stripped[digits].astype("int64").to_numpy()
+            ok |= digits
+        rest = ~missing & ~ok
+        whole = rest & np.isfinite(numbers) & (np.abs(numbers) < 2.0**63)
+        whole &= np.floor(np.where(whole, numbers, 0.0)) == np.where(whole, numbers, 0.0)
+        out[whole] = numbers[whole].astype(np.int64)
+        ok |= whole
+    bad = ~missing & ~ok
+    return pa.array(out, pa.int64(), mask=~ok), bad
+
+
+def _bools(
+    kind: str, series: pd.Series, stripped: pd.Series, numbers: np.ndarray, missing: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Bool values and bad mask; accepts true/false, t/f, yes/no, y/n and 1/0."""
+    if kind == "bool":
+        flags = series.fillna(False).to_numpy(bool)
+        return flags, np.zeros(len(series), bool)
+    if kind == "text":
+        lower = stripped.map(lambda v: v.lower() if isinstance(v, str) else "")
+        flags = lower.isin(_TRUE).to_numpy(bool)
+        known = flags | lower.isin(_FALSE).to_numpy(bool)
+    else:
+        flags = numbers == 1.0
+        known = flags | (numbers == 0.0)
+    return flags, ~missing & ~known
+
+
+
+
+def _check_name(kind: str, value: str) -> str:
+    """Reject names that are unsafe as path components."""
+    if not isinstance(value, str) or not _NAME_RE.match(value):
+        raise LakeError(f"invalid {kind} {value!r}: use letters, digits, '.', '_' or '-' (max 128)")
+    return value
+
+
+def _resolve_schema(
+    dataset: str,
+    batch: SourceBatch,
+    current: Optional[DatasetSchema],
+    time_column: Optional[str],
+    schema: Optional[dict[str, str]],
+) -> tuple[DatasetSchema, bool]:
+    """The schema to validate against and whether this batch fixes it."""
+    where = f"dataset {dataset!r}, file {batch.source!r}"
+    if current is not None:
+        if schema is not None and DatasetSchema(dict(schema), time_column or current.time_column) != current:
+            raise SchemaError(f"{where}: the schema passed differs from the dataset's fixed schema {current.to_dict()}")
+        if time_column is not None and time_column != current.time_column:
+            raise SchemaError(
+                f"{where}: time column {time_column!r} differs from the dataset's {current.time_column!r}"
+            )
+        return current, False
+    if schema is not None:
+        return DatasetSchema(dict(schema), time_column), True
+    if batch.rows_read == 0:
+        raise SchemaError(f"{where}: cannot infer a schema from an empty file; pass schema=")
+    if time_column is not None and time_column not in batch.frame.columns:
+        raise SchemaError(f"{where}: time column {time_column!r} is not in the file")
+    return infer_schema(batch.frame, time_column), True
+
+
+def validate_batch(
+    dataset: str,
+    batch: SourceBatch,
+    *,
+    current_schema: Optional[DatasetSchema] = None,
+    time_column: Optional[str] = None,
+    schema: Optional[dict[str, str]] = None,
+    batch_id: Optional[str] = None,
+    extra_columns: ExtraColumns = "error",
+) -> ValidatedBatch:
+    """Check a source batch against a schema and split it into accepted and quarantined rows.
+
+    Pure: touches no storage. :meth:`Lake.validate` supplies ``current_schema``.
+
+    Parameters
+    ----------
+    dataset : str
+        Dataset name (for messages).
+    batch : SourceBatch
+        From :func:`read_source`.
+    current_schema : DatasetSchema, optional
+        The dataset's fixed schema; ``None`` when this is the first batch.
+    time_column : str, optional
+        The time column (first batch only, or the same as the fixed one).
+    schema : dict, optional
+        Column -> logical type, to use instead of inference on the first batch.
+    batch_id : str, optional
+        Defaults to ``b-<first 16 hex digits of sha256>``.
+    extra_columns : {"error", "ignore"}
+        What to do with source columns that are not in the schema: raise a
+        :class:`SchemaError` naming them, or leave them out (recorded in ``ignored_columns``).
+
+    Returns
+    -------
+    ValidatedBatch
+
+    Raises
+    ------
+    SchemaError
+        A schema column is missing, a column's values mostly cannot be cast to its type
+        (more than ``RETYPE_SHARE`` of the non-missing values), or there are extra columns.
+    """
+    batch_id = _check_name("batch id", batch_id or f"b-{batch.sha256[:16]}")
+    where = f"dataset {dataset!r}, file {batch.source!r}"
+    try:
+        fixed, is_new = _resolve_schema(dataset, batch, current_schema, time_column, schema)
+    except SchemaError as exc:
+        message = str(exc)
+        raise SchemaError(message if message.startswith(where) else f"{where}: {message}") from None
+    present = [str(c) for c in batch.frame.columns]
+    missing_cols = [c for c in fixed.columns if c not in present]
+    if missing_cols:
+        raise SchemaError(f"{where}: missing column(s) {missing_cols} of the dataset's schema")
+    extra = [c for c in present if c not in fixed.columns]
+    if extra and extra_columns != "ignore":
+        raise SchemaError(f"{where}: unexpected column(s) {extra}; pass extra_columns='ignore' to leave them out")
+
+    n = batch.rows_read
+    casts: dict[str, _Cast] = {}
+    for name, ltype in fixed.columns.items():
+        cast = _coerce(batch.frame[name], ltype)
+        observed = int((~cast.missing).sum())
+        uncastable = int(cast.uncastable.sum())
+        if observed and uncastable / observed > RETYPE_SHARE:
+            examples = cast.text[cast.uncastable].head(3).tolist()
+            raise SchemaError(
+                f"{where}: column {name!r} is fixed as {ltype} but {uncastable} of {observed} values "
+                f"cannot be cast (e.g. {examples}); was the column retyped?"
+            )
+        if name == fixed.time_column:
+            gap = cast.missing & ~cast.bad
+            cast.why[gap] = "missing time value"
+            cast.bad = cast.bad | gap
+        casts[name] = cast
+
+    rejected = np.zeros(n, bool)
+    reasons: dict[int, list[str]] = defaultdict(list)
+    by_column: dict[str, int] = {}
+    for row, message in batch.record_errors.items():
+        rejected[row] = True
+        reasons[row].append(f"row {row}: {message}")
+    for name, cast in casts.items():
+        text = cast.text.to_numpy(object)
+        for row in np.flatnonzero(cast.bad):
+            rejected[row] = True
+            reasons[row].append(f"row {row}, column {name!r}: {cast.why[row]} ({text[row]!r})")
+        if cast.bad.any():
+            by_column[name] = int(cast.bad.sum())
+
+    rows = np.arange(n, dtype=np.int64)
+    keep = pa.array(~rejected)
+    arrays = {name: cast.values for name, cast in casts.items()}
+    accepted = pa.table({**arrays, ROW_COLUMN: pa.array(rows)}, schema=fixed.arrow_schema()).filter(keep)
+    bad_rows = np.flatnonzero(rejected)
+    quarantine = pa.table(
+        {
+            **{c: pa.array(casts[c].text.to_numpy(object)[bad_rows], pa.string()) for c in fixed.columns},
+            REASON_COLUMN: pa.array(["; ".join(reasons[r]) for r in bad_rows], pa.string()),
+            ROW_COLUMN: pa.array(rows[bad_rows]),
+        }
+    )
+    if accepted.num_rows + quarantine.num_rows != n:  # the lake never drops a row
+        raise LakeError(f"{where}: internal error, {n} rows read but {accepted.num_rows}+{quarantine.num_rows} kept")
+    return ValidatedBatch(dataset, batch_id, batch, fixed, is_new, accepted, quarantine, by_column, extra)
