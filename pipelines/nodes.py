@@ -9,7 +9,7 @@ from typing import Callable, Optional, Union
 import numpy as np
 import pandas as pd
 
-from vae_core import TimeSeriesVAEDetector, VAEDetector
+from vae_core import DataError, TimeSeriesVAEDetector, VAEDetector
 
 META_COLUMNS = ("batch_id", "_source_row")
 KEY_COLUMNS = ["batch_id", "_source_row"]
@@ -26,7 +26,7 @@ def feature_frame(frame: pd.DataFrame, exclude: Optional[list[str]] = None) -> p
     exclude = list(exclude or [])
     unknown = [c for c in exclude if c not in frame.columns]
     if unknown:
-        raise KeyError(f"cannot exclude column(s) {unknown}: not in the dataset (columns: {list(frame.columns)})")
+        raise DataError(f"cannot exclude column(s) {unknown}: not in the dataset (columns: {list(frame.columns)})")
     drop = [c for c in (*META_COLUMNS, *exclude) if c in frame.columns]
     return frame.drop(columns=drop)
 

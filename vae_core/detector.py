@@ -1,6 +1,7 @@
 """VAEDetector: the tabular detector (numeric, boolean and categorical columns)."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -164,7 +165,7 @@ class VAEDetector(CalibratedMixin):
         self.history_ = [m.as_dict() for m in self.engine_.fit(enc.take(train_idx), enc.take(val_idx), callback)]
         # calibrate on the held-out rows: never seen by the optimiser, never labelled
         val = self.engine_.evaluate(enc.take(val_idx))
-        self.feature_nll_median_ = np.median(val["feature_nll"], axis=0)
+        self.attribution_ = Attribution.fit(val["feature_nll"], val["feature_sq_error"], len(pp.by_kind("numeric")))
         self._calibrate(val[cfg.anomaly_score])
         self.feature_names_in_ = list(frame.columns.astype(str))
         return self
@@ -210,8 +211,12 @@ class VAEDetector(CalibratedMixin):
     def explain(self, frame: pd.DataFrame, top_k: int = 3) -> pd.DataFrame:
         """The features that drove each row's score.
 
-        Each feature's excess negative log-likelihood over its median on the calibration rows is
-        its contribution; ``share`` is its fraction of the row's total positive excess.
+        A numeric column contributes half its squared reconstruction residual in units of its
+        typical (calibration-median) squared residual; a boolean or categorical column its
+        negative log-likelihood. ``excess_nll`` is the contribution minus its calibration median,
+        and ``share`` is its fraction of the row's total positive excess. (Residuals rather than
+        the heteroscedastic NLL: the decoder may widen its variance for an odd value, which would
+        shift the blame to the columns it reconstructs well.)
 
         Returns
         -------
@@ -219,9 +224,8 @@ class VAEDetector(CalibratedMixin):
         ``rank``, ``feature``, ``share``, ``excess_nll``, ``value`` and ``typical``.
         """
         raw = self._evaluate(frame, detail=True)
-        return explain_rows(
-            frame, raw["feature_nll"] - self.feature_nll_median_, self.preprocessor_, top_k
-        )
+        excess = self.attribution_.excess(raw["feature_nll"], raw["feature_sq_error"])
+        return explain_rows(frame, excess, self.preprocessor_, top_k)
 
     # ---------------------------------------------------------------- persistence
     def save(self, directory: str | Path) -> Path:
@@ -232,7 +236,7 @@ class VAEDetector(CalibratedMixin):
         self.engine_.save_weights(d / "weights.pt")
         write_json(d / "preprocessor.json", self.preprocessor_.to_dict())
         write_json(d / "calibration.json", {
-            **self.calibration_.to_dict(), "feature_nll_median": self.feature_nll_median_.tolist(),
+            **self.calibration_.to_dict(), "attribution": self.attribution_.to_dict(),
         })
         write_json(d / "history.json", {"epochs": self.history_})
         write_json(d / "config.json", {
@@ -251,7 +255,7 @@ class VAEDetector(CalibratedMixin):
         det.config_ = cfg
         det.preprocessor_ = Preprocessor.from_dict(read_json(d / "preprocessor.json"))
         cal = read_json(d / "calibration.json")
-        det.feature_nll_median_ = np.asarray(cal.pop("feature_nll_median"), float)
+        det.attribution_ = Attribution.from_dict(cal.pop("attribution"))
         det.calibration_ = Calibration.from_dict(cal)
         det.history_ = read_json(d / "history.json")["epochs"]
         det.feature_names_in_ = meta["feature_names_in"]
@@ -268,6 +272,42 @@ def _read_meta(d: Path, kind: str) -> dict:
     if meta.get("kind") != kind:
         raise ValueError(f"{d} holds a {meta.get('kind')} detector, not a {kind} one")
     return meta
+
+
+@dataclass
+class Attribution:
+    """How much each column contributes to a row's score, relative to the calibration rows."""
+
+    n_num: int
+    typical_sq: np.ndarray  # (n_num,) median squared residual of each numeric column
+    median: np.ndarray  # (n_features,) median contribution on the calibration rows
+
+    def contributions(self, feature_nll: np.ndarray, feature_sq: np.ndarray) -> np.ndarray:
+        """Per column: 0.5 * residual^2 / typical residual^2 (numeric), else the NLL."""
+        out = np.array(feature_nll, dtype=np.float64, copy=True)
+        out[:, : self.n_num] = 0.5 * feature_sq[:, : self.n_num] / self.typical_sq
+        return out
+
+    def excess(self, feature_nll: np.ndarray, feature_sq: np.ndarray) -> np.ndarray:
+        """Contributions minus their calibration medians."""
+        return self.contributions(feature_nll, feature_sq) - self.median
+
+    @classmethod
+    def fit(cls, feature_nll: np.ndarray, feature_sq: np.ndarray, n_num: int) -> "Attribution":
+        """Typical residuals and median contributions of held-out normal rows."""
+        typical = np.maximum(np.median(feature_sq[:, :n_num], axis=0), 1e-6)
+        self = cls(n_num, typical, np.zeros(feature_nll.shape[1]))
+        self.median = np.median(self.contributions(feature_nll, feature_sq), axis=0)
+        return self
+
+    def to_dict(self) -> dict:
+        """JSON-ready state."""
+        return {"n_num": self.n_num, "typical_sq": self.typical_sq.tolist(), "median": self.median.tolist()}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Attribution":
+        """Rebuild from :meth:`to_dict` output."""
+        return cls(d["n_num"], np.asarray(d["typical_sq"], float), np.asarray(d["median"], float))
 
 
 def typical_text(spec: ColumnSpec) -> str:

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .config import TimeSeriesConfig
-from .detector import CalibratedMixin, _read_meta, explain_rows, resolve_config
+from .detector import Attribution, CalibratedMixin, _read_meta, explain_rows, resolve_config
 from .engine import FORMAT, Engine, build_model, read_json, write_json
 from .errors import DataError
 from .preprocess import Encoded, Preprocessor, check_frame
@@ -138,13 +138,13 @@ class TimeSeriesVAEDetector(CalibratedMixin):
         self.engine_ = Engine(model, cfg)
         self.history_ = [m.as_dict() for m in self.engine_.fit(Encoded.numeric(train), Encoded.numeric(val), callback)]
 
-        raw, feat = self._score_grids(grids, len(frame))
+        raw, feat, feat_sq = self._score_grids(grids, len(frame))
         tail = np.zeros(len(frame), bool)
         for g, is_tail in zip(grids, cal_points):
             tail[g.rows] = is_tail
         if tail.sum() < 20:  # too short a tail: fall back to in-sample scores
             tail[:] = True
-        self.feature_nll_median_ = np.median(feat[tail], axis=0)
+        self.attribution_ = Attribution.fit(feat[tail], feat_sq[tail], len(self.value_columns_))
         self._calibrate(raw[cfg.anomaly_score][tail])
         return self
 
@@ -152,21 +152,21 @@ class TimeSeriesVAEDetector(CalibratedMixin):
     def score(self, frame: pd.DataFrame) -> pd.DataFrame:
         """One row per input row (same index and order) with the columns of
         :meth:`VAEDetector.score <vae_core.VAEDetector.score>`, scored per timestamp."""
-        raw, _ = self._score_frame_raw(frame)
+        raw, _, _ = self._score_frame_raw(frame)
         return self._score_frame(frame.index, raw)
 
     def data_nll(self, frame: pd.DataFrame) -> np.ndarray:
         """Per-timestamp -log p in the data's own units (see :meth:`VAEDetector.data_nll`)."""
-        raw, _ = self._score_frame_raw(frame)
+        raw, _, _ = self._score_frame_raw(frame)
         observed = _values_frame(frame, self.value_columns_).notna().to_numpy(dtype=np.float64)
         return raw["nll_iwae"] + observed @ self.preprocessor_.log_scales()
 
     def explain(self, frame: pd.DataFrame, top_k: int = 3) -> pd.DataFrame:
         """The value columns that drove each timestamp's score (see :meth:`VAEDetector.explain`)."""
-        _, feat = self._score_frame_raw(frame)
-        return explain_rows(frame, feat - self.feature_nll_median_, self.preprocessor_, top_k)
+        _, feat, feat_sq = self._score_frame_raw(frame)
+        return explain_rows(frame, self.attribution_.excess(feat, feat_sq), self.preprocessor_, top_k)
 
-    def _score_frame_raw(self, frame: pd.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    def _score_frame_raw(self, frame: pd.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         self._check_fitted()
         check_frame(frame)
         needed = [self.time_column_] + ([self.series_column_] if self.series_column_ else []) + self.value_columns_
@@ -212,15 +212,17 @@ class TimeSeriesVAEDetector(CalibratedMixin):
             grids.append(SeriesGrid(rows, pos, dense, pad))
         return grids
 
-    def _score_grids(self, grids: list[SeriesGrid], n_rows: int) -> tuple[dict[str, np.ndarray], np.ndarray]:
-        """Per-row scores (and per-value-column NLL) from the windows covering each grid point."""
+    def _score_grids(self, grids: list[SeriesGrid], n_rows: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+        """Per-row scores, and per-value-column NLL and squared residuals, from the windows covering each grid point."""
         W, d = self.config_.window, len(self.value_columns_)
         raw = {k: np.zeros(n_rows) for k in ("neg_elbo", "nll_iwae", "recon_error")}
         feat_rows = np.zeros((n_rows, d))
+        sq_rows = np.zeros((n_rows, d))
         for g in grids:
             L = len(g.values)
             acc = {k: np.zeros(L) for k in raw}
             feat = np.zeros((L, d))
+            feat_sq = np.zeros((L, d))
             cover = np.zeros(L)
             flat, starts = sliding_windows(g.values, W)
             for lo in range(0, len(starts), CHUNK_WINDOWS):
@@ -240,11 +242,13 @@ class TimeSeriesVAEDetector(CalibratedMixin):
                     acc[k] += np.bincount(idx, weights=v.ravel(), minlength=L)
                 for j in range(d):
                     feat[:, j] += np.bincount(idx, weights=fnll[..., j].ravel(), minlength=L)
+                    feat_sq[:, j] += np.bincount(idx, weights=sq[..., j].ravel(), minlength=L)
                 cover += np.bincount(idx, minlength=L)
             for k in raw:
                 raw[k][g.rows] = acc[k][g.points] / cover[g.points]
             feat_rows[g.rows] = feat[g.points] / cover[g.points, None]
-        return raw, feat_rows
+            sq_rows[g.rows] = feat_sq[g.points] / cover[g.points, None]
+        return raw, feat_rows, sq_rows
 
     # ---------------------------------------------------------------- persistence
     def save(self, directory: str | Path) -> Path:
@@ -254,7 +258,7 @@ class TimeSeriesVAEDetector(CalibratedMixin):
         d.mkdir(parents=True, exist_ok=True)
         self.engine_.save_weights(d / "weights.pt")
         write_json(d / "preprocessor.json", self.preprocessor_.to_dict())
-        write_json(d / "calibration.json", {**self.calibration_.to_dict(), "feature_nll_median": self.feature_nll_median_.tolist()})
+        write_json(d / "calibration.json", {**self.calibration_.to_dict(), "attribution": self.attribution_.to_dict()})
         write_json(d / "history.json", {"epochs": self.history_})
         write_json(d / "config.json", {
             "format": FORMAT, "kind": "timeseries", "config": self.config_.model_dump(), "network": self.engine_.state(),
@@ -273,7 +277,7 @@ class TimeSeriesVAEDetector(CalibratedMixin):
         det.config_ = cfg
         det.preprocessor_ = Preprocessor.from_dict(read_json(d / "preprocessor.json"))
         cal = read_json(d / "calibration.json")
-        det.feature_nll_median_ = np.asarray(cal.pop("feature_nll_median"), float)
+        det.attribution_ = Attribution.from_dict(cal.pop("attribution"))
         det.calibration_ = Calibration.from_dict(cal)
         det.history_ = read_json(d / "history.json")["epochs"]
         det.time_column_, det.series_column_ = meta["time_column"], meta["series_column"]

@@ -56,15 +56,14 @@ def _context(lake, dataset: str, batch_id: str, det) -> pd.DataFrame:
 
 
 @task(name="resolve-model", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY, cache_policy=NO_CACHE)
-def resolve_model(tracking_uri: Optional[str], model_name: str, alias: str, version: Optional[str]) -> dict:
-    """The registry version to score with: ``version`` if given, else the one behind ``alias``."""
+def resolve_model(tracking_uri: Optional[str], model_name: str, alias: str, version: Optional[str]) -> Optional[dict]:
+    """The registry version to score with: ``version`` if given, else the one behind ``alias``
+    (None when there is none: not an I/O failure, so not retried)."""
     tracking = tracking_for(tracking_uri)
     if version is None:
         version = tracking.get_alias_version(model_name, alias)
         if version is None:
-            raise tracking.TrackingError(
-                f"model {model_name!r} has no version with alias {alias!r}; run `vae-anomaly train` first"
-            )
+            return None
     version = str(version)
     return {"version": version, "uri": tracking.model_uri(model_name, version=version), "label": nodes.score_label(model_name, version)}
 
@@ -163,6 +162,10 @@ def score(
     model_name = model_name or dataset
     dask_address = dask_address or get_settings().dask_address
     model = resolve_model(tracking_uri, model_name, alias, version)
+    if model is None:
+        raise tracking_for(tracking_uri).TrackingError(
+            f"model {model_name!r} has no version with alias {alias!r}; run `vae-anomaly train` first"
+        )
     lake = lake_for(lake_url)
     wanted = batch_ids or [r.batch_id for r in lake.list_batches(dataset)]
     done = lake.scored_batches(dataset, model["label"])

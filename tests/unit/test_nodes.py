@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from pipelines import nodes
+from vae_core import DataError
 
 
 def test_psi_is_zero_for_the_same_distribution_and_grows_with_shift():
@@ -26,7 +27,7 @@ def test_psi_matches_a_hand_computed_value():
 def test_feature_frame_drops_bookkeeping_and_names_unknown_exclusions():
     frame = pd.DataFrame({"a": [1], "txn_id": ["x"], "batch_id": ["b"], "_source_row": [0]})
     assert list(nodes.feature_frame(frame, ["txn_id"]).columns) == ["a"]
-    with pytest.raises(KeyError, match="nope"):
+    with pytest.raises(DataError, match="nope"):
         nodes.feature_frame(frame, ["nope"])
 
 
