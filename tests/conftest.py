@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+# one torch/OpenMP thread: on a 2-core machine shared with the servers the tests start, two
+# threads made small-model training 6-40x slower (benchmarks/README.md); subprocesses inherit it
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 if "PREFECT_HOME" not in os.environ:
     _prefect_home = tempfile.mkdtemp(prefix="vae-anomaly-test-prefect-")
     atexit.register(shutil.rmtree, _prefect_home, ignore_errors=True)
