@@ -101,6 +101,36 @@ class CalibratedMixin:
         )
         return out
 
+    def _save(self, directory: str | Path, kind: str, meta: dict) -> Path:
+        """Weights, preprocessing, calibration, history and a config.json holding ``meta``."""
+        self._check_fitted()
+        d = Path(directory)
+        d.mkdir(parents=True, exist_ok=True)
+        self.engine_.save_weights(d / "weights.pt")
+        write_json(d / "preprocessor.json", self.preprocessor_.to_dict())
+        write_json(d / "calibration.json", {**self.calibration_.to_dict(), "attribution": self.attribution_.to_dict()})
+        write_json(d / "history.json", {"epochs": self.history_})
+        write_json(d / "config.json", {
+            "format": FORMAT, "kind": kind, "config": self.config_.model_dump(), "network": self.engine_.state(), **meta,
+        })
+        return d
+
+    @classmethod
+    def _load(cls, directory: str | Path, kind: str, config_cls: type, device: Optional[str]):
+        """(detector, config.json contents) for a folder written by :meth:`_save`."""
+        d = Path(directory)
+        meta = _read_meta(d, kind)
+        cfg = config_cls(**meta["config"])
+        det = cls(seed=cfg.seed, config=cfg)
+        det.config_ = cfg
+        det.preprocessor_ = Preprocessor.from_dict(read_json(d / "preprocessor.json"))
+        cal = read_json(d / "calibration.json")
+        det.attribution_ = Attribution.from_dict(cal.pop("attribution"))
+        det.calibration_ = Calibration.from_dict(cal)
+        det.history_ = read_json(d / "history.json")["epochs"]
+        det.engine_ = Engine.load(meta["network"], cfg, d / "weights.pt", device)
+        return det, meta
+
     def decision_function(self, frame: pd.DataFrame, **kwargs) -> np.ndarray:
         """Anomaly scores, shape (n,); higher is more anomalous (PyOD convention)."""
         return self.score(frame, **kwargs)["anomaly_score"].to_numpy()
@@ -230,36 +260,13 @@ class VAEDetector(CalibratedMixin):
     # ---------------------------------------------------------------- persistence
     def save(self, directory: str | Path) -> Path:
         """Write weights, JSON config, preprocessing and calibration to ``directory``."""
-        self._check_fitted()
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        self.engine_.save_weights(d / "weights.pt")
-        write_json(d / "preprocessor.json", self.preprocessor_.to_dict())
-        write_json(d / "calibration.json", {
-            **self.calibration_.to_dict(), "attribution": self.attribution_.to_dict(),
-        })
-        write_json(d / "history.json", {"epochs": self.history_})
-        write_json(d / "config.json", {
-            "format": FORMAT, "kind": "tabular", "config": self.config_.model_dump(),
-            "network": self.engine_.state(), "feature_names_in": self.feature_names_in_,
-        })
-        return d
+        return self._save(directory, "tabular", {"feature_names_in": self.feature_names_in_})
 
     @classmethod
     def load(cls, directory: str | Path, device: Optional[str] = None) -> "VAEDetector":
         """Rebuild a detector saved by :meth:`save` (weights loaded with ``weights_only=True``)."""
-        d = Path(directory)
-        meta = _read_meta(d, "tabular")
-        cfg = VAEConfig(**meta["config"])
-        det = cls(seed=cfg.seed, config=cfg)
-        det.config_ = cfg
-        det.preprocessor_ = Preprocessor.from_dict(read_json(d / "preprocessor.json"))
-        cal = read_json(d / "calibration.json")
-        det.attribution_ = Attribution.from_dict(cal.pop("attribution"))
-        det.calibration_ = Calibration.from_dict(cal)
-        det.history_ = read_json(d / "history.json")["epochs"]
+        det, meta = cls._load(directory, "tabular", VAEConfig, device)
         det.feature_names_in_ = meta["feature_names_in"]
-        det.engine_ = Engine.load(meta["network"], cfg, d / "weights.pt", device)
         return det
 
 

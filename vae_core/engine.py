@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from .config import VAEConfig
-from .model import VAE, Batch, score_batch
+from .model import VAE, score_batch
 from .preprocess import Encoded
 from .train import DeviceData, EpochCallback, EpochMetrics, autocast_for, select_device, train_vae
 

@@ -16,11 +16,10 @@ import numpy as np
 import pandas as pd
 
 from .config import TimeSeriesConfig
-from .detector import Attribution, CalibratedMixin, _read_meta, explain_rows, resolve_config
-from .engine import FORMAT, Engine, build_model, read_json, write_json
+from .detector import Attribution, CalibratedMixin, explain_rows, resolve_config
+from .engine import Engine, build_model
 from .errors import DataError
 from .preprocess import Encoded, Preprocessor, check_frame
-from .threshold import Calibration
 from .train import EpochCallback
 
 MAX_GRID_GROWTH = 50  # a series whose grid is this many times longer than its rows is refused
@@ -253,36 +252,17 @@ class TimeSeriesVAEDetector(CalibratedMixin):
     # ---------------------------------------------------------------- persistence
     def save(self, directory: str | Path) -> Path:
         """Write weights, JSON config, preprocessing and calibration to ``directory``."""
-        self._check_fitted()
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        self.engine_.save_weights(d / "weights.pt")
-        write_json(d / "preprocessor.json", self.preprocessor_.to_dict())
-        write_json(d / "calibration.json", {**self.calibration_.to_dict(), "attribution": self.attribution_.to_dict()})
-        write_json(d / "history.json", {"epochs": self.history_})
-        write_json(d / "config.json", {
-            "format": FORMAT, "kind": "timeseries", "config": self.config_.model_dump(), "network": self.engine_.state(),
+        return self._save(directory, "timeseries", {
             "time_column": self.time_column_, "series_column": self.series_column_, "value_columns": self.value_columns_,
             "time_kind": self.time_kind_, "step": self.step_,
         })
-        return d
 
     @classmethod
     def load(cls, directory: str | Path, device: Optional[str] = None) -> "TimeSeriesVAEDetector":
         """Rebuild a detector saved by :meth:`save`."""
-        d = Path(directory)
-        meta = _read_meta(d, "timeseries")
-        cfg = TimeSeriesConfig(**meta["config"])
-        det = cls(seed=cfg.seed, config=cfg)
-        det.config_ = cfg
-        det.preprocessor_ = Preprocessor.from_dict(read_json(d / "preprocessor.json"))
-        cal = read_json(d / "calibration.json")
-        det.attribution_ = Attribution.from_dict(cal.pop("attribution"))
-        det.calibration_ = Calibration.from_dict(cal)
-        det.history_ = read_json(d / "history.json")["epochs"]
+        det, meta = cls._load(directory, "timeseries", TimeSeriesConfig, device)
         det.time_column_, det.series_column_ = meta["time_column"], meta["series_column"]
         det.value_columns_, det.time_kind_, det.step_ = meta["value_columns"], meta["time_kind"], meta["step"]
-        det.engine_ = Engine.load(meta["network"], cfg, d / "weights.pt", device)
         return det
 
     @property

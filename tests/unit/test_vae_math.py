@@ -1,8 +1,6 @@
 """Analytic checks of the estimators: KL, and ELBO >= IWAE >= exact -log p on a linear-Gaussian VAE."""
 import math
 
-import numpy as np
-import pytest
 import torch
 
 from vae_core.model import VAE, Batch, gaussian_kl, score_batch
