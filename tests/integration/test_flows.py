@@ -179,3 +179,18 @@ def test_streamed_scoring_in_small_record_batches_matches(env):
 
     direct = det.score(nodes.feature_frame(lake.read("transactions", [batch]), ["txn_id"]).reset_index(drop=True))
     np.testing.assert_allclose(whole["anomaly_score"], direct["anomaly_score"], rtol=1e-5, atol=1e-6)
+
+
+def test_drift_past_the_threshold_triggers_a_retrain(env):
+    from pipelines import tracking
+    from pipelines.flows.score import score
+    from pipelines.lake import Lake
+
+    first = Lake(env["lake_url"]).list_batches("transactions")[0].batch_id
+    _train(env, "txn-drift", batch_ids=[first])
+    calm = score("transactions", model_name="txn-drift", batch_ids=[first], drift_threshold=10.0, retrain_on_drift=True, **env)
+    assert not calm["drift"] and calm["retrain"] is None and calm["max_psi"] < 10.0
+    drifted = score("transactions", model_name="txn-drift", drift_threshold=0.0, retrain_on_drift=True, **env)
+    assert drifted["drift"] and drifted["max_psi"] > 0.0
+    assert drifted["retrain"]["challenger_version"] == "2"
+    assert tracking.get_alias_version("txn-drift", "challenger") == "2"
