@@ -108,9 +108,8 @@ def retrain(
         exclude_columns=exclude_columns, params=params, seed=seed, tracking_uri=tracking_uri,
         run_name=f"retrain-{dataset}", tags={"trigger": "retrain", "champion_version": champion_version or ""},
     )
-    set_aliases(tracking_uri, model_name, result["version"]) if champion is None else tracking_for(tracking_uri).set_alias(
-        model_name, "challenger", result["version"]
-    )
+    # challenger on the new version (and champion too when the model had none)
+    set_aliases(tracking_uri, model_name, result["version"])
     holdout = parts["holdout"].drop(columns=exclude_columns or [])
     decision = compare_models(
         tracking_uri, result["run_id"], champion, challenger, holdout, tolerance, champion_version, result["version"]
