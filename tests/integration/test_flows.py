@@ -194,3 +194,27 @@ def test_drift_past_the_threshold_triggers_a_retrain(env):
     assert drifted["drift"] and drifted["max_psi"] > 0.0
     assert drifted["retrain"]["challenger_version"] == "2"
     assert tracking.get_alias_version("txn-drift", "challenger") == "2"
+
+
+def test_scoring_on_an_existing_dask_scheduler(env, tmp_path):
+    from distributed import LocalCluster
+
+    from pipelines.flows.ingest import ingest
+    from pipelines.flows.score import score
+    from pipelines.lake import Lake
+
+    trained = _train(env, "txn-scheduler")
+    src = Lake(env["lake_url"])
+    rec = src.list_batches("transactions")[0]
+    path = tmp_path / "batch.parquet"
+    src.read("transactions", [rec.batch_id]).drop(columns=["batch_id", "_source_row"]).to_parquet(path)
+    other = str(tmp_path / "lake")
+    ingest("transactions", str(path), lake_url=other)
+    with LocalCluster(n_workers=1, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        remote = score("transactions", model_name="txn-scheduler", dask_address=cluster.scheduler_address,
+                       lake_url=other, tracking_uri=env["tracking_uri"])
+    local = score("transactions", model_name="txn-scheduler", batch_ids=[rec.batch_id], **env)
+    a = Lake(other).read_scores("transactions", remote["scores_key"])["anomaly_score"]
+    b = src.read_scores("transactions", local["scores_key"])["anomaly_score"]
+    assert len(a) == len(b) == 1900 and trained["version"] == remote["model_version"]
+    np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=1e-5, atol=1e-6)
