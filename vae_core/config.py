@@ -31,6 +31,9 @@ class VAEConfig(BaseModel):
     row_logvar_range: Optional[float] = Field(
         None, gt=0, description='With decoder_variance="row": how far (in log-variance) a row may move from its column\'s learned variance'
     )
+    student_dof: Optional[float] = Field(
+        None, gt=0, description="Numeric likelihood: None = Gaussian, else Student-t with these degrees of freedom"
+    )
     min_logvar: float = Field(-6.0, description="Lower clamp of Gaussian log-variances (keeps the NLL finite)")
     max_logvar: float = Field(6.0)
     scaling: Literal["robust", "standard"] = Field(

@@ -37,7 +37,7 @@ def build_model(n_num: int, n_bool: int, cat_sizes: list[int], config: VAEConfig
         torch.manual_seed(config.seed)
         return VAE(
             n_num, n_bool, cat_sizes, latent, hidden, config.decoder_variance, config.min_logvar, config.max_logvar,
-            config.row_logvar_range,
+            config.row_logvar_range, config.student_dof,
         )
 
 
@@ -105,7 +105,7 @@ class Engine:
         cfg = config.model_copy(update={"latent_dim": state["latent_dim"], "hidden_dims": state["hidden_dims"]})
         model = VAE(
             state["n_num"], state["n_bool"], state["cat_sizes"], state["latent_dim"], state["hidden_dims"],
-            cfg.decoder_variance, cfg.min_logvar, cfg.max_logvar, cfg.row_logvar_range,
+            cfg.decoder_variance, cfg.min_logvar, cfg.max_logvar, cfg.row_logvar_range, cfg.student_dof,
         )
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         return cls(model, config, select_device(device or config.device))

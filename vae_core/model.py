@@ -78,6 +78,7 @@ class VAE(nn.Module):
         min_logvar: float = -6.0,
         max_logvar: float = 6.0,
         row_logvar_range: Optional[float] = None,
+        student_dof: Optional[float] = None,
     ):
         super().__init__()
         self.n_num, self.n_bool, self.cat_sizes = n_num, n_bool, list(cat_sizes)
@@ -85,6 +86,7 @@ class VAE(nn.Module):
         self.row_variance = decoder_variance == "row"
         self.min_logvar, self.max_logvar = min_logvar, max_logvar
         self.row_logvar_range = row_logvar_range
+        self.student_dof = student_dof
         n_cat_slots = sum(self.cat_sizes)
         in_dim = 2 * n_num + 2 * n_bool + n_cat_slots
         self.encoder = _mlp([in_dim, *hidden_dims])
@@ -152,8 +154,14 @@ class VAE(nn.Module):
 
     def feature_nll(self, d: Decoded, b: Batch) -> torch.Tensor:
         """-log p(x_j | z) per column j, shape (..., n, n_features); 0 where x_j is missing."""
-        gauss = 0.5 * (LOG_2PI + d.num_logvar + (b.num - d.num_mean) ** 2 * torch.exp(-d.num_logvar))
-        parts = [gauss * b.num_mask]
+        z2 = (b.num - d.num_mean) ** 2 * torch.exp(-d.num_logvar)
+        if self.student_dof:
+            nu = self.student_dof  # Student-t with nu degrees of freedom and scale exp(logvar / 2)
+            const = math.lgamma(nu / 2) - math.lgamma((nu + 1) / 2) + 0.5 * math.log(nu * math.pi)
+            num_nll = const + 0.5 * d.num_logvar + 0.5 * (nu + 1) * torch.log1p(z2 / nu)
+        else:
+            num_nll = 0.5 * (LOG_2PI + d.num_logvar + z2)
+        parts = [num_nll * b.num_mask]
         if self.n_bool:
             bern = F.binary_cross_entropy_with_logits(
                 d.bool_logits, b.bools.expand_as(d.bool_logits), reduction="none"

@@ -86,19 +86,35 @@ class _Cast:
     """One column cast to its logical type, with per-row outcomes."""
 
     values: pa.Array  # typed, null where missing or bad
-    text: pd.Series  # the original values as text (for the quarantine)
+    source: pd.Series  # the column as read
     missing: np.ndarray
     bad: np.ndarray  # value present but not acceptable
     why: np.ndarray  # problem per bad row (None elsewhere)
     uncastable: np.ndarray  # bad because of its type (not e.g. infinite)
+    _text: Optional[pd.Series] = None
+
+    @property
+    def text(self) -> pd.Series:
+        """The original values as text, for the quarantine (rendered only when needed: typed
+        columns without bad rows never need it, and rendering is most of the cost)."""
+        if self._text is None:
+            self._text = _as_text(self.source)
+        return self._text
+
+    def text_at(self, rows: np.ndarray) -> np.ndarray:
+        """The original values of ``rows`` as text (object array)."""
+        if self._text is not None:
+            return self._text.to_numpy(object)[rows]
+        return _as_text(self.source.iloc[rows]).to_numpy(object)
 
 
 def _coerce(series: pd.Series, ltype: str) -> _Cast:
     """Cast a column to ``ltype``, flagging values that do not fit."""
     kind = _kind(series)
-    text = _as_text(series)
+    needs_text = kind == "text" or ltype == "string"
+    text = _as_text(series) if needs_text else None
     missing = _missing(text, ltype) if kind == "text" else ~series.notna().to_numpy()
-    stripped = text.map(lambda v: v.strip() if isinstance(v, str) else v)
+    stripped = text.map(lambda v: v.strip() if isinstance(v, str) else v) if kind == "text" else None
     infinite = np.zeros(len(series), bool)
     if ltype == "string":
         values = pa.array(np.where(missing, None, text.to_numpy(object)), pa.string())
@@ -127,7 +143,7 @@ def _coerce(series: pd.Series, ltype: str) -> _Cast:
     why = np.full(len(series), None, dtype=object)
     why[bad] = f"cannot parse as {'an' if ltype == 'int' else 'a'} {ltype}"
     why[infinite] = "infinite value"
-    return _Cast(values, text, missing, bad | infinite, why, uncastable=bad)
+    return _Cast(values, series, missing, bad | infinite, why, uncastable=bad, _text=text)
 
 
 def _numbers(series: pd.Series, kind: str, stripped: pd.Series, missing: np.ndarray) -> np.ndarray:
@@ -297,6 +313,8 @@ def validate_batch(
         rejected[row] = True
         reasons[row].append(f"row {row}: {message}")
     for name, cast in casts.items():
+        if not cast.bad.any():
+            continue
         text = cast.text.to_numpy(object)
         for row in np.flatnonzero(cast.bad):
             rejected[row] = True
@@ -311,7 +329,7 @@ def validate_batch(
     bad_rows = np.flatnonzero(rejected)
     quarantine = pa.table(
         {
-            **{c: pa.array(casts[c].text.to_numpy(object)[bad_rows], pa.string()) for c in fixed.columns},
+            **{c: pa.array(casts[c].text_at(bad_rows), pa.string()) for c in fixed.columns},
             REASON_COLUMN: pa.array(["; ".join(reasons[r]) for r in bad_rows], pa.string()),
             ROW_COLUMN: pa.array(rows[bad_rows]),
         }
