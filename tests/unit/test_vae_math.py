@@ -97,3 +97,17 @@ def test_missing_values_are_left_out_of_the_likelihood():
     assert torch.all(part.feature_nll[:, 0] == 0)
     assert torch.all(torch.isfinite(part.neg_elbo))
     assert not torch.allclose(full.neg_elbo, part.neg_elbo)
+
+
+@torch.no_grad()
+def test_student_t_likelihood_matches_torch_distributions():
+    from vae_core.model import Decoded
+
+    vae = VAE(3, 0, [], 2, [], "feature", student_dof=4.0)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(5, 3, generator=g)
+    mean, logvar = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g)
+    d = Decoded(mean, logvar, torch.zeros(5, 0), torch.zeros(5, 0))
+    nll = vae.feature_nll(d, _batch(x))
+    expected = -torch.distributions.StudentT(4.0, mean, torch.exp(0.5 * logvar)).log_prob(x)
+    torch.testing.assert_close(nll, expected)
