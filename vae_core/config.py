@@ -49,6 +49,9 @@ class VAEConfig(BaseModel):
     weight_decay: float = Field(1e-4, ge=0)
     kl_warmup_epochs: int = Field(10, ge=0, description="beta rises linearly from 0 to 1 over these epochs")
     free_bits: float = Field(0.0, ge=0, description="Nats per latent dimension below which the KL is not penalised")
+    trim_fraction: float = Field(
+        0.0, ge=0, lt=0.5, description="After warm-up, leave the worst this fraction of each batch out of the loss"
+    )
     patience: int = Field(15, ge=1, description="Epochs without a better validation ELBO before stopping")
     validation_fraction: float = Field(0.2, gt=0, lt=0.9)
     max_train_rows: Optional[int] = Field(None, ge=10, description="Subsample training rows above this count")

@@ -138,7 +138,13 @@ def train_vae(
             eps = torch.randn(len(b), model.latent_dim, generator=noise_gen, device=device)
             with autocast_for(device, use_amp):
                 recon, kl, kl_pen = _elbo_terms(model, b, eps, config.free_bits)
-                loss = (recon + beta * kl_pen).mean()
+                row_loss = recon + beta * kl_pen
+                if config.trim_fraction > 0 and epoch > warmup:
+                    # trimmed ELBO: the worst rows of the batch (likely anomalies in unlabelled
+                    # training data) do not pull the model towards themselves
+                    keep = max(1, int(round(len(row_loss) * (1 - config.trim_fraction))))
+                    row_loss = torch.topk(row_loss, keep, largest=False).values
+                loss = row_loss.mean()
             opt.zero_grad(set_to_none=True)
             scaler.scale(loss).backward()
             scaler.unscale_(opt)

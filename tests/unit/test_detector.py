@@ -191,3 +191,12 @@ def test_data_nll_is_in_data_units():
     b = VAEDetector(seed=0, **FAST).fit(frame * 10)
     np.testing.assert_allclose(b.data_nll(frame * 10) - a.data_nll(frame), 3 * np.log(10), atol=1e-3)
     np.testing.assert_allclose(a.score(frame)["nll_iwae"], b.score(frame * 10)["nll_iwae"], atol=1e-4)
+
+
+def test_trimmed_training_ignores_the_worst_rows_of_each_batch(frame):
+    plain = VAEDetector(seed=0, **FAST).fit(frame)
+    trimmed = VAEDetector(seed=0, trim_fraction=0.2, **FAST).fit(frame)
+    a, b = plain.score(frame), trimmed.score(frame)
+    assert np.isfinite(b["nll_iwae"]).all() and not np.allclose(a["nll_iwae"], b["nll_iwae"])
+    # the warm-up epochs are not trimmed, so the first epoch is the same
+    assert plain.history_[0]["train_loss"] == trimmed.history_[0]["train_loss"]
