@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import re
-from typing import Optional
+from typing import Any, Optional
 
 import pandas as pd
 from prefect import task
@@ -14,6 +14,26 @@ from pipelines.settings import get_settings
 
 IO_RETRIES = 2
 IO_RETRY_DELAY = 2
+
+
+def _transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Retry I/O failures, not bad input: no ValueError (vae_core's DataError, bad parameters),
+    and a LakeError only if an OSError other than not-found caused it."""
+    exc = state.data if isinstance(state.data, BaseException) else None
+    if isinstance(exc, ValueError):
+        return False
+    if not isinstance(exc, LakeError):
+        return True
+    cause = exc.__cause__
+    return isinstance(cause, OSError) and not isinstance(cause, FileNotFoundError)
+
+
+def io_task(name: str):
+    """Decorator for an I/O task: retried on transient errors, never cached (inputs are large frames)."""
+    return task(
+        name=name, retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY,
+        retry_condition_fn=_transient, cache_policy=NO_CACHE,
+    )
 
 
 def lake_for(lake_url: Optional[str]) -> Lake:
@@ -35,7 +55,7 @@ def artifact_key(*parts: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
 
 
-@task(name="read-batches", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY, cache_policy=NO_CACHE)
+@io_task("read-batches")
 def read_batches(lake_url: Optional[str], dataset: str, batch_ids: Optional[list[str]] = None) -> pd.DataFrame:
     """Rows of the listed batches (all batches by default), with their lake keys."""
     lake = lake_for(lake_url)

@@ -16,13 +16,13 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from pipelines.flows.common import IO_RETRIES, IO_RETRY_DELAY, io_task
 from pipelines.lake import (
     BatchRecord,
     DatasetSchema,
     ExtraColumns,
     IngestReport,
     Lake,
-    LakeError,
     SourceBatch,
     SourceFormat,
     ValidatedBatch,
@@ -30,37 +30,13 @@ from pipelines.lake import (
     validate_batch,
 )
 
-RETRIES = 2
-RETRY_DELAY_SECONDS = 2
-
-
-def _transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry I/O failures, not data errors: a LakeError only if an OSError other than not-found caused it."""
-    exc = state.data if isinstance(state.data, BaseException) else None
-    if not isinstance(exc, LakeError):
-        return True
-    cause = exc.__cause__
-    return isinstance(cause, OSError) and not isinstance(cause, FileNotFoundError)
-
-
-def _io_task(name: str):
-    """Decorator for an I/O task: retried on transient errors, never cached (inputs are large frames)."""
-    return task(
-        name=name,
-        retries=RETRIES,
-        retry_delay_seconds=RETRY_DELAY_SECONDS,
-        retry_condition_fn=_transient,
-        cache_policy=NO_CACHE,
-    )
-
-
-@_io_task("read-source")
+@io_task("read-source")
 def read_source_task(source: str, format: Optional[SourceFormat] = None) -> SourceBatch:
     """Read and hash the source file."""
     return read_source(source, format)
 
 
-@_io_task("load-dataset-state")
+@io_task("load-dataset-state")
 def load_dataset_state(
     lake_url: str, dataset: str, sha256: str
 ) -> tuple[Optional[DatasetSchema], Optional[BatchRecord]]:
@@ -91,13 +67,13 @@ def validate_batch_task(
     )
 
 
-@_io_task("commit-batch")
+@io_task("commit-batch")
 def commit_batch(lake_url: str, validated: ValidatedBatch) -> IngestReport:
     """Write the partitions, then the manifest."""
     return Lake(lake_url).commit(validated)
 
 
-@task(name="publish-ingest-summary", retries=RETRIES, retry_delay_seconds=RETRY_DELAY_SECONDS)
+@task(name="publish-ingest-summary", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY)
 def publish_summary(report: dict[str, Any]) -> str:
     """Publish a markdown artifact with the batch's counts; returns its key."""
     key = "ingest-" + (re.sub(r"[^a-z0-9]+", "-", report["dataset"].lower()).strip("-") or "dataset")

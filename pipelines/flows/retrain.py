@@ -20,11 +20,11 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from pipelines import nodes
-from pipelines.flows.common import lake_for, read_batches, tracking_for, train_and_register
+from pipelines.flows.common import io_task, lake_for, read_batches, tracking_for, train_and_register
 from pipelines.flows.train import set_aliases
 
 
-@task(name="load-champion", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@io_task("load-champion")
 def load_champion(tracking_uri: Optional[str], model_name: str):
     """(detector, version) behind the ``champion`` alias, or (None, None)."""
     tracking = tracking_for(tracking_uri)
@@ -65,7 +65,7 @@ def compare_models(
     return {"champion_nll": champion_nll, "challenger_nll": challenger_nll, "promoted": promoted, "rule": rule}
 
 
-@task(name="promote", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@io_task("promote")
 def promote(tracking_uri: Optional[str], model_name: str, version: str) -> None:
     """Move the ``champion`` alias to ``version``."""
     tracking_for(tracking_uri).promote(model_name, version, alias="champion")

@@ -23,7 +23,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from pipelines import nodes, progress
-from pipelines.flows.common import IO_RETRIES, IO_RETRY_DELAY, artifact_key, lake_for, tracking_for
+from pipelines.flows.common import artifact_key, io_task, lake_for, tracking_for
 
 TOP_N = 20
 
@@ -55,7 +55,7 @@ def _context(lake, dataset: str, batch_id: str, det) -> pd.DataFrame:
     return tail
 
 
-@task(name="resolve-model", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY, cache_policy=NO_CACHE)
+@io_task("resolve-model")
 def resolve_model(tracking_uri: Optional[str], model_name: str, alias: str, version: Optional[str]) -> Optional[dict]:
     """The registry version to score with: ``version`` if given, else the one behind ``alias``
     (None when there is none: not an I/O failure, so not retried)."""
@@ -68,7 +68,7 @@ def resolve_model(tracking_uri: Optional[str], model_name: str, alias: str, vers
     return {"version": version, "uri": tracking.model_uri(model_name, version=version), "label": nodes.score_label(model_name, version)}
 
 
-@task(name="score-batch", retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY, cache_policy=NO_CACHE)
+@io_task("score-batch")
 def score_batch(
     dataset: str, batch_id: str, model_uri: str, model_version: str, label: str, lake_url: Optional[str],
     tracking_uri: Optional[str], batch_rows: int,

@@ -13,7 +13,7 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from pipelines.flows.common import lake_for, read_batches, tracking_for, train_and_register
+from pipelines.flows.common import io_task, lake_for, read_batches, tracking_for, train_and_register
 
 
 @task(name="fit-and-register", cache_policy=NO_CACHE)
@@ -23,7 +23,7 @@ def fit_and_register(frame: pd.DataFrame, **kwargs) -> dict:
     return result
 
 
-@task(name="set-aliases", retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@io_task("set-aliases")
 def set_aliases(tracking_uri: Optional[str], model_name: str, version: str) -> list[str]:
     """``challenger`` on ``version``; ``champion`` as well if the model has no champion yet."""
     tracking = tracking_for(tracking_uri)

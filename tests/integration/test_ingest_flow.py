@@ -58,7 +58,7 @@ def test_ingest_flow_fails_on_schema_drift_without_committing(prefect_harness, t
 def test_only_transient_failures_are_retried():
     from types import SimpleNamespace
 
-    from pipelines.flows.ingest import _transient
+    from pipelines.flows.common import _transient
     from pipelines.lake import SchemaError, SourceError
 
     def retried(exc: BaseException) -> bool:
@@ -72,3 +72,4 @@ def test_only_transient_failures_are_retried():
     assert retried(caused(SourceError("cannot read"), ConnectionResetError()))
     assert not retried(caused(SourceError("cannot read"), FileNotFoundError()))
     assert not retried(SchemaError("missing column 'x'"))
+    assert not retried(ValueError("bad parameter"))

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import FAST, assert_scores_close, mixed_frame
+from vae_fixtures import FAST, assert_scores_close, mixed_frame
 from vae_core import SCORE_COLUMNS, DataError, NotFittedError, VAEConfig, VAEDetector
 
 

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import FAST, assert_scores_close
+from vae_fixtures import FAST, assert_scores_close
 from vae_core import SCORE_COLUMNS, DataError, TimeSeriesVAEDetector
 
 TS_FAST = {**FAST, "max_epochs": 25, "window": 16}
