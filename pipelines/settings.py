@@ -15,6 +15,9 @@ Environment variables and their defaults:
 - ``PREFECT_HOME``: ``<home>/prefect``.
 - ``VAE_ANOMALY_DASK_ADDRESS``: unset, meaning no Dask cluster.
 - ``VAE_ANOMALY_BENCHDATA``: ``<project root>/../shared/benchdata``.
+- ``VAE_ANOMALY_TORCH_THREADS``: unset, meaning torch's own default (one thread per core). Set it
+  to cap the CPU threads a training or scoring task uses, e.g. ``1`` on a shared machine or when
+  several Dask workers share a host.
 
 The project root is the parent of the ``pipelines`` package directory. Empty variables count
 as unset. Relative paths are resolved against the current directory.
@@ -54,6 +57,8 @@ class Settings(BaseModel):
         Address of a Dask scheduler, or ``None`` to run tasks in-process.
     benchdata_dir : Path
         Labelled benchmark data (``tabular/``, ``timeseries/``).
+    torch_threads : int or None
+        CPU threads for torch in the training and scoring tasks; ``None`` leaves torch's default.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -67,6 +72,7 @@ class Settings(BaseModel):
     prefect_home: Path
     dask_address: Optional[str] = None
     benchdata_dir: Path
+    torch_threads: Optional[int] = None
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "Settings":
@@ -98,12 +104,43 @@ class Settings(BaseModel):
             prefect_home=_path(get("PREFECT_HOME") or home / "prefect"),
             dask_address=get("VAE_ANOMALY_DASK_ADDRESS"),
             benchdata_dir=_path(get("VAE_ANOMALY_BENCHDATA") or PROJECT_ROOT.parent / "shared" / "benchdata"),
+            torch_threads=_positive_int("VAE_ANOMALY_TORCH_THREADS", get("VAE_ANOMALY_TORCH_THREADS")),
         )
 
     def ensure_home(self) -> Path:
         """Create the local state folder if needed and return it."""
         self.home.mkdir(parents=True, exist_ok=True)
         return self.home
+
+
+def _positive_int(name: str, value: Optional[str]) -> Optional[int]:
+    """``value`` as a whole number >= 1, or None when unset; anything else is a clear error."""
+    if value is None:
+        return None
+    try:
+        number = int(value)
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
+    return number
+
+
+def apply_torch_threads(settings: Optional[Settings] = None) -> Optional[int]:
+    """Set torch's CPU thread count from ``VAE_ANOMALY_TORCH_THREADS``, if it is set.
+
+    Called at the start of every task that trains or scores, in the thread that runs it: with
+    OpenMP, torch's count is per thread (new threads start from the last value set anywhere), and
+    Prefect runs tasks in worker threads, or on Dask workers. Returns the count applied, or None
+    when the setting is unset.
+    """
+    threads = (settings or get_settings()).torch_threads
+    if threads is not None:
+        import torch
+
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)
+    return threads
 
 
 def _path(value: "str | Path") -> Path:

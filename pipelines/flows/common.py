@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from pipelines import nodes, progress
 from pipelines.lake import Lake, LakeError
-from pipelines.settings import get_settings
+from pipelines.settings import apply_torch_threads, get_settings
 
 IO_RETRIES = 2
 IO_RETRY_DELAY = 2
@@ -99,6 +99,7 @@ def train_and_register(
     tags: Optional[dict] = None,
 ) -> tuple[nodes.Detector, dict]:
     """Fit a detector inside an MLflow run, log it and register a version (no alias changes)."""
+    apply_torch_threads()
     tracking = tracking_for(tracking_uri)
     features = nodes.feature_frame(frame, exclude_columns)
     params = dict(params or {})

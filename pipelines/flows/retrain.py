@@ -22,6 +22,7 @@ from prefect.cache_policies import NO_CACHE
 from pipelines import nodes
 from pipelines.flows.common import io_task, lake_for, read_batches, tracking_for, train_and_register
 from pipelines.flows.train import set_aliases
+from pipelines.settings import apply_torch_threads
 
 
 @io_task("load-champion")
@@ -90,6 +91,7 @@ def retrain(
     ``series_column`` and ``exclude_columns`` default to the champion's own choices.
     """
     log = get_run_logger()
+    apply_torch_threads()  # the champion scores the new rows here, before the challenger is fitted
     model_name = model_name or dataset
     lake = lake_for(lake_url)
     batches = [r.batch_id for r in lake.list_batches(dataset)][-recent_batches:]

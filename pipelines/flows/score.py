@@ -24,6 +24,7 @@ from prefect.cache_policies import NO_CACHE
 
 from pipelines import nodes, progress
 from pipelines.flows.common import artifact_key, io_task, lake_for, tracking_for
+from pipelines.settings import apply_torch_threads
 
 TOP_N = 20
 
@@ -74,6 +75,7 @@ def score_batch(
     tracking_uri: Optional[str], batch_rows: int,
 ) -> dict:
     """Score one lake batch and write its scores under ``label``; returns counts, PSI and the top anomalies."""
+    apply_torch_threads()
     det = _load(model_uri, model_version, tracking_uri)
     lake = lake_for(lake_url)
     is_ts = getattr(det, "time_column_", None) is not None

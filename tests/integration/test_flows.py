@@ -164,14 +164,34 @@ def test_time_series_dataset_end_to_end(prefect_harness, mlflow_server, tmp_path
     np.testing.assert_allclose(stored["anomaly_score"].to_numpy(), whole["anomaly_score"].to_numpy()[second], rtol=1e-4, atol=1e-5)
 
 
-def test_streamed_scoring_in_small_record_batches_matches(env):
+def _threads_in_a_new_thread() -> int:
+    import threading
+
+    import torch
+
+    seen = []
+    worker = threading.Thread(target=lambda: seen.append(torch.get_num_threads()))
+    worker.start()
+    worker.join()
+    return seen[0]
+
+
+def test_streamed_scoring_in_small_record_batches_matches(env, monkeypatch):
+    import torch
+
     from pipelines.flows.score import score
     from pipelines.lake import Lake
 
     trained = _train(env, "txn-stream")
     lake = Lake(env["lake_url"])
     batch = lake.list_batches("transactions")[0].batch_id
-    small = score("transactions", model_name="txn-stream", batch_ids=[batch], batch_rows=250, **env)
+    before = torch.get_num_threads()
+    monkeypatch.setenv("VAE_ANOMALY_TORCH_THREADS", "3")  # the score task applies it in its own thread
+    try:
+        small = score("transactions", model_name="txn-stream", batch_ids=[batch], batch_rows=250, **env)
+        assert _threads_in_a_new_thread() == 3
+    finally:
+        torch.set_num_threads(before)
     whole = Lake(env["lake_url"]).read_scores("transactions", small["scores_key"])
     assert len(whole) == 1900
     det, _ = __import__("pipelines.tracking", fromlist=["x"]).load_detector(trained["model_uri"])

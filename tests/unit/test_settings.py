@@ -2,7 +2,12 @@
 import os
 from pathlib import Path
 
-from pipelines.settings import PROJECT_ROOT, Settings, apply_prefect_env
+import threading
+
+import pytest
+import torch
+
+from pipelines.settings import PROJECT_ROOT, Settings, apply_prefect_env, apply_torch_threads
 
 
 def test_settings_defaults_follow_home_and_project_root(tmp_path):
@@ -62,3 +67,32 @@ def test_apply_prefect_env_keeps_what_is_set(monkeypatch, tmp_path):
     assert apply_prefect_env(settings) == {"PREFECT_HOME": str(tmp_path / "prefect")}
     assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == "true"
     assert os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"] == "30"
+
+
+def test_torch_threads_setting_is_parsed_and_checked():
+    assert Settings.from_env({}).torch_threads is None
+    assert Settings.from_env({"VAE_ANOMALY_TORCH_THREADS": " 3 "}).torch_threads == 3
+    for bad in ("0", "-1", "two", "1.5"):
+        with pytest.raises(ValueError, match=r"VAE_ANOMALY_TORCH_THREADS must be a whole number >= 1, got"):
+            Settings.from_env({"VAE_ANOMALY_TORCH_THREADS": bad})
+
+
+def test_apply_torch_threads_sets_the_calling_thread_and_leaves_torch_alone_when_unset():
+    seen = {}
+
+    def task(settings, key):
+        seen[key] = (apply_torch_threads(settings), torch.get_num_threads())
+
+    before = torch.get_num_threads()
+    target = 2 if before != 2 else 3
+    try:
+        worker = threading.Thread(target=task, args=(Settings.from_env({"VAE_ANOMALY_TORCH_THREADS": str(target)}), "set"))
+        worker.start()
+        worker.join()
+        assert seen["set"] == (target, target)
+        worker = threading.Thread(target=task, args=(Settings.from_env({}), "unset"))
+        worker.start()
+        worker.join()
+        assert seen["unset"] == (None, target)  # unset: the count is not touched
+    finally:
+        torch.set_num_threads(before)
