@@ -501,6 +501,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         settings.ensure_home()
         apply_prefect_env(settings)  # before anything imports prefect
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+        if args.json:
+            # against a tracking server MLflow writes "View run ... at: <url>" to stdout when a
+            # run ends, which would put two lines of text before the JSON document
+            os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")
         if not (args.verbose or args.debug or args.command == "serve"):
             # read on import, here and in child processes (Dask workers, the temporary API)
             os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "ERROR")
