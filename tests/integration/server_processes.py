@@ -1,0 +1,101 @@
+"""Helpers for tests that start servers as subprocesses (a module name of its own: `conftest`
+is ambiguous when several test folders are collected together, so test modules import these
+from here rather than from conftest.py)."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Mapping, Optional
+
+import pytest
+
+# Quiet, offline MLflow subprocesses: no artifact progress bars, no telemetry, and no server-side
+# job runner (MLflow 3.17's server otherwise forks a job runner plus six huey consumers, about
+# 1.5 GB of memory, for GenAI jobs these tests never use).
+MLFLOW_TEST_ENV = {
+    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+}
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def mlflow_command(*args: str) -> list[str]:
+    """``mlflow <args>`` with this interpreter (no reliance on PATH)."""
+    return [sys.executable, "-m", "mlflow", *args]
+
+
+def start_process(cmd: list[str], log_file: Path, env: Optional[Mapping[str, str]] = None) -> subprocess.Popen:
+    """Start ``cmd`` in its own process group (its workers are stopped with it), output to ``log_file``.
+
+    It runs in the log file's folder, not the repository: ``python -m`` puts the working
+    directory on ``sys.path``, which would let a served model import this project's packages
+    instead of the copies it carries.
+    """
+    with open(log_file, "wb") as out:
+        return subprocess.Popen(
+            cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=log_file.parent,
+            env=_environment(env), start_new_session=True,
+        )
+
+
+def _environment(extra: Optional[Mapping[str, str]]) -> dict[str, str]:
+    """This environment plus the test settings; this interpreter's bin folder first on PATH
+    (``mlflow models serve --env-manager local`` runs ``bash -c "exec uvicorn ..."``)."""
+    env = {**os.environ, **MLFLOW_TEST_ENV, **(extra or {})}
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    return env
+
+
+def wait_http(url: str, proc: subprocess.Popen, log_file: Path, timeout: float) -> float:
+    """Poll ``url`` until it answers 200; seconds waited. Fails early if ``proc`` exits."""
+    start = time.monotonic()
+    while time.monotonic() - start < timeout:
+        if proc.poll() is not None:
+            pytest.fail(f"{url}: the process exited with {proc.returncode}:\n{tail(log_file)}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return time.monotonic() - start
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        time.sleep(0.5)
+    pytest.fail(f"{url} did not answer within {timeout:.0f} s:\n{tail(log_file)}")
+
+
+def stop_process(proc: subprocess.Popen, grace: float = 15.0) -> None:
+    """Terminate the process group ``proc`` leads, wait, then kill what is left."""
+    if proc.poll() is None:
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    try:  # workers may outlive the leader
+        os.killpg(proc.pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+    proc.wait(timeout=grace)
+
+
+def tail(log_file: Path, chars: int = 3000) -> str:
+    try:
+        return log_file.read_text(errors="replace")[-chars:]
+    except OSError:
+        return "(no log)"
