@@ -53,15 +53,36 @@ def psi(expected: np.ndarray, actual: np.ndarray, bins: int = 10, eps: float = 1
     PSI = sum_i (a_i - e_i) * ln(a_i / e_i). Rule of thumb: < 0.1 stable, 0.1-0.25 some
     drift, > 0.25 a shift worth acting on.
     """
-    expected = np.asarray(expected, float)
-    actual = np.asarray(actual, float)
-    if len(expected) == 0 or len(actual) == 0:
-        return float("nan")
-    edges = np.unique(np.quantile(expected, np.linspace(0, 1, bins + 1)[1:-1]))
-    e = np.bincount(np.searchsorted(edges, expected, side="right"), minlength=len(edges) + 1) / len(expected)
-    a = np.bincount(np.searchsorted(edges, actual, side="right"), minlength=len(edges) + 1) / len(actual)
-    e, a = np.clip(e, eps, None), np.clip(a, eps, None)
-    return float(np.sum((a - e) * np.log(a / e)))
+    acc = PSI(expected, bins, eps)
+    acc.update(actual)
+    return acc.value()
+
+
+class PSI:
+    """:func:`psi` accumulated over parts of ``actual`` (a batch scored in chunks)."""
+
+    def __init__(self, expected: np.ndarray, bins: int = 10, eps: float = 1e-4):
+        expected = np.asarray(expected, float)
+        self.eps = eps
+        self.edges = np.unique(np.quantile(expected, np.linspace(0, 1, bins + 1)[1:-1])) if len(expected) else None
+        self.expected = self._counts(expected) / len(expected) if len(expected) else None
+        self.counts = np.zeros(len(self.edges) + 1 if self.edges is not None else 0, np.int64)
+
+    def _counts(self, values: np.ndarray) -> np.ndarray:
+        return np.bincount(np.searchsorted(self.edges, values, side="right"), minlength=len(self.edges) + 1)
+
+    def update(self, actual: np.ndarray) -> None:
+        """Add a part of the scored values."""
+        if self.edges is not None:
+            self.counts += self._counts(np.asarray(actual, float))
+
+    def value(self) -> float:
+        """PSI of everything added so far (NaN when either side is empty)."""
+        n = int(self.counts.sum())
+        if self.expected is None or n == 0:
+            return float("nan")
+        e, a = np.clip(self.expected, self.eps, None), np.clip(self.counts / n, self.eps, None)
+        return float(np.sum((a - e) * np.log(a / e)))
 
 
 def top_features_text(explanation: pd.DataFrame) -> pd.Series:

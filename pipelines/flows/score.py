@@ -83,30 +83,37 @@ def score_batch(
         chunks = [lake.read(dataset, batch_ids=[batch_id])]
     else:
         chunks = (_frame(b) for b in lake.iter_record_batches(dataset, [batch_id], batch_size=batch_rows))
-    parts = []
-    for chunk in chunks:
-        keys = chunk[nodes.KEY_COLUMNS].reset_index(drop=True)
-        extra = [det.time_column_] + ([det.series_column_] if det.series_column_ else []) if is_ts else []
-        rows = nodes.feature_frame(chunk).reset_index(drop=True)
-        if is_ts:
-            context = nodes.feature_frame(_context(lake, dataset, batch_id, det))
-            full = pd.concat([context, rows], ignore_index=True)
-            scored = nodes.score_with_reasons(det, full).iloc[len(context):].reset_index(drop=True)
-        else:
-            scored = nodes.score_with_reasons(det, rows)
-        parts.append(pd.concat([keys, chunk[extra].reset_index(drop=True), scored], axis=1))
-        progress.report("rows", f"{dataset} {batch_id}", sum(len(p) for p in parts))
-    out = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
-    out["model_version"] = label  # the lake's key: model name and registry version
-    out["scored_at"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    drift = nodes.psi(det.calibration_.scores, out["anomaly_score"].to_numpy()) if len(out) else float("nan")
-    out["psi"] = drift
-    lake.write_scores(dataset, label, batch_id, out)
-    flagged = out[out["is_anomaly"]].nlargest(TOP_N, "anomaly_score")
-    top = flagged[["batch_id", "_source_row", "anomaly_score", "p_value", "top_features"]].astype(
+    scored_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    drift_acc = nodes.PSI(det.calibration_.scores)
+    anomalies, top = 0, None
+    # each chunk is scored, written and dropped: memory stays bounded by one chunk, and the
+    # batch's scores still become visible at once (or not at all) when the writer closes
+    with lake.scores_writer(dataset, label, batch_id) as writer:
+        for chunk in chunks:
+            keys = chunk[nodes.KEY_COLUMNS].reset_index(drop=True)
+            extra = [det.time_column_] + ([det.series_column_] if det.series_column_ else []) if is_ts else []
+            rows = nodes.feature_frame(chunk).reset_index(drop=True)
+            if is_ts:
+                context = nodes.feature_frame(_context(lake, dataset, batch_id, det))
+                full = pd.concat([context, rows], ignore_index=True)
+                scored = nodes.score_with_reasons(det, full).iloc[len(context):].reset_index(drop=True)
+            else:
+                scored = nodes.score_with_reasons(det, rows)
+            part = pd.concat([keys, chunk[extra].reset_index(drop=True), scored], axis=1)
+            part["model_version"] = label  # the lake's key: model name and registry version
+            part["scored_at"] = scored_at
+            writer.write(part)
+            drift_acc.update(part["anomaly_score"].to_numpy())
+            flagged = part[part["is_anomaly"].to_numpy(bool)]
+            anomalies += len(flagged)
+            top = (flagged if top is None else pd.concat([top, flagged])).nlargest(TOP_N, "anomaly_score")
+            progress.report("rows", f"{dataset} {batch_id}", writer.rows)
+        drift = drift_acc.value()
+        writer.set_constants({"psi": drift})
+    top_records = [] if top is None else top[["batch_id", "_source_row", "anomaly_score", "p_value", "top_features"]].astype(
         {"_source_row": "int64"}
     ).to_dict("records")
-    return {"batch_id": batch_id, "rows": len(out), "anomalies": int(out["is_anomaly"].sum()), "psi": drift, "top": top}
+    return {"batch_id": batch_id, "rows": writer.rows, "anomalies": anomalies, "psi": drift, "top": top_records}
 
 
 @task(name="publish-score-report", cache_policy=NO_CACHE)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import posixpath
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Iterator, Optional, Union
 
@@ -33,7 +34,16 @@ from pipelines.lake.records import (
     ValidatedBatch,
 )
 from pipelines.lake.sources import read_source
-from pipelines.lake.storage import _atomic_write, _is_local, _remove, _remove_stale_tmp, _to_pandas
+from pipelines.lake.storage import (
+    StreamedTable,
+    _atomic_stream,
+    _atomic_write,
+    _is_local,
+    _remove,
+    _remove_stale_tmp,
+    _to_pandas,
+    read_parquet_with_constants,
+)
 from pipelines.lake.validation import _check_name, validate_batch
 from pipelines.settings import get_settings
 
@@ -334,7 +344,13 @@ class Lake:
         if not records:
             return
         data = self._dataset(dataset, "rows", records, fixed.arrow_schema())
-        yield from data.to_batches(batch_size=batch_size, columns=columns)
+        # a plain sequential read: Arrow's scanner otherwise reads ahead (pre-buffered column
+        # chunks, batch read-ahead) in background threads while a slow consumer (scoring) works,
+        # and with a 3M-row batch its memory grew by ~900 MB instead of staying at one record batch
+        yield from data.to_batches(
+            batch_size=batch_size, columns=columns, batch_readahead=0, fragment_readahead=0, use_threads=False,
+            fragment_scan_options=pds.ParquetFragmentScanOptions(pre_buffer=False),
+        )
 
     def read(
         self, dataset: str, batch_ids: Optional[list[str]] = None, columns: Optional[list[str]] = None
@@ -394,7 +410,7 @@ class Lake:
         return self._path(dataset, "scores", f"model_version={_check_name('model version', str(model_version))}")
 
     def write_scores(self, dataset: str, model_version: Union[str, int], batch_id: str, frame: pd.DataFrame) -> str:
-        """Atomically write one batch's scores for one model version.
+        """Atomically write one batch's scores for one model version (all at once).
 
         Parameters
         ----------
@@ -413,18 +429,25 @@ class Lake:
         str
             Path of the written file.
         """
+        with self.scores_writer(dataset, model_version, batch_id) as writer:
+            writer.write(frame)
+        return writer.path
+
+    @contextmanager
+    def scores_writer(self, dataset: str, model_version: Union[str, int], batch_id: str) -> Iterator["ScoresWriter"]:
+        """Write one batch's scores part by part; they become visible together when the block ends.
+
+        Memory stays bounded by one part. If the block raises, nothing is written and earlier
+        scores of the batch (if any) stay as they were; the watermark (:meth:`scored_batches`)
+        moves only on success. ``writer.set_constants({"psi": 0.1})`` adds batch-level columns
+        that are known only at the end.
+        """
         _check_name("batch id", batch_id)
-        frame = frame.copy()
-        for name, value in (("batch_id", batch_id), ("model_version", str(model_version))):
-            if name in frame.columns:
-                if not (frame[name].astype(str) == value).all():
-                    raise LakeError(f"scores frame column {name!r} does not match the argument {value!r}")
-                frame = frame.drop(columns=name)
         folder = f"{self._scores_dir(dataset, model_version)}/batch_id={batch_id}"
         _remove_stale_tmp(self.fs, folder)
         path = f"{folder}/{PART_FILE}"
-        _atomic_write(self.fs, path, pa.Table.from_pandas(frame, preserve_index=False), "scores")
-        return path
+        with _atomic_stream(self.fs, path, "scores") as stream:
+            yield ScoresWriter(stream, str(model_version), batch_id, path)
 
     def scored_batches(self, dataset: str, model_version: Union[str, int]) -> set[str]:
         """Batch ids that have committed scores for ``model_version`` (the scoring watermark)."""
@@ -445,10 +468,39 @@ class Lake:
             for batch_id in sorted(self.scored_batches(dataset, version), key=lambda b: (order.get(b, len(order)), b)):
                 path = f"{self._scores_dir(dataset, version)}/batch_id={batch_id}/{PART_FILE}"
                 with self.fs.open(path, "rb") as handle:
-                    table = pq.read_table(handle)
+                    table = read_parquet_with_constants(handle)
                 n = table.num_rows
                 table = table.append_column("model_version", pa.array([version] * n, pa.string()))
                 tables.append(table.append_column(BATCH_COLUMN, pa.array([batch_id] * n, pa.string())))
         if not tables:
             return pd.DataFrame({"model_version": pd.Series(dtype=str), BATCH_COLUMN: pd.Series(dtype=str)})
         return _to_pandas(pa.concat_tables(tables, promote_options="default"))
+
+
+class ScoresWriter:
+    """Appends score frames of one batch (see :meth:`Lake.scores_writer`)."""
+
+    def __init__(self, stream: StreamedTable, model_version: str, batch_id: str, path: str):
+        self._stream, self.model_version, self.batch_id, self.path = stream, model_version, batch_id, path
+
+    @property
+    def rows(self) -> int:
+        """Rows written so far."""
+        return self._stream.rows
+
+    def write(self, frame: pd.DataFrame) -> None:
+        """Append ``frame``; ``batch_id`` / ``model_version`` columns must match and are dropped
+        (they are stored in the path)."""
+        for name, value in (("batch_id", self.batch_id), ("model_version", self.model_version)):
+            if name in frame.columns:
+                if not (frame[name].astype(str) == value).all():
+                    raise LakeError(f"scores frame column {name!r} does not match the argument {value!r}")
+                frame = frame.drop(columns=name)
+        try:
+            self._stream.write(frame)
+        except (ValueError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            raise LakeError(f"scores of batch {self.batch_id!r}: a part does not match the first: {exc}") from exc
+
+    def set_constants(self, values: dict[str, Any]) -> None:
+        """Batch-level columns (same value on every row), added when the scores are read."""
+        self._stream.set_constants(values)

@@ -8,10 +8,12 @@ call site.
 """
 from __future__ import annotations
 
+import json
 import os
 import posixpath
 import uuid
-from typing import Any, Union
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional, Union
 
 import fsspec
 import pandas as pd
@@ -41,7 +43,7 @@ def _atomic_write(
         local = _is_local(fs)
         with (open(tmp, "wb") if local else fs.open(tmp, "wb")) as handle:
             if isinstance(payload, pa.Table):
-                pq.write_table(payload, handle, compression="zstd")
+                pq.write_table(payload, handle, compression="zstd", row_group_size=ROW_GROUP_ROWS)
             else:
                 handle.write(payload)
             if local:  # durable before it becomes visible
@@ -55,6 +57,85 @@ def _atomic_write(
     except BaseException:
         _remove(fs, tmp)
         raise
+
+
+ROW_GROUP_ROWS = 131072  # rows per Parquet row group: a reader decodes one at a time
+BATCH_COLUMNS_KEY = b"vae_anomaly.batch_columns"
+
+
+class StreamedTable:
+    """Appends tables to one Parquet file (a row group each); see :func:`_atomic_stream`."""
+
+    def __init__(self, handle: Any):
+        self._handle = handle
+        self._writer: Optional[pq.ParquetWriter] = None
+        self.schema: Optional[pa.Schema] = None
+        self.rows = 0
+        self.constants: dict[str, Any] = {}
+
+    def write(self, table: Union[pa.Table, pd.DataFrame]) -> None:
+        """Append ``table``; it must have the first table's columns (types are cast to the first's)."""
+        if isinstance(table, pd.DataFrame):
+            table = pa.Table.from_pandas(table, preserve_index=False)
+        if self._writer is None:
+            self.schema = table.schema.remove_metadata()
+            self._writer = pq.ParquetWriter(self._handle, self.schema, compression="zstd")
+        elif table.schema.names != self.schema.names:
+            raise ValueError(f"columns {table.schema.names} differ from the first part's {self.schema.names}")
+        self._writer.write_table(table.cast(self.schema))
+        self.rows += table.num_rows
+
+    def set_constants(self, values: dict[str, Any]) -> None:
+        """Columns whose value is the same on every row, known only at the end (stored once, in
+        the file's metadata; :func:`read_parquet_with_constants` adds them back as columns)."""
+        self.constants.update(values)
+
+    def close(self) -> None:
+        if self._writer is None:  # nothing written: an empty table with no columns
+            self.write(pa.table({}))
+        if self.constants:
+            self._writer.add_key_value_metadata({BATCH_COLUMNS_KEY: json.dumps(self.constants)})
+        self._writer.close()
+
+
+@contextmanager
+def _atomic_stream(fs: fsspec.AbstractFileSystem, path: str, stage: str = "file") -> Iterator[StreamedTable]:
+    """Write one Parquet file part by part, in bounded memory, and make it visible atomically.
+
+    The parts go to a hidden temporary file in the target folder; when the ``with`` block ends
+    normally the file is closed, made durable and renamed to ``path``. If the block raises, the
+    temporary file is removed and ``path`` (an earlier version, if any) is left as it was.
+    """
+    parent, name = posixpath.split(path)
+    fs.makedirs(parent, exist_ok=True)
+    tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{name}"
+    local = _is_local(fs)
+    try:
+        with (open(tmp, "wb") if local else fs.open(tmp, "wb")) as handle:
+            stream = StreamedTable(handle)
+            yield stream
+            stream.close()
+            if local:  # durable before it becomes visible
+                handle.flush()
+                os.fsync(handle.fileno())
+        _crash_point(f"{stage}-tmp")
+        if local:
+            os.replace(tmp, path)
+        else:  # object stores: a single-object copy is atomic for readers
+            fs.mv(tmp, path)
+    except BaseException:
+        _remove(fs, tmp)
+        raise
+
+
+def read_parquet_with_constants(handle: Any) -> pa.Table:
+    """Read a Parquet file, adding back the constant columns :class:`StreamedTable` stored."""
+    parquet = pq.ParquetFile(handle)
+    table = parquet.read()
+    stored = (parquet.metadata.metadata or {}).get(BATCH_COLUMNS_KEY)
+    for column, value in (json.loads(stored) if stored else {}).items():
+        table = table.append_column(column, pa.array([value] * table.num_rows))
+    return table
 
 
 def _remove(fs: fsspec.AbstractFileSystem, path: str) -> None:

@@ -57,3 +57,14 @@ def test_promotion_rule():
     assert not nodes.promotion_decision(10.0, float("nan"), 0.0)[0]
     promoted, rule = nodes.promotion_decision(10.0, 9.0, 0.0)
     assert "challenger" in rule and "9.0000" in rule and "10.0000" in rule
+
+
+def test_psi_accumulated_over_chunks_equals_psi_of_the_whole():
+    rng = np.random.default_rng(3)
+    ref, actual = rng.normal(size=5000), rng.normal(0.4, 1.2, size=7001)
+    acc = nodes.PSI(ref)
+    for part in np.array_split(actual, 7):
+        acc.update(part)
+    assert acc.value() == pytest.approx(nodes.psi(ref, actual), rel=1e-12)
+    assert acc.value() > 0.05  # a real shift, not an empty comparison
+    assert np.isnan(nodes.PSI(ref).value()) and np.isnan(nodes.psi(np.array([]), actual))
