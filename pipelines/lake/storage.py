@@ -90,6 +90,15 @@ class StreamedTable:
         the file's metadata; :func:`read_parquet_with_constants` adds them back as columns)."""
         self.constants.update(values)
 
+    def abort(self) -> None:
+        """Close the writer without caring for the output (it is about to be removed)."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            try:
+                writer.close()
+            except Exception:  # noqa: BLE001 - the partial file is deleted next
+                pass
+
     def close(self) -> None:
         if self._writer is None:  # nothing written: an empty table with no columns
             self.write(pa.table({}))
@@ -113,7 +122,11 @@ def _atomic_stream(fs: fsspec.AbstractFileSystem, path: str, stage: str = "file"
     try:
         with (open(tmp, "wb") if local else fs.open(tmp, "wb")) as handle:
             stream = StreamedTable(handle)
-            yield stream
+            try:
+                yield stream
+            except BaseException:
+                stream.abort()  # the Parquet writer must not outlive the file it writes to
+                raise
             stream.close()
             if local:  # durable before it becomes visible
                 handle.flush()
