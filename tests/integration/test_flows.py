@@ -120,6 +120,17 @@ def test_dask_scoring_gives_the_same_scores(env, tmp_path):
     parallel = score("transactions", model_name="txn-dask", version=trained["version"], workers=2,
                      lake_url=other, tracking_uri=env["tracking_uri"])
     assert len(parallel["scored"]) == 3
+    # the workers reported to this API (not to temporary APIs of their own)
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowFilter, FlowFilterName
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        (run,) = client.read_flow_runs(
+            flow_filter=FlowFilter(name=FlowFilterName(any_=["score-partitions"])), sort=FlowRunSort.START_TIME_DESC, limit=1
+        )
+        tasks = [t for t in client.read_task_runs() if t.flow_run_id == run.id]
+    assert sorted((t.name.split("-")[0:2] == ["score", "batch"], t.state_type.value) for t in tasks) == [(True, "COMPLETED")] * 3
     cols = ["_source_row", "neg_elbo", "nll_iwae", "recon_error", "anomaly_score", "is_anomaly"]
     assert serial["scores_key"] == parallel["scores_key"] == f"txn-dask-v{trained['version']}"
     a = src.read_scores("transactions", serial["scores_key"])[cols]
