@@ -23,6 +23,7 @@ _LABELS = {
     "ecod": "ECOD",
     "robust_z": "rolling robust z (w=32)",
     "iforest_win": "IsolationForest on 32-windows",
+    "random": "random scores (uniform, seeded)",
 }
 
 
