@@ -32,20 +32,17 @@ def _is_local(fs: fsspec.AbstractFileSystem) -> bool:
     return isinstance(fs, LocalFileSystem)
 
 
-def _atomic_write(
-    fs: fsspec.AbstractFileSystem, path: str, payload: Union[pa.Table, bytes], stage: str = "file"
-) -> None:
-    """Write ``payload`` (a table as Parquet, or bytes) to a hidden temporary name, then rename it to ``path``."""
+@contextmanager
+def _atomic_file(fs: fsspec.AbstractFileSystem, path: str, stage: str = "file") -> Iterator[Any]:
+    """A binary handle on a hidden temporary file in ``path``'s folder; renamed to ``path`` when
+    the block ends normally (after an fsync on local disks), removed if it raises."""
     parent, name = posixpath.split(path)
     fs.makedirs(parent, exist_ok=True)
     tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{name}"
+    local = _is_local(fs)
     try:
-        local = _is_local(fs)
         with (open(tmp, "wb") if local else fs.open(tmp, "wb")) as handle:
-            if isinstance(payload, pa.Table):
-                pq.write_table(payload, handle, compression="zstd", row_group_size=ROW_GROUP_ROWS)
-            else:
-                handle.write(payload)
+            yield handle
             if local:  # durable before it becomes visible
                 handle.flush()
                 os.fsync(handle.fileno())
@@ -57,6 +54,17 @@ def _atomic_write(
     except BaseException:
         _remove(fs, tmp)
         raise
+
+
+def _atomic_write(
+    fs: fsspec.AbstractFileSystem, path: str, payload: Union[pa.Table, bytes], stage: str = "file"
+) -> None:
+    """Write ``payload`` (a table as Parquet, or bytes) to a hidden temporary name, then rename it to ``path``."""
+    with _atomic_file(fs, path, stage) as handle:
+        if isinstance(payload, pa.Table):
+            pq.write_table(payload, handle, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+        else:
+            handle.write(payload)
 
 
 ROW_GROUP_ROWS = 131072  # rows per Parquet row group: a reader decodes one at a time
@@ -115,30 +123,14 @@ def _atomic_stream(fs: fsspec.AbstractFileSystem, path: str, stage: str = "file"
     normally the file is closed, made durable and renamed to ``path``. If the block raises, the
     temporary file is removed and ``path`` (an earlier version, if any) is left as it was.
     """
-    parent, name = posixpath.split(path)
-    fs.makedirs(parent, exist_ok=True)
-    tmp = f"{parent}/.tmp-{uuid.uuid4().hex}-{name}"
-    local = _is_local(fs)
-    try:
-        with (open(tmp, "wb") if local else fs.open(tmp, "wb")) as handle:
-            stream = StreamedTable(handle)
-            try:
-                yield stream
-            except BaseException:
-                stream.abort()  # the Parquet writer must not outlive the file it writes to
-                raise
-            stream.close()
-            if local:  # durable before it becomes visible
-                handle.flush()
-                os.fsync(handle.fileno())
-        _crash_point(f"{stage}-tmp")
-        if local:
-            os.replace(tmp, path)
-        else:  # object stores: a single-object copy is atomic for readers
-            fs.mv(tmp, path)
-    except BaseException:
-        _remove(fs, tmp)
-        raise
+    with _atomic_file(fs, path, stage) as handle:
+        stream = StreamedTable(handle)
+        try:
+            yield stream
+        except BaseException:
+            stream.abort()  # the Parquet writer must not outlive the file it writes to
+            raise
+        stream.close()
 
 
 def read_parquet_with_constants(handle: Any) -> pa.Table:
