@@ -100,8 +100,7 @@ def score_batch(
             else:
                 scored = nodes.score_with_reasons(det, rows)
             part = pd.concat([keys, chunk[extra].reset_index(drop=True), scored], axis=1)
-            part["model_version"] = label  # the lake's key: model name and registry version
-            part["scored_at"] = scored_at
+            part["scored_at"] = scored_at  # model_version (the label) and batch_id live in the path
             writer.write(part)
             drift_acc.update(part["anomaly_score"].to_numpy())
             flagged = part[part["is_anomaly"].to_numpy(bool)]
