@@ -83,5 +83,11 @@ class TimeSeriesConfig(VAEConfig):
     """:class:`VAEConfig` plus the sliding-window settings of :class:`~vae_core.TimeSeriesVAEDetector`."""
 
     window: int = Field(32, ge=2, description="Points per window")
+    point_score: Literal["mean", "last"] = Field(
+        "mean",
+        description='How a timestamp gets its score: "mean" over every window that covers it (uses up to '
+        'window-1 later points), or "last": from the one window that ends at it (past points only, so '
+        "scores never change when later data arrives: the streaming choice)",
+    )
     train_stride: int = Field(1, ge=1, description="Step between training windows")
     max_train_windows: Optional[int] = Field(20000, ge=10)

@@ -214,6 +214,7 @@ class TimeSeriesVAEDetector(CalibratedMixin):
     def _score_grids(self, grids: list[SeriesGrid], n_rows: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """Per-row scores, and per-value-column NLL and squared residuals, from the windows covering each grid point."""
         W, d = self.config_.window, len(self.value_columns_)
+        last_only = self.config_.point_score == "last"
         raw = {k: np.zeros(n_rows) for k in ("neg_elbo", "nll_iwae", "recon_error")}
         feat_rows = np.zeros((n_rows, d))
         sq_rows = np.zeros((n_rows, d))
@@ -231,18 +232,29 @@ class TimeSeriesVAEDetector(CalibratedMixin):
                 fnll = r["feature_nll"].reshape(len(st), W, d)
                 sq = r["feature_sq_error"].reshape(len(st), W, d)
                 seen = enc.num_mask.reshape(len(st), W, d)
-                idx = (st[:, None] + np.arange(W)).ravel()
                 per_point = {
                     "neg_elbo": fnll.sum(-1) + (r["kl"] / W)[:, None],
                     "nll_iwae": np.repeat((r["nll_iwae"] / W)[:, None], W, axis=1),
                     "recon_error": sq.sum(-1) / np.maximum(seen.sum(-1), 1),
                 }
+                if last_only:
+                    # each window scores its last point; the first window also scores the W-1
+                    # points before it (no window ends there), so every point has one score
+                    take = np.zeros((len(st), W), bool)
+                    take[:, -1] = True
+                    take[st == 0] = True
+                    fnll, sq = fnll * take[..., None], sq * take[..., None]
+                    per_point = {k: v * take for k, v in per_point.items()}
+                    idx_w = take.astype(np.float64)
+                else:
+                    idx_w = None
+                idx = (st[:, None] + np.arange(W)).ravel()
                 for k, v in per_point.items():
                     acc[k] += np.bincount(idx, weights=v.ravel(), minlength=L)
                 for j in range(d):
                     feat[:, j] += np.bincount(idx, weights=fnll[..., j].ravel(), minlength=L)
                     feat_sq[:, j] += np.bincount(idx, weights=sq[..., j].ravel(), minlength=L)
-                cover += np.bincount(idx, minlength=L)
+                cover += np.bincount(idx, weights=None if idx_w is None else idx_w.ravel(), minlength=L)
             for k in raw:
                 raw[k][g.rows] = acc[k][g.points] / cover[g.points]
             feat_rows[g.rows] = feat[g.points] / cover[g.points, None]

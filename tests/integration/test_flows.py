@@ -173,6 +173,15 @@ def test_time_series_dataset_end_to_end(prefect_harness, mlflow_server, tmp_path
     second = (both["batch_id"] != first).to_numpy()
     stored = scores[scores["batch_id"] != first]
     np.testing.assert_allclose(stored["anomaly_score"].to_numpy(), whole["anomaly_score"].to_numpy()[second], rtol=1e-4, atol=1e-5)
+    # with point_score="last" (past points only) every batch, not only the newest, has the
+    # scores of the one long series: later batches change nothing already stored
+    last = train("sensors", model_name="sensors-last", batch_ids=[first], series_column="sensor",
+                 params={**FAST, "window": 16, "point_score": "last"}, **env)
+    stored = lake.read_scores("sensors", score("sensors", model_name="sensors-last", **env)["scores_key"])
+    det, _ = tracking.load_detector(last["model_uri"])
+    whole = det.score(nodes.feature_frame(both).reset_index(drop=True))
+    assert len(stored) == len(both) and (stored["batch_id"].to_numpy() == both["batch_id"].to_numpy()).all()
+    np.testing.assert_allclose(stored["anomaly_score"].to_numpy(), whole["anomaly_score"].to_numpy(), rtol=1e-4, atol=1e-5)
 
 
 def _threads_in_a_new_thread() -> int:

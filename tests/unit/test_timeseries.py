@@ -100,3 +100,27 @@ def test_bad_time_values_name_the_row(ts_fitted):
 def test_too_short_to_fit():
     with pytest.raises(DataError, match="too few points"):
         TimeSeriesVAEDetector(seed=0, **TS_FAST).fit(series_frame(n=10), time_column="timestamp")
+
+
+def test_last_point_scores_use_only_the_past(ts_fitted):
+    """point_score="last": a point's score never changes when later points arrive (streaming),
+    and a spike raises no score before it; the default "mean" does both, by design."""
+    train = pd.concat([series_frame(name="a", seed=0), series_frame(name="b", seed=1)], ignore_index=True)
+    last = TimeSeriesVAEDetector(seed=0, point_score="last", **TS_FAST).fit(
+        train, time_column="timestamp", series_column="host"
+    )
+    full = series_frame(n=300, seed=5, start="2024-02-01", name="a", spike_at=150)
+    window = last.config_.window
+    for det, streaming in ((last, True), (ts_fitted, False)):
+        whole = det.score(full)
+        prefix = det.score(full.iloc[:200])
+        same = np.allclose(prefix["nll_iwae"], whole["nll_iwae"].iloc[:200], rtol=1e-6, atol=1e-6)
+        assert same is streaming
+    out = last.score(full)
+    # nll_iwae scores the window that ends at a point, so the spike shows in the next `window` points
+    assert 150 <= out["anomaly_score"].idxmax() < 150 + window and out["is_anomaly"].iloc[150 : 150 + window].any()
+    assert out["neg_elbo"].idxmax() == 150  # the point's own term in the window ending at it
+    calm = last.score(series_frame(n=300, seed=5, start="2024-02-01", name="a"))
+    np.testing.assert_allclose(out["anomaly_score"].iloc[:150], calm["anomaly_score"].iloc[:150], rtol=1e-6)  # the spike changes nothing before it
+    assert not np.allclose(out["anomaly_score"].iloc[150:], calm["anomaly_score"].iloc[150:])
+    assert out["is_anomaly"].iloc[window:].mean() < 0.15  # the spike lifts only the windows that contain it
