@@ -6,7 +6,8 @@ transactions``, waits until both deployments are on the server, checks that the 
 scheduler turned the hourly cron into future SCHEDULED runs (a server service that only a real
 server runs, and that a dependency upgrade can break silently: SQLAlchemy 2.1 is pinned out in
 constraints.txt), then creates a run of ``scheduled-scoring`` for now and waits for the served
-process to pick it up and complete it: its scores must be in the lake.
+process to pick it up and complete it: its scores must be in the lake. Stopping serve pauses
+its deployments; a restarted serve must bring the schedule back.
 Every process is stopped, also on failure.
 """
 from __future__ import annotations
@@ -198,7 +199,32 @@ def test_served_scheduled_scoring_is_scheduled_and_runs(servers, tmp_path, sampl
     assert set(scores["batch_id"]) == {ingested["batch_id"]}
     assert set(scores["model_version"]) == {score_label(DATASET, trained["version"])}
     assert run.name in serve_log.read_text(errors="replace"), tail(serve_log)  # run in (and logged by) the served process
+    scored_seconds = time.monotonic() - started
+
+    # stopping serve pauses its deployments (Prefect's pause_on_shutdown) and drops their future
+    # runs; a supervisor that starts it again must get the schedule back
+    with temporary_settings({PREFECT_API_URL: servers["prefect_url"]}), get_client(sync_client=True) as client:
+        assert client.read_deployment(deployment.id).paused
+        restart_log = tmp_path / "serve-restart.log"
+        serve = start_process([str(SCRIPT), "serve", DATASET], restart_log, env)
+        try:
+            deadline = time.monotonic() + SCHEDULER_TIMEOUT + 60
+            while True:
+                if serve.poll() is not None:
+                    pytest.fail(f"restarted `vae-anomaly serve` exited with {serve.returncode}:\n{tail(restart_log)}")
+                again = client.read_deployment(deployment.id)
+                future = [
+                    r for r in client.read_flow_runs(flow_run_filter=scheduled_filter, deployment_filter=by_deployment)
+                    if r.auto_scheduled
+                ]
+                if not again.paused and future:
+                    break
+                if time.monotonic() > deadline:
+                    pytest.fail(f"after a restart: paused={again.paused}, {len(future)} scheduled runs\n{tail(restart_log)}")
+                time.sleep(1)
+        finally:
+            stop_process(serve)
     print(
         f"served after {served_seconds:.1f} s, scheduled after {scheduled_seconds:.1f} s, "
-        f"scored after {time.monotonic() - started:.1f} s"
+        f"scored after {scored_seconds:.1f} s, rescheduled after a restart at {time.monotonic() - started:.1f} s"
     )
