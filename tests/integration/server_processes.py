@@ -99,3 +99,22 @@ def tail(log_file: Path, chars: int = 3000) -> str:
         return log_file.read_text(errors="replace")[-chars:]
     except OSError:
         return "(no log)"
+
+
+BIN = Path(sys.executable).parent
+VAE_ANOMALY = BIN / "vae-anomaly"
+
+
+def clean_environ() -> dict[str, str]:
+    """This environment without any Prefect, MLflow or vae-anomaly setting (a subprocess then
+    sees only the servers and folders a test gives it)."""
+    return {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "VAE_ANOMALY_"))}
+
+
+def run_vae_anomaly(env: Mapping[str, str], *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
+    """``vae-anomaly <args>`` as a subprocess; fails the test unless it exits 0."""
+    if not VAE_ANOMALY.exists():
+        pytest.fail(f"{VAE_ANOMALY} is missing: install the project (pip install -c constraints.txt -e '.[dev]')")
+    result = subprocess.run([str(VAE_ANOMALY), *args], env=dict(env), capture_output=True, text=True, timeout=timeout)
+    assert result.returncode == 0, f"vae-anomaly {' '.join(args)} exited with {result.returncode}:\n{result.stdout}\n{result.stderr}"
+    return result

@@ -17,7 +17,6 @@ import pwd
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -27,15 +26,15 @@ import pytest
 
 from pipelines.lake import Lake
 
-from server_processes import free_port, mlflow_command, start_process, stop_process, tail, wait_http
+from server_processes import (
+    BIN, clean_environ, free_port, mlflow_command, run_vae_anomaly, start_process, stop_process, tail, wait_http,
+)
 
 pytestmark = pytest.mark.slow
 
 PG_BINARIES = ("initdb", "pg_ctl", "postgres", "runuser")
 PG_OS_USER = "postgres"
 DB_ROLE, DB_PASSWORD = "vae", "vae-topology-pw"  # a role with a password, as in infra/.env
-BIN = Path(sys.executable).parent
-SCRIPT = BIN / "vae-anomaly"
 DATASET = "transactions"
 
 
@@ -204,17 +203,9 @@ def topology() -> Iterator[dict]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def vae_anomaly(env: dict, *args: str, timeout: float = 180) -> subprocess.CompletedProcess:
-    result = subprocess.run([str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, f"vae-anomaly {' '.join(args)} exited with {result.returncode}:\n{result.stdout}\n{result.stderr}"
-    return result
-
-
 def test_pipeline_state_lives_in_postgres(topology, samples_dir):
-    if not SCRIPT.exists():
-        pytest.fail(f"{SCRIPT} is missing: install the project (pip install -c constraints.txt -e '.[dev]')")
     pg, work = topology["pg"], topology["work"]
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PREFECT_", "MLFLOW_", "VAE_ANOMALY_"))}
+    env = clean_environ()
     env.update(
         PREFECT_API_URL=topology["prefect_url"],
         MLFLOW_TRACKING_URI=topology["mlflow_url"],
@@ -228,13 +219,13 @@ def test_pipeline_state_lives_in_postgres(topology, samples_dir):
 
     # the pipeline, through the CLI, against the servers (--json output must parse: against a
     # tracking server MLflow prints "View run ... at: <url>" to stdout unless told not to)
-    ingested = json.loads(vae_anomaly(env, "ingest", DATASET, str(samples_dir / "transactions_batch1.csv"), "--json").stdout)
+    ingested = json.loads(run_vae_anomaly(env, "ingest", DATASET, str(samples_dir / "transactions_batch1.csv"), "--json").stdout)
     batch = ingested["batch_id"]
-    trained = json.loads(vae_anomaly(
+    trained = json.loads(run_vae_anomaly(
         env, "train", DATASET, "--exclude", "txn_id", "--param", "max_epochs=10", "--json",
     ).stdout)
     assert trained["model_name"] == DATASET and trained["version"] == "1" and "champion" in trained["aliases"]
-    scored = json.loads(vae_anomaly(env, "score", DATASET, "--json").stdout)
+    scored = json.loads(run_vae_anomaly(env, "score", DATASET, "--json").stdout)
     assert scored["model_version"] == "1" and [b["batch_id"] for b in scored["scored"]] == [batch]
 
     # the scores are in the lake
