@@ -5,7 +5,7 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-ScoreName = Literal["neg_elbo", "nll_iwae", "recon_error"]
+ScoreName = Literal["neg_elbo", "nll_iwae", "recon_error", "iwae_rate"]
 
 
 class VAEConfig(BaseModel):
@@ -39,6 +39,9 @@ class VAEConfig(BaseModel):
     scaling: Literal["robust", "standard"] = Field(
         "robust", description="Numeric columns: median/IQR, or mean/standard deviation"
     )
+    dropout: float = Field(
+        0.1, ge=0, lt=1, description="Dropout after each hidden layer of the encoder and decoder while training (0: none)"
+    )
     max_categories: int = Field(64, ge=1, description="Most frequent categories kept per column; the rest share one slot")
 
     # --- training ---------------------------------------------------------------------------
@@ -60,7 +63,14 @@ class VAEConfig(BaseModel):
     elbo_samples: int = Field(16, ge=1, description="S: Monte Carlo samples for neg_elbo")
     iwae_samples: int = Field(16, ge=1, description="K: importance samples for nll_iwae")
     score_batch_size: int = Field(8192, ge=1)
-    anomaly_score: ScoreName = Field("nll_iwae", description="The score flags are based on (benchmark: best mean AUROC)")
+    anomaly_score: ScoreName = Field(
+        "iwae_rate",
+        description='The score flags are based on: one of the score columns, or "iwae_rate" = nll_iwae + rate_weight * '
+        "KL(q(z|x) || p(z)) (benchmark: best mean AUROC)",
+    )
+    rate_weight: float = Field(
+        2.0, ge=0, description='With anomaly_score="iwae_rate": extra weight on the rate, the nats the encoder needs for the row'
+    )
 
     # --- threshold --------------------------------------------------------------------------
     threshold_method: Literal["quantile", "pot"] = "quantile"

@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from .config import VAEConfig
-from .engine import FORMAT, Engine, build_model, read_json, write_json
+from .engine import FORMAT, Engine, build_model, iwae_rate, read_json, write_json
 from .errors import DataError, NotFittedError
 from .preprocess import ColumnSpec, Preprocessor, check_frame
 from .threshold import Calibration
@@ -86,8 +86,15 @@ class CalibratedMixin:
         self._calibrate(self.calibration_.scores if scores is None else np.asarray(scores, float))
         return self
 
+    def _anomaly_score(self, raw: dict[str, np.ndarray]) -> np.ndarray:
+        """The configured ``anomaly_score`` from :meth:`Engine.evaluate`'s per-row results."""
+        name = self.config_.anomaly_score
+        if name == "iwae_rate":
+            return iwae_rate(raw["nll_iwae"], raw["kl"], self.config_.rate_weight)
+        return raw[name]
+
     def _score_frame(self, index: pd.Index, raw: dict[str, np.ndarray]) -> pd.DataFrame:
-        score = raw[self.config_.anomaly_score]
+        score = self._anomaly_score(raw)
         out = pd.DataFrame(
             {
                 "neg_elbo": raw["neg_elbo"],
@@ -120,7 +127,9 @@ class CalibratedMixin:
         """(detector, config.json contents) for a folder written by :meth:`_save`."""
         d = Path(directory)
         meta = _read_meta(d, kind)
-        cfg = config_cls(**meta["config"])
+        stored = dict(meta["config"])
+        stored.setdefault("dropout", 0.0)  # saved before the option existed: a network without dropout layers
+        cfg = config_cls(**stored)
         det = cls(seed=cfg.seed, config=cfg)
         det.config_ = cfg
         det.preprocessor_ = Preprocessor.from_dict(read_json(d / "preprocessor.json"))
@@ -196,7 +205,7 @@ class VAEDetector(CalibratedMixin):
         # calibrate on the held-out rows: never seen by the optimiser, never labelled
         val = self.engine_.evaluate(enc.take(val_idx))
         self.attribution_ = Attribution.fit(val["feature_nll"], val["feature_sq_error"], len(pp.by_kind("numeric")))
-        self._calibrate(val[cfg.anomaly_score])
+        self._calibrate(self._anomaly_score(val))
         self.feature_names_in_ = list(frame.columns.astype(str))
         return self
 
@@ -223,8 +232,9 @@ class VAEDetector(CalibratedMixin):
         -------
         DataFrame with the index of ``frame`` and columns ``neg_elbo`` (-ELBO, nats),
         ``nll_iwae`` (importance-weighted -log p(x), nats), ``recon_error`` (mean squared error on
-        the standardised scale), ``anomaly_score`` (the configured one of these), ``p_value``
-        (tail probability under the calibration scores) and ``is_anomaly``.
+        the standardised scale), ``anomaly_score`` (the configured score; by default ``nll_iwae``
+        plus twice the rate KL(q(z|x) || p(z))), ``p_value`` (tail probability under the
+        calibration scores) and ``is_anomaly``.
         """
         return self._score_frame(frame.index, self._evaluate(frame, detail=False))
 
@@ -246,7 +256,8 @@ class VAEDetector(CalibratedMixin):
         negative log-likelihood. ``excess_nll`` is the contribution minus its calibration median,
         and ``share`` is its fraction of the row's total positive excess. (Residuals rather than
         the heteroscedastic NLL: the decoder may widen its variance for an odd value, which would
-        shift the blame to the columns it reconstructs well.)
+        shift the blame to the columns it reconstructs well.) The rate term of the ``"iwae_rate"``
+        score is a property of the whole row and is not split over columns.
 
         Returns
         -------

@@ -43,10 +43,14 @@ class Decoded:
     cat_logits: torch.Tensor
 
 
-def _mlp(sizes: list[int]) -> nn.Sequential:
+def _mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
+    """Linear + SiLU layers, each followed by dropout when ``dropout`` > 0 (none at 0, so the
+    weights' names are those of models saved before dropout existed)."""
     layers: list[nn.Module] = []
     for a, b in zip(sizes[:-1], sizes[1:]):
         layers += [nn.Linear(a, b), nn.SiLU()]
+        if dropout > 0:
+            layers.append(nn.Dropout(dropout))
     return nn.Sequential(*layers)
 
 
@@ -65,6 +69,9 @@ class VAE(nn.Module):
         Encoder widths; the decoder mirrors them. ``[]`` gives a linear encoder and decoder.
     decoder_variance : {"feature", "row"}
         One learned log-variance per numeric column, or one predicted per row.
+    dropout : float
+        Dropout rate after each hidden layer while training (Srivastava et al. 2014); inactive in
+        ``eval()`` mode, so scoring is deterministic.
     """
 
     def __init__(
@@ -79,6 +86,7 @@ class VAE(nn.Module):
         max_logvar: float = 6.0,
         row_logvar_range: Optional[float] = None,
         student_dof: Optional[float] = None,
+        dropout: float = 0.0,
     ):
         super().__init__()
         self.n_num, self.n_bool, self.cat_sizes = n_num, n_bool, list(cat_sizes)
@@ -89,11 +97,11 @@ class VAE(nn.Module):
         self.student_dof = student_dof
         n_cat_slots = sum(self.cat_sizes)
         in_dim = 2 * n_num + 2 * n_bool + n_cat_slots
-        self.encoder = _mlp([in_dim, *hidden_dims])
+        self.encoder = _mlp([in_dim, *hidden_dims], dropout)
         enc_out = hidden_dims[-1] if hidden_dims else in_dim
         self.enc_mu = nn.Linear(enc_out, latent_dim)
         self.enc_logvar = nn.Linear(enc_out, latent_dim)
-        self.decoder = _mlp([latent_dim, *reversed(hidden_dims)])
+        self.decoder = _mlp([latent_dim, *reversed(hidden_dims)], dropout)
         dec_out = hidden_dims[0] if hidden_dims else latent_dim
         out_dim = n_num * (2 if self.row_variance else 1) + n_bool + n_cat_slots
         self.dec_out = nn.Linear(dec_out, out_dim)

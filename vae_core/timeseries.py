@@ -144,7 +144,7 @@ class TimeSeriesVAEDetector(CalibratedMixin):
         if tail.sum() < 20:  # too short a tail: fall back to in-sample scores
             tail[:] = True
         self.attribution_ = Attribution.fit(feat[tail], feat_sq[tail], len(self.value_columns_))
-        self._calibrate(raw[cfg.anomaly_score][tail])
+        self._calibrate(self._anomaly_score(raw)[tail])
         return self
 
     # ---------------------------------------------------------------- scoring
@@ -215,7 +215,7 @@ class TimeSeriesVAEDetector(CalibratedMixin):
         """Per-row scores, and per-value-column NLL and squared residuals, from the windows covering each grid point."""
         W, d = self.config_.window, len(self.value_columns_)
         last_only = self.config_.point_score == "last"
-        raw = {k: np.zeros(n_rows) for k in ("neg_elbo", "nll_iwae", "recon_error")}
+        raw = {k: np.zeros(n_rows) for k in ("neg_elbo", "nll_iwae", "recon_error", "kl")}
         feat_rows = np.zeros((n_rows, d))
         sq_rows = np.zeros((n_rows, d))
         for g in grids:
@@ -236,6 +236,7 @@ class TimeSeriesVAEDetector(CalibratedMixin):
                     "neg_elbo": fnll.sum(-1) + (r["kl"] / W)[:, None],
                     "nll_iwae": np.repeat((r["nll_iwae"] / W)[:, None], W, axis=1),
                     "recon_error": sq.sum(-1) / np.maximum(seen.sum(-1), 1),
+                    "kl": np.repeat((r["kl"] / W)[:, None], W, axis=1),
                 }
                 if last_only:
                     # each window scores its last point; the first window also scores the W-1

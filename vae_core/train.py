@@ -108,7 +108,23 @@ def train_vae(
     ``kl_warmup_epochs`` (Bowman et al. 2016), so the KL term is never switched off. Early
     stopping watches the full (beta = 1) validation ELBO, and only once the warm-up is over.
     ``callback`` gets an :class:`EpochMetrics` per epoch and may return False to stop.
+    Dropout draws from torch's global generator, seeded from ``config.seed`` inside a forked
+    RNG state, so a seed gives the same model and the caller's RNG state is left as it was.
     """
+    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda):
+        torch.manual_seed(config.seed + 3)
+        return _train_loop(model, train, val, config, device, callback)
+
+
+def _train_loop(
+    model: VAE,
+    train: Encoded,
+    val: Encoded,
+    config: VAEConfig,
+    device: torch.device,
+    callback: Optional[EpochCallback] = None,
+) -> list[EpochMetrics]:
     gen = torch.Generator(device="cpu").manual_seed(config.seed)
     noise_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
     model.to(device)

@@ -200,3 +200,42 @@ def test_trimmed_training_ignores_the_worst_rows_of_each_batch(frame):
     assert np.isfinite(b["nll_iwae"]).all() and not np.allclose(a["nll_iwae"], b["nll_iwae"])
     # the warm-up epochs are not trimmed, so the first epoch is the same
     assert plain.history_[0]["train_loss"] == trimmed.history_[0]["train_loss"]
+
+
+def test_default_anomaly_score_is_nll_iwae_plus_weighted_rate(fitted, frame):
+    assert fitted.config_.anomaly_score == "iwae_rate" and fitted.config_.rate_weight == 2.0
+    kl = fitted.engine_.evaluate(fitted.preprocessor_.transform(frame), feature_detail=False)["kl"]
+    out = fitted.score(frame)
+    assert (kl > 0).all()
+    np.testing.assert_allclose(out["anomaly_score"], out["nll_iwae"] + 2.0 * kl, rtol=1e-12)
+    # the threshold was calibrated on that same score
+    assert (out["is_anomaly"] == (out["anomaly_score"] > fitted.threshold_)).all()
+    plain = VAEDetector(seed=0, anomaly_score="nll_iwae", **FAST).fit(frame).score(frame)
+    np.testing.assert_array_equal(plain["anomaly_score"], plain["nll_iwae"])
+
+
+def test_dropout_is_seeded_off_at_scoring_and_leaves_the_callers_rng_alone(frame):
+    import torch
+
+    torch.manual_seed(123)
+    before = torch.get_rng_state()
+    det = VAEDetector(seed=0, **FAST).fit(frame)
+    assert torch.equal(torch.get_rng_state(), before)
+    model = det.engine_.model
+    assert any(isinstance(m, torch.nn.Dropout) for m in model.modules()) and not model.training
+    assert not any(isinstance(m, torch.nn.Dropout) for m in VAEDetector(seed=0, dropout=0.0, **FAST).fit(frame).engine_.model.modules())
+    pd.testing.assert_frame_equal(det.score(frame), det.score(frame), check_exact=True)
+
+
+def test_a_model_saved_before_dropout_and_rate_weight_existed_still_loads(frame, tmp_path):
+    import json
+
+    old = VAEDetector(seed=0, dropout=0.0, anomaly_score="nll_iwae", **FAST).fit(frame)
+    old.save(tmp_path / "m")
+    path = tmp_path / "m" / "config.json"
+    meta = json.loads(path.read_text())
+    del meta["config"]["dropout"], meta["config"]["rate_weight"]
+    path.write_text(json.dumps(meta))
+    loaded = VAEDetector.load(tmp_path / "m")
+    assert loaded.config_.dropout == 0.0 and loaded.config_.anomaly_score == "nll_iwae"
+    pd.testing.assert_frame_equal(old.score(frame), loaded.score(frame), check_exact=True)

@@ -124,3 +124,17 @@ def test_last_point_scores_use_only_the_past(ts_fitted):
     np.testing.assert_allclose(out["anomaly_score"].iloc[:150], calm["anomaly_score"].iloc[:150], rtol=1e-6)  # the spike changes nothing before it
     assert not np.allclose(out["anomaly_score"].iloc[150:], calm["anomaly_score"].iloc[150:])
     assert out["is_anomaly"].iloc[window:].mean() < 0.15  # the spike lifts only the windows that contain it
+
+
+def test_point_anomaly_score_adds_the_weighted_rate_of_the_covering_windows():
+    frame = series_frame(n=300)
+    fit = lambda **kw: TimeSeriesVAEDetector(seed=0, **TS_FAST, **kw).fit(frame, time_column="timestamp")
+    default, plain = fit(), fit(rate_weight=0.0)  # the weight does not change training
+    a, b = default.score(frame), plain.score(frame)
+    np.testing.assert_array_equal(a["nll_iwae"], b["nll_iwae"])
+    np.testing.assert_array_equal(b["anomaly_score"], b["nll_iwae"])
+    rate = a["anomaly_score"] - a["nll_iwae"]
+    assert (rate > 0).all()
+    # the added term is linear in the weight
+    half = fit(rate_weight=1.0).score(frame)
+    np.testing.assert_allclose(half["anomaly_score"] - half["nll_iwae"], rate / 2, rtol=1e-9)
