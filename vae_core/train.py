@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
@@ -94,6 +95,23 @@ def _elbo_terms(model: VAE, b: Batch, eps: torch.Tensor, free_bits: float) -> tu
     return recon, kl, kl_pen
 
 
+def _seeded_global_rng(fit):
+    """Run ``fit`` with torch's global generator forked and seeded from ``config.seed``.
+
+    Dropout draws from that generator: this makes a seed give the same model, and leaves the
+    caller's RNG state as it was."""
+
+    @functools.wraps(fit)
+    def wrapper(model, train, val, config, device, callback=None):
+        cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
+        with torch.random.fork_rng(devices=cuda):
+            torch.manual_seed(config.seed + 3)
+            return fit(model, train, val, config, device, callback)
+
+    return wrapper
+
+
+@_seeded_global_rng
 def train_vae(
     model: VAE,
     train: Encoded,
@@ -108,23 +126,8 @@ def train_vae(
     ``kl_warmup_epochs`` (Bowman et al. 2016), so the KL term is never switched off. Early
     stopping watches the full (beta = 1) validation ELBO, and only once the warm-up is over.
     ``callback`` gets an :class:`EpochMetrics` per epoch and may return False to stop.
-    Dropout draws from torch's global generator, seeded from ``config.seed`` inside a forked
-    RNG state, so a seed gives the same model and the caller's RNG state is left as it was.
+    Deterministic for a seed: dropout's draws are seeded too (:func:`_seeded_global_rng`).
     """
-    cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=cuda):
-        torch.manual_seed(config.seed + 3)
-        return _train_loop(model, train, val, config, device, callback)
-
-
-def _train_loop(
-    model: VAE,
-    train: Encoded,
-    val: Encoded,
-    config: VAEConfig,
-    device: torch.device,
-    callback: Optional[EpochCallback] = None,
-) -> list[EpochMetrics]:
     gen = torch.Generator(device="cpu").manual_seed(config.seed)
     noise_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
     model.to(device)
