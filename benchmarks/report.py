@@ -160,15 +160,17 @@ def _tabular_md(res: dict) -> list[str]:
     return parts
 
 
-_TS_METRICS = ("auroc", "auprc", "f1", "f1_pa")
-_TS_HEAD = ["AUROC", "AUPRC", "best F1 (no PA)", "best F1 (PA)"]
+_TS_METRICS = ("auroc", "auprc", "f1", "f1_composite", "f1_pa")
+_TS_HEAD = ["AUROC", "AUPRC", "best F1 (no PA)", "best composite F1", "best F1 (PA)"]
 
 
 def _timeseries_md(res: dict) -> list[str]:
     recs = [r for r in res["records"] if not r.get("error")]
     parts = ["### Time series: mean over series (per-point metrics)", "",
              "PA = point adjustment (a labelled segment counts as detected if any of its points "
-             "is flagged). Best F1 = maximum over all thresholds.", ""]
+             "is flagged). Composite F1 (Garg et al. 2021) = point-wise precision with event-wise "
+             "recall: an event counts as found by one flagged point, but every false alarm costs "
+             "precision. Best F1 = maximum over all thresholds.", ""]
     summ = timeseries_summary(recs, _TS_METRICS)
     rows = []
     for (src, key), v in sorted(summ.items(), key=lambda kv: (kv[0][0], kv[0][1])):
@@ -178,7 +180,7 @@ def _timeseries_md(res: dict) -> list[str]:
     by = defaultdict(dict)
     for r in recs:
         by[(r["source"], r["series"])][r["key"]] = r
-    header = ["series", "rows", "anom %"] + [f"{label(k)} {h}" for k in main for h in ("AUROC", "AUPRC", "F1", "F1-PA")]
+    header = ["series", "rows", "anom %"] + [f"{label(k)} {h}" for k in main for h in ("AUROC", "AUPRC", "F1", "F1-C", "F1-PA")]
     rows = []
     for (src, series), d in by.items():
         any_r = next(iter(d.values()))

@@ -143,6 +143,7 @@ def _ts_record(source, series, key, y, s, fit_s, score_s, n_fit) -> dict:
     sf, _ = _finite(s)
     rec["f1"] = metrics.best_f1(y, sf)
     rec["f1_pa"] = metrics.best_f1_pa(y, sf)
+    rec["f1_composite"] = metrics.best_composite_f1(y, sf)
     return rec
 
 
@@ -262,7 +263,9 @@ def _notes(args, train_cap) -> list[str]:
         "(Xu et al. 2018). NaN scores would be ranked lowest and are listed under problems. "
         "`random scores` (uniform, seeded per series) is the floor to read every column against: "
         "point adjustment lifts even random scores to a high best F1 when anomalies come in long "
-        "segments, so F1 (PA) alone says little.",
+        "segments, so F1 (PA) alone says little. Best composite F1 (Garg et al. 2021) pairs "
+        "point-wise precision with event-wise recall, so it credits finding an event by one point "
+        "without letting scattered false alarms pass as detection.",
         f"Every torch-based detector runs with `torch.set_num_threads({args.threads})` (see "
         "benchmarks/README.md: 2 threads on this shared 2-core machine made small-model training "
         "6-40x slower under load). Timings are wall-clock on a shared machine and are noisy; "

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
-from benchmarks.metrics import auprc, auroc, best_f1, best_f1_pa, point_adjust, segments
+from benchmarks.metrics import auprc, auroc, best_composite_f1, best_f1, best_f1_pa, composite_f1, point_adjust, segments
 
 
 def _brute_best_f1(y, s, adjust=False):
@@ -143,3 +143,40 @@ def test_degenerate_inputs():
         auroc([0, 1], [np.nan, 1.0])
     with pytest.raises(ValueError):
         best_f1([0, 1, 1], [1.0, 2.0])
+
+
+
+def test_composite_f1_is_point_precision_with_event_recall():
+    y = np.array([0, 1, 1, 1, 0, 0, 0, 1, 0, 0, 0, 0])
+    # one hit inside the first event, two false alarms, the second event missed:
+    # precision 1/3 (points), recall 1/2 (events) -> F1 0.4
+    pred = np.array([0, 0, 1, 0, 0, 1, 0, 0, 0, 1, 0, 0])
+    assert composite_f1(y, pred) == pytest.approx(0.4)
+    assert composite_f1(y, y) == 1.0
+    assert composite_f1(y, np.zeros_like(y)) == 0.0
+    assert composite_f1(y, np.ones_like(y)) == pytest.approx(2 * (4 / 12) / (1 + 4 / 12))
+    assert np.isnan(composite_f1(np.zeros(4), np.ones(4)))
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_best_composite_f1_matches_brute_force(seed):
+    rng = np.random.default_rng(seed)
+    n = 300
+    y = np.zeros(n, dtype=int)
+    for start in rng.choice(n - 15, size=5, replace=False):
+        y[start : start + rng.integers(1, 15)] = 1
+    s = np.round(rng.normal(size=n) + 1.0 * y, 1)  # many ties
+    brute = max(composite_f1(y, s >= t) for t in np.unique(s))
+    assert best_composite_f1(y, s) == pytest.approx(brute, abs=1e-12)
+
+
+def test_composite_f1_does_not_reward_random_scores_as_point_adjustment_does():
+    rng = np.random.default_rng(0)
+    y = np.zeros(5000, dtype=int)
+    for start in range(200, 5000, 1000):
+        y[start : start + 100] = 1  # long segments, 10% of points, as in NAB
+    s = rng.random(5000)
+    assert best_f1_pa(y, s) > 0.8
+    # its floor is one lucky point: precision 1 at recall 1/5 gives 0.33
+    assert best_composite_f1(y, s) < 0.4
+    assert best_composite_f1(y, y + 0.0) == 1.0
