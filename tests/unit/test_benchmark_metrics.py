@@ -101,15 +101,18 @@ def test_best_f1_matches_brute_force(seed):
     assert best_f1(y, s) == pytest.approx(_brute_best_f1(y, s), abs=1e-12)
 
 
+def _segment_labels_and_scores(seed: int, n: int, count: int, max_len: int, lift: float):
+    """Segment-structured labels, as in time series, and rounded scores (many ties)."""
+    rng = np.random.default_rng(seed)
+    y = np.zeros(n, dtype=int)
+    for start in rng.choice(n - max_len, size=count, replace=False):
+        y[start : start + rng.integers(1, max_len)] = 1
+    return y, np.round(rng.normal(size=n) + lift * y, 1)
+
+
 @pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
 def test_best_f1_pa_matches_brute_force(seed):
-    rng = np.random.default_rng(seed)
-    n = 400
-    # segment-structured labels, as in time series
-    y = np.zeros(n, dtype=int)
-    for start in rng.choice(n - 20, size=6, replace=False):
-        y[start : start + rng.integers(1, 20)] = 1
-    s = np.round(rng.normal(size=n) + 0.8 * y, 1)
+    y, s = _segment_labels_and_scores(seed, n=400, count=6, max_len=20, lift=0.8)
     assert best_f1_pa(y, s) == pytest.approx(_brute_best_f1(y, s, adjust=True), abs=1e-12)
 
 
@@ -160,12 +163,7 @@ def test_composite_f1_is_point_precision_with_event_recall():
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_best_composite_f1_matches_brute_force(seed):
-    rng = np.random.default_rng(seed)
-    n = 300
-    y = np.zeros(n, dtype=int)
-    for start in rng.choice(n - 15, size=5, replace=False):
-        y[start : start + rng.integers(1, 15)] = 1
-    s = np.round(rng.normal(size=n) + 1.0 * y, 1)  # many ties
+    y, s = _segment_labels_and_scores(seed, n=300, count=5, max_len=15, lift=1.0)
     brute = max(composite_f1(y, s >= t) for t in np.unique(s))
     assert best_composite_f1(y, s) == pytest.approx(brute, abs=1e-12)
 
