@@ -194,6 +194,13 @@ def _segment_any(pred: np.ndarray, seg: np.ndarray) -> np.ndarray:
     return (c[seg[:, 1]] - c[seg[:, 0]]) > 0
 
 
+def _segment_max(y: np.ndarray, s: np.ndarray, seg: np.ndarray) -> np.ndarray:
+    """The highest score inside each labelled segment of ``seg`` (from :func:`segments`)."""
+    # reduceat runs from one segment start to the next (or to the end); with
+    # normal points masked to -inf that run's max is the segment's max.
+    return np.maximum.reduceat(np.where(y == 1, s, -np.inf), seg[:, 0])
+
+
 def best_f1_pa(y, s, return_threshold: bool = False):
     """Best F1 over all thresholds, with point adjustment.
 
@@ -222,10 +229,7 @@ def best_f1_pa(y, s, return_threshold: bool = False):
     seg = segments(y)
     if len(seg) == 0:
         return (float("nan"), float("nan")) if return_threshold else float("nan")
-    # reduceat runs from one segment start to the next (or to the end); with
-    # normal points masked to -inf that run's max is the segment's max.
-    masked = np.where(y == 1, s, -np.inf)
-    seg_max = np.maximum.reduceat(masked, seg[:, 0])
+    seg_max = _segment_max(y, s, seg)
     seg_len = (seg[:, 1] - seg[:, 0]).astype(np.float64)
     normal = s[y == 0]
     scores = np.concatenate((seg_max, normal))
@@ -233,7 +237,6 @@ def best_f1_pa(y, s, return_threshold: bool = False):
     fp_w = np.concatenate((np.zeros(seg.shape[0]), np.ones(normal.shape[0])))
     f1, thr = _best_weighted_f1(scores, tp_w, fp_w, float(seg_len.sum()))
     return (f1, thr) if return_threshold else f1
-
 
 
 def composite_f1(y, pred) -> float:
@@ -291,7 +294,7 @@ def best_composite_f1(y, s) -> float:
     seg = segments(y)
     if len(seg) == 0:
         return float("nan")
-    seg_max = np.sort(np.maximum.reduceat(np.where(y == 1, s, -np.inf), seg[:, 0]))
+    seg_max = np.sort(_segment_max(y, s, seg))
     flagged_all, flagged_pos = np.sort(s), np.sort(s[y == 1])
     t = np.unique(s)
     flagged = len(s) - np.searchsorted(flagged_all, t, side="left")
