@@ -1,7 +1,6 @@
 """VAEDetector: the tabular detector (numeric, boolean and categorical columns)."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -11,7 +10,8 @@ import pandas as pd
 from .config import VAEConfig
 from .engine import FORMAT, Engine, build_model, iwae_rate, read_json, write_json
 from .errors import DataError, NotFittedError
-from .preprocess import ColumnSpec, Preprocessor, check_frame
+from .explain import Attribution, explain_rows
+from .preprocess import Preprocessor, check_frame
 from .threshold import Calibration
 from .train import EpochCallback
 
@@ -108,7 +108,7 @@ class CalibratedMixin:
         )
         return out
 
-    def _save(self, directory: str | Path, kind: str, meta: dict) -> Path:
+    def _save(self, directory: str | Path, meta: dict) -> Path:
         """Weights, preprocessing, calibration, history and a config.json holding ``meta``."""
         self._check_fitted()
         d = Path(directory)
@@ -118,18 +118,32 @@ class CalibratedMixin:
         write_json(d / "calibration.json", {**self.calibration_.to_dict(), "attribution": self.attribution_.to_dict()})
         write_json(d / "history.json", {"epochs": self.history_})
         write_json(d / "config.json", {
-            "format": FORMAT, "kind": kind, "config": self.config_.model_dump(), "network": self.engine_.state(), **meta,
+            "format": FORMAT, "kind": self.kind, "config": self.config_.model_dump(), "network": self.engine_.state(), **meta,
         })
         return d
 
     @classmethod
-    def _load(cls, directory: str | Path, kind: str, config_cls: type, device: Optional[str]):
-        """(detector, config.json contents) for a folder written by :meth:`_save`."""
+    def load(cls, directory: str | Path, device: Optional[str] = None):
+        """Rebuild a detector saved by :meth:`save` (weights loaded with ``weights_only=True``).
+
+        Parameters
+        ----------
+        directory : str or Path
+            The folder written by ``save()``.
+        device : {"cpu", "cuda"}, optional
+            Where to run; default: the saved config's ``device`` setting.
+        """
+        return cls._from_saved(directory, read_meta(directory), device)
+
+    @classmethod
+    def _from_saved(cls, directory: str | Path, meta: dict, device: Optional[str]):
+        """The detector in ``directory``, whose parsed ``config.json`` is ``meta``."""
         d = Path(directory)
-        meta = _read_meta(d, kind)
+        if meta.get("kind") != cls.kind:
+            raise ValueError(f"{d} holds a {meta.get('kind')} detector, not a {cls.kind} one")
         stored = dict(meta["config"])
         stored.setdefault("dropout", 0.0)  # saved before the option existed: a network without dropout layers
-        cfg = config_cls(**stored)
+        cfg = cls.config_class(**stored)
         det = cls(seed=cfg.seed, config=cfg)
         det.config_ = cfg
         det.preprocessor_ = Preprocessor.from_dict(read_json(d / "preprocessor.json"))
@@ -138,7 +152,24 @@ class CalibratedMixin:
         det.calibration_ = Calibration.from_dict(cal)
         det.history_ = read_json(d / "history.json")["epochs"]
         det.engine_ = Engine.load(meta["network"], cfg, d / "weights.pt", device)
-        return det, meta
+        det._restore(meta)
+        return det
+
+    def _restore(self, meta: dict) -> None:
+        """Set the attributes that ``save()`` stored in ``config.json`` beside the config."""
+        raise NotImplementedError
+
+    def _score_and_explain_flagged(self, frame: pd.DataFrame, top_k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """``score(frame)``, and :meth:`explain` of its flagged rows indexed by their positions."""
+        scores = self.score(frame)
+        pos = np.flatnonzero(scores["is_anomaly"].to_numpy())
+        sub = frame.iloc[pos]
+        if len(pos):
+            raw = self._evaluate(sub, detail=True)
+            excess = self.attribution_.excess(raw["feature_nll"], raw["feature_sq_error"])
+        else:
+            excess = np.zeros((0, len(self.preprocessor_.feature_names)))
+        return scores, explain_rows(sub, excess, self.preprocessor_, top_k, index=pos)
 
     def decision_function(self, frame: pd.DataFrame, **kwargs) -> np.ndarray:
         """Anomaly scores, shape (n,); higher is more anomalous (PyOD convention)."""
@@ -168,6 +199,9 @@ class VAEDetector(CalibratedMixin):
     history_ : list of dict, one per epoch
     device_ : str
     """
+
+    kind = "tabular"
+    config_class = VAEConfig
 
     def __init__(self, seed: int = 0, config: Optional[VAEConfig] = None, **overrides: Any):
         self.seed = seed
@@ -271,96 +305,18 @@ class VAEDetector(CalibratedMixin):
     # ---------------------------------------------------------------- persistence
     def save(self, directory: str | Path) -> Path:
         """Write weights, JSON config, preprocessing and calibration to ``directory``."""
-        return self._save(directory, "tabular", {"feature_names_in": self.feature_names_in_})
+        return self._save(directory, {"feature_names_in": self.feature_names_in_})
 
-    @classmethod
-    def load(cls, directory: str | Path, device: Optional[str] = None) -> "VAEDetector":
-        """Rebuild a detector saved by :meth:`save` (weights loaded with ``weights_only=True``)."""
-        det, meta = cls._load(directory, "tabular", VAEConfig, device)
-        det.feature_names_in_ = meta["feature_names_in"]
-        return det
+    def _restore(self, meta: dict) -> None:
+        self.feature_names_in_ = meta["feature_names_in"]
 
 
-def _read_meta(d: Path, kind: str) -> dict:
+def read_meta(directory: str | Path) -> dict:
+    """The parsed ``config.json`` of a folder written by a detector's ``save()``, format checked."""
+    d = Path(directory)
     if not (d / "config.json").exists():
         raise FileNotFoundError(f"no saved detector in {d} (config.json is missing)")
     meta = read_json(d / "config.json")
     if meta.get("format") != FORMAT:
         raise ValueError(f"{d}: unknown format {meta.get('format')!r}, expected {FORMAT!r}")
-    if meta.get("kind") != kind:
-        raise ValueError(f"{d} holds a {meta.get('kind')} detector, not a {kind} one")
     return meta
-
-
-@dataclass
-class Attribution:
-    """How much each column contributes to a row's score, relative to the calibration rows."""
-
-    n_num: int
-    typical_sq: np.ndarray  # (n_num,) median squared residual of each numeric column
-    median: np.ndarray  # (n_features,) median contribution on the calibration rows
-
-    def contributions(self, feature_nll: np.ndarray, feature_sq: np.ndarray) -> np.ndarray:
-        """Per column: 0.5 * residual^2 / typical residual^2 (numeric), else the NLL."""
-        out = np.array(feature_nll, dtype=np.float64, copy=True)
-        out[:, : self.n_num] = 0.5 * feature_sq[:, : self.n_num] / self.typical_sq
-        return out
-
-    def excess(self, feature_nll: np.ndarray, feature_sq: np.ndarray) -> np.ndarray:
-        """Contributions minus their calibration medians."""
-        return self.contributions(feature_nll, feature_sq) - self.median
-
-    @classmethod
-    def fit(cls, feature_nll: np.ndarray, feature_sq: np.ndarray, n_num: int) -> "Attribution":
-        """Typical residuals and median contributions of held-out normal rows."""
-        typical = np.maximum(np.median(feature_sq[:, :n_num], axis=0), 1e-6)
-        self = cls(n_num, typical, np.zeros(feature_nll.shape[1]))
-        self.median = np.median(self.contributions(feature_nll, feature_sq), axis=0)
-        return self
-
-    def to_dict(self) -> dict:
-        """JSON-ready state."""
-        return {"n_num": self.n_num, "typical_sq": self.typical_sq.tolist(), "median": self.median.tolist()}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "Attribution":
-        """Rebuild from :meth:`to_dict` output."""
-        return cls(d["n_num"], np.asarray(d["typical_sq"], float), np.asarray(d["median"], float))
-
-
-def typical_text(spec: ColumnSpec) -> str:
-    """A short human description of a column's normal values."""
-    if spec.kind == "numeric":
-        return f"{spec.low:.4g} to {spec.high:.4g}"
-    if spec.kind == "bool":
-        return f"true in {100 * spec.true_rate:.0f}% of rows"
-    return ", ".join(repr(c) for c in spec.categories[:3]) + (", ..." if len(spec.categories) > 3 else "")
-
-
-def explain_rows(frame: pd.DataFrame, excess: np.ndarray, pp: Preprocessor, top_k: int) -> pd.DataFrame:
-    """Long-form top-``top_k`` features per row from an (n, n_features) excess-NLL matrix."""
-    names = pp.feature_names
-    specs = {c.name: c for c in pp.columns}
-    top_k = int(min(max(top_k, 1), len(names)))
-    positive = np.clip(excess, 0.0, None)
-    total = positive.sum(1, keepdims=True)
-    share = np.divide(positive, total, out=np.zeros_like(positive), where=total > 0)
-    order = np.argsort(-excess, axis=1, kind="stable")[:, :top_k]
-    rows = np.repeat(np.arange(len(frame)), top_k)
-    cols = order.ravel()
-    values = np.empty(len(rows), dtype=object)
-    for j in np.unique(cols):
-        at = cols == j
-        values[at] = frame[names[j]].to_numpy(dtype=object)[rows[at]]
-    typical = np.array([typical_text(specs[n]) for n in names], dtype=object)
-    return pd.DataFrame(
-        {
-            "rank": np.tile(np.arange(1, top_k + 1), len(frame)),
-            "feature": np.array(names, dtype=object)[cols],
-            "share": share[rows, cols],
-            "excess_nll": excess[rows, cols],
-            "value": values,
-            "typical": typical[cols],
-        },
-        index=frame.index[rows],
-    )

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from .config import TimeSeriesConfig
-from .detector import Attribution, CalibratedMixin, explain_rows, resolve_config
+from .detector import CalibratedMixin, resolve_config
+from .explain import Attribution, explain_rows
 from .engine import Engine, build_model
 from .errors import DataError
 from .preprocess import Encoded, Preprocessor, check_frame
@@ -56,6 +57,9 @@ class TimeSeriesVAEDetector(CalibratedMixin):
     config : TimeSeriesConfig, optional
         Full configuration; keyword ``overrides`` replace single fields.
     """
+
+    kind = "timeseries"
+    config_class = TimeSeriesConfig
 
     def __init__(self, seed: int = 0, window: Optional[int] = None, config: Optional[TimeSeriesConfig] = None, **overrides: Any):
         self.seed = seed
@@ -165,6 +169,15 @@ class TimeSeriesVAEDetector(CalibratedMixin):
         _, feat, feat_sq = self._score_frame_raw(frame)
         return explain_rows(frame, self.attribution_.excess(feat, feat_sq), self.preprocessor_, top_k)
 
+    def _score_and_explain_flagged(self, frame: pd.DataFrame, top_k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Scores, and the explanation of the flagged rows (indexed by position), from one pass
+        over the windows: each flagged point is explained within its whole series."""
+        raw, feat, feat_sq = self._score_frame_raw(frame)
+        scores = self._score_frame(frame.index, raw)
+        pos = np.flatnonzero(scores["is_anomaly"].to_numpy())
+        excess = self.attribution_.excess(feat[pos], feat_sq[pos])
+        return scores, explain_rows(frame.iloc[pos], excess, self.preprocessor_, top_k, index=pos)
+
     def _score_frame_raw(self, frame: pd.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         self._check_fitted()
         check_frame(frame)
@@ -265,18 +278,14 @@ class TimeSeriesVAEDetector(CalibratedMixin):
     # ---------------------------------------------------------------- persistence
     def save(self, directory: str | Path) -> Path:
         """Write weights, JSON config, preprocessing and calibration to ``directory``."""
-        return self._save(directory, "timeseries", {
+        return self._save(directory, {
             "time_column": self.time_column_, "series_column": self.series_column_, "value_columns": self.value_columns_,
             "time_kind": self.time_kind_, "step": self.step_,
         })
 
-    @classmethod
-    def load(cls, directory: str | Path, device: Optional[str] = None) -> "TimeSeriesVAEDetector":
-        """Rebuild a detector saved by :meth:`save`."""
-        det, meta = cls._load(directory, "timeseries", TimeSeriesConfig, device)
-        det.time_column_, det.series_column_ = meta["time_column"], meta["series_column"]
-        det.value_columns_, det.time_kind_, det.step_ = meta["value_columns"], meta["time_kind"], meta["step"]
-        return det
+    def _restore(self, meta: dict) -> None:
+        self.time_column_, self.series_column_ = meta["time_column"], meta["series_column"]
+        self.value_columns_, self.time_kind_, self.step_ = meta["value_columns"], meta["time_kind"], meta["step"]
 
     @property
     def feature_names_in_(self) -> list[str]:

@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 
 from vae_fixtures import FAST, assert_scores_close
+import vae_core
 from vae_core import SCORE_COLUMNS, DataError, TimeSeriesVAEDetector
 
 TS_FAST = {**FAST, "max_epochs": 25, "window": 16}
@@ -138,3 +139,23 @@ def test_point_anomaly_score_adds_the_weighted_rate_of_the_covering_windows():
     # the added term is linear in the weight
     half = fit(rate_weight=1.0).score(frame)
     np.testing.assert_allclose(half["anomaly_score"] - half["nll_iwae"], rate / 2, rtol=1e-9)
+
+
+def test_load_returns_the_time_series_detector(ts_fitted, tmp_path):
+    ts_fitted.save(tmp_path / "m")
+    det = vae_core.load(tmp_path / "m")
+    assert type(det) is TimeSeriesVAEDetector
+    test = series_frame(n=100, seed=3, name="a")
+    pd.testing.assert_frame_equal(det.score(test), ts_fitted.score(test))
+
+
+def test_two_flags_far_apart_are_explained_within_their_series(ts_fitted):
+    # explaining only the flagged rows would lay two distant points on one grid (MAX_GRID_GROWTH);
+    # score_with_explanations explains them from the windows that scored them
+    test = series_frame(n=6000, seed=6, start="2024-03-01", name="a", spike_at=100)
+    test.loc[5900, "cpu"] += 4.0
+    out = vae_core.score_with_explanations(ts_fitted, test, top_k=2)
+    assert out.loc[[100, 5900], "is_anomaly"].all()
+    assert out.loc[100, "top_features"].startswith("cpu=") and out.loc[5900, "top_features"].startswith("cpu=")
+    assert (out.loc[~out["is_anomaly"], "top_features"] == "").all()
+    pd.testing.assert_frame_equal(out.drop(columns="top_features"), ts_fitted.score(test))
