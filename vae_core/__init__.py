@@ -15,7 +15,8 @@ from .errors import DataError, NotFittedError
 from .explain import score_with_explanations, top_features_text
 from .loading import load
 from .timeseries import TimeSeriesVAEDetector
-from .train import EpochMetrics, select_device
+from .device import select_device
+from .train import EpochMetrics
 
 __all__ = [
     "VAEDetector",

@@ -66,7 +66,7 @@ class VAEConfig(BaseModel):
     anomaly_score: ScoreName = Field(
         "iwae_rate",
         description='The score flags are based on: one of the score columns, or "iwae_rate" = nll_iwae + rate_weight * '
-        "KL(q(z|x) || p(z)) (benchmark: best mean AUROC)",
+        "KL(q(z|x) || p(z))",
     )
     rate_weight: float = Field(
         2.0, ge=0, description='With anomaly_score="iwae_rate": extra weight on the rate, the nats the encoder needs for the row'

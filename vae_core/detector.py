@@ -1,186 +1,35 @@
 """VAEDetector: the tabular detector (numeric, boolean and categorical columns)."""
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
 
+from .base import SCORE_COLUMNS, DetectorBase, resolve_config
 from .config import VAEConfig
-from .engine import FORMAT, Engine, build_model, iwae_rate, read_json, write_json
-from .errors import DataError, NotFittedError
+from .engine import Engine, build_model
+from .errors import DataError
 from .explain import Attribution, explain_rows
 from .preprocess import Preprocessor, check_frame
-from .threshold import Calibration
+from .seeds import numpy_rng
 from .train import EpochCallback
 
+__all__ = ["SCORE_COLUMNS", "VAEDetector", "split_indices"]
+
 CHUNK_ROWS = 65536  # rows encoded at once when scoring
-SCORE_COLUMNS = ["neg_elbo", "nll_iwae", "recon_error", "anomaly_score", "p_value", "is_anomaly"]
-
-
-def resolve_config(cls: type[VAEConfig], seed: int, config: Optional[VAEConfig], overrides: dict) -> VAEConfig:
-    """``config`` (or the defaults) with ``overrides`` and ``seed`` applied, validated."""
-    base = config.model_dump() if config is not None else {}
-    return cls(**{**base, **overrides, "seed": seed})
 
 
 def split_indices(n: int, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """A seeded random train/validation split of ``n`` rows (at least one row in each part)."""
     if n < 2:
         raise DataError(f"need at least 2 rows to fit, got {n}")
-    perm = np.random.default_rng(seed).permutation(n)
+    perm = numpy_rng(seed, "split").permutation(n)
     n_val = int(np.clip(round(n * fraction), 1, n - 1))
     return np.sort(perm[n_val:]), np.sort(perm[:n_val])
 
 
-class CalibratedMixin:
-    """Threshold, p-values and flags from the calibration scores; shared by both detectors."""
-
-    config_: VAEConfig
-    calibration_: Calibration
-
-    @property
-    def threshold_(self) -> float:
-        """Scores above this are flagged."""
-        self._check_fitted()
-        return self.calibration_.threshold
-
-    @property
-    def device_(self) -> str:
-        """Where the model runs ("cpu" or "cuda")."""
-        self._check_fitted()
-        return str(self.engine_.device)
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "calibration_"):
-            raise NotFittedError(f"this {type(self).__name__} is not fitted yet; call fit() first")
-
-    def _calibrate(self, scores: np.ndarray) -> None:
-        c = self.config_
-        self.calibration_ = Calibration.fit(scores, c.threshold_method, c.contamination, c.pot_risk, c.pot_level)
-
-    def calibrate(
-        self,
-        method: Optional[str] = None,
-        contamination: Optional[float] = None,
-        risk: Optional[float] = None,
-        level: Optional[float] = None,
-        scores: Optional[np.ndarray] = None,
-    ):
-        """Place the threshold again without retraining.
-
-        Parameters
-        ----------
-        method : {"quantile", "pot"}, optional
-            Quantile at ``1 - contamination``, or peaks-over-threshold at tail probability ``risk``.
-        contamination, risk, level : float, optional
-            New target false-positive rate, POT risk, and POT tail start quantile.
-        scores : array of shape (n,), optional
-            New anomaly scores of rows known to be normal; default: the stored calibration scores.
-        """
-        self._check_fitted()
-        updates = {"threshold_method": method, "contamination": contamination, "pot_risk": risk, "pot_level": level}
-        updates = {k: v for k, v in updates.items() if v is not None}
-        self.config_ = type(self.config_)(**{**self.config_.model_dump(), **updates})
-        self._calibrate(self.calibration_.scores if scores is None else np.asarray(scores, float))
-        return self
-
-    def _anomaly_score(self, raw: dict[str, np.ndarray]) -> np.ndarray:
-        """The configured ``anomaly_score`` from :meth:`Engine.evaluate`'s per-row results."""
-        name = self.config_.anomaly_score
-        if name == "iwae_rate":
-            return iwae_rate(raw["nll_iwae"], raw["kl"], self.config_.rate_weight)
-        return raw[name]
-
-    def _score_frame(self, index: pd.Index, raw: dict[str, np.ndarray]) -> pd.DataFrame:
-        score = self._anomaly_score(raw)
-        out = pd.DataFrame(
-            {
-                "neg_elbo": raw["neg_elbo"],
-                "nll_iwae": raw["nll_iwae"],
-                "recon_error": raw["recon_error"],
-                "anomaly_score": score,
-                "p_value": self.calibration_.p_values(score),
-                "is_anomaly": score > self.calibration_.threshold,
-            },
-            index=index,
-        )
-        return out
-
-    def _save(self, directory: str | Path, meta: dict) -> Path:
-        """Weights, preprocessing, calibration, history and a config.json holding ``meta``."""
-        self._check_fitted()
-        d = Path(directory)
-        d.mkdir(parents=True, exist_ok=True)
-        self.engine_.save_weights(d / "weights.pt")
-        write_json(d / "preprocessor.json", self.preprocessor_.to_dict())
-        write_json(d / "calibration.json", {**self.calibration_.to_dict(), "attribution": self.attribution_.to_dict()})
-        write_json(d / "history.json", {"epochs": self.history_})
-        write_json(d / "config.json", {
-            "format": FORMAT, "kind": self.kind, "config": self.config_.model_dump(), "network": self.engine_.state(), **meta,
-        })
-        return d
-
-    @classmethod
-    def load(cls, directory: str | Path, device: Optional[str] = None):
-        """Rebuild a detector saved by :meth:`save` (weights loaded with ``weights_only=True``).
-
-        Parameters
-        ----------
-        directory : str or Path
-            The folder written by ``save()``.
-        device : {"cpu", "cuda"}, optional
-            Where to run; default: the saved config's ``device`` setting.
-        """
-        return cls._from_saved(directory, read_meta(directory), device)
-
-    @classmethod
-    def _from_saved(cls, directory: str | Path, meta: dict, device: Optional[str]):
-        """The detector in ``directory``, whose parsed ``config.json`` is ``meta``."""
-        d = Path(directory)
-        if meta.get("kind") != cls.kind:
-            raise ValueError(f"{d} holds a {meta.get('kind')} detector, not a {cls.kind} one")
-        stored = dict(meta["config"])
-        stored.setdefault("dropout", 0.0)  # saved before the option existed: a network without dropout layers
-        cfg = cls.config_class(**stored)
-        det = cls(seed=cfg.seed, config=cfg)
-        det.config_ = cfg
-        det.preprocessor_ = Preprocessor.from_dict(read_json(d / "preprocessor.json"))
-        cal = read_json(d / "calibration.json")
-        det.attribution_ = Attribution.from_dict(cal.pop("attribution"))
-        det.calibration_ = Calibration.from_dict(cal)
-        det.history_ = read_json(d / "history.json")["epochs"]
-        det.engine_ = Engine.load(meta["network"], cfg, d / "weights.pt", device)
-        det._restore(meta)
-        return det
-
-    def _restore(self, meta: dict) -> None:
-        """Set the attributes that ``save()`` stored in ``config.json`` beside the config."""
-        raise NotImplementedError
-
-    def _score_and_explain_flagged(self, frame: pd.DataFrame, top_k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """``score(frame)``, and :meth:`explain` of its flagged rows indexed by their positions."""
-        scores = self.score(frame)
-        pos = np.flatnonzero(scores["is_anomaly"].to_numpy())
-        sub = frame.iloc[pos]
-        if len(pos):
-            raw = self._evaluate(sub, detail=True)
-            excess = self.attribution_.excess(raw["feature_nll"], raw["feature_sq_error"])
-        else:
-            excess = np.zeros((0, len(self.preprocessor_.feature_names)))
-        return scores, explain_rows(sub, excess, self.preprocessor_, top_k, index=pos)
-
-    def decision_function(self, frame: pd.DataFrame, **kwargs) -> np.ndarray:
-        """Anomaly scores, shape (n,); higher is more anomalous (PyOD convention)."""
-        return self.score(frame, **kwargs)["anomaly_score"].to_numpy()
-
-    def predict(self, frame: pd.DataFrame, **kwargs) -> np.ndarray:
-        """0/1 labels, shape (n,): 1 where the anomaly score is above ``threshold_``."""
-        return self.score(frame, **kwargs)["is_anomaly"].to_numpy().astype(np.int64)
-
-
-class VAEDetector(CalibratedMixin):
+class VAEDetector(DetectorBase):
     """Variational auto-encoder anomaly detector for tables of mixed column types.
 
     Parameters
@@ -230,7 +79,7 @@ class VAEDetector(CalibratedMixin):
         enc = self.preprocessor_.transform(frame)
         train_idx, val_idx = split_indices(len(enc), cfg.validation_fraction, cfg.seed)
         if cfg.max_train_rows and len(train_idx) > cfg.max_train_rows:
-            rng = np.random.default_rng(cfg.seed + 3)
+            rng = numpy_rng(cfg.seed, "subsample")
             train_idx = np.sort(rng.choice(train_idx, cfg.max_train_rows, replace=False))
         pp = self.preprocessor_
         model = build_model(len(pp.by_kind("numeric")), len(pp.by_kind("bool")), pp.cat_sizes, cfg)
@@ -302,21 +151,21 @@ class VAEDetector(CalibratedMixin):
         excess = self.attribution_.excess(raw["feature_nll"], raw["feature_sq_error"])
         return explain_rows(frame, excess, self.preprocessor_, top_k)
 
+    def _score_and_explain_flagged(self, frame: pd.DataFrame, top_k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+        # rows are scored independently (common random numbers), so the flagged ones are explained alone
+        scores = self.score(frame)
+        pos = np.flatnonzero(scores["is_anomaly"].to_numpy())
+        sub = frame.iloc[pos]
+        if len(pos):
+            raw = self._evaluate(sub, detail=True)
+            excess = self.attribution_.excess(raw["feature_nll"], raw["feature_sq_error"])
+        else:
+            excess = np.zeros((0, len(self.preprocessor_.feature_names)))
+        return scores, explain_rows(sub, excess, self.preprocessor_, top_k, index=pos)
+
     # ---------------------------------------------------------------- persistence
-    def save(self, directory: str | Path) -> Path:
-        """Write weights, JSON config, preprocessing and calibration to ``directory``."""
-        return self._save(directory, {"feature_names_in": self.feature_names_in_})
+    def _saved_attributes(self) -> dict:
+        return {"feature_names_in": self.feature_names_in_}
 
     def _restore(self, meta: dict) -> None:
         self.feature_names_in_ = meta["feature_names_in"]
-
-
-def read_meta(directory: str | Path) -> dict:
-    """The parsed ``config.json`` of a folder written by a detector's ``save()``, format checked."""
-    d = Path(directory)
-    if not (d / "config.json").exists():
-        raise FileNotFoundError(f"no saved detector in {d} (config.json is missing)")
-    meta = read_json(d / "config.json")
-    if meta.get("format") != FORMAT:
-        raise ValueError(f"{d}: unknown format {meta.get('format')!r}, expected {FORMAT!r}")
-    return meta

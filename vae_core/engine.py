@@ -12,9 +12,11 @@ import numpy as np
 import torch
 
 from .config import VAEConfig
-from .model import VAE, score_batch
+from .device import DeviceData, autocast_for, select_device
+from .model import VAE, NetworkShape, score_rows
 from .preprocess import Encoded
-from .train import DeviceData, EpochCallback, EpochMetrics, autocast_for, select_device, train_vae
+from .seeds import stream_seed, torch_generator
+from .train import EpochCallback, EpochMetrics, train_vae
 
 FORMAT = "vae-anomaly/1"
 SCORE_ELEMENTS = 1 << 23  # bound on K * rows * (widest layer) held at once while scoring: ~32 MiB a tensor
@@ -29,16 +31,21 @@ def auto_dims(n_features: int, config: VAEConfig) -> tuple[int, list[int]]:
     return latent, list(hidden)
 
 
+def network_shape(n_num: int, n_bool: int, cat_sizes: list[int], config: VAEConfig) -> NetworkShape:
+    """The network for these columns under ``config`` (layer sizes from :func:`auto_dims`)."""
+    latent, hidden = auto_dims(n_num + n_bool + len(cat_sizes), config)
+    return NetworkShape(
+        n_num, n_bool, tuple(cat_sizes), latent, tuple(hidden), config.decoder_variance, config.min_logvar,
+        config.max_logvar, config.row_logvar_range, config.student_dof, config.dropout,
+    )
+
+
 def build_model(n_num: int, n_bool: int, cat_sizes: list[int], config: VAEConfig) -> VAE:
     """A freshly initialised VAE; the initialisation depends on ``config.seed`` alone."""
-    n_features = n_num + n_bool + len(cat_sizes)
-    latent, hidden = auto_dims(n_features, config)
+    shape = network_shape(n_num, n_bool, cat_sizes, config)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(config.seed)
-        return VAE(
-            n_num, n_bool, cat_sizes, latent, hidden, config.decoder_variance, config.min_logvar, config.max_logvar,
-            config.row_logvar_range, config.student_dof, config.dropout,
-        )
+        torch.manual_seed(stream_seed(config.seed, "init"))
+        return VAE(shape)
 
 
 def iwae_rate(nll_iwae: np.ndarray, kl: np.ndarray, rate_weight: float) -> np.ndarray:
@@ -46,10 +53,9 @@ def iwae_rate(nll_iwae: np.ndarray, kl: np.ndarray, rate_weight: float) -> np.nd
 
     The rate KL(q(z|x) || p(z)) is the information, in nats, that the encoder spends on the row
     (Alemi et al. 2018, "Fixing a Broken ELBO"). A row the encoder must place far out in the
-    prior's tail is unusual even when the decoder then reconstructs it well: on the tabular
-    benchmark this is what separates anomalies that form their own cluster in the unlabelled
-    training rows (cardio) or that a flexible decoder reconstructs (pendigits). -ELBO already
-    counts the rate once; ``rate_weight`` = 2 scores like a beta = 3 ELBO.
+    prior's tail is unusual even when the decoder then reconstructs it well, e.g. anomalies that
+    form their own cluster in unlabelled training rows, or that a flexible decoder reconstructs.
+    -ELBO already counts the rate once; ``rate_weight`` = 2 scores like a beta = 3 ELBO.
     """
     return nll_iwae + rate_weight * kl
 
@@ -70,7 +76,7 @@ class Engine:
     def noise(self) -> torch.Tensor:
         """The fixed standard-normal draws shared by all rows at scoring time."""
         k = max(self.config.elbo_samples, self.config.iwae_samples)
-        gen = torch.Generator().manual_seed(self.config.seed + 12345)
+        gen = torch_generator(self.config.seed, "score_noise")
         return torch.randn(k, self.model.latent_dim, generator=gen)
 
     @torch.inference_mode()
@@ -91,22 +97,15 @@ class Engine:
         use_amp = self.device.type == "cuda" and cfg.mixed_precision
         for b in data.slices(rows):
             with autocast_for(self.device, use_amp):
-                r = score_batch(self.model, b, eps, cfg.elbo_samples, cfg.iwae_samples)
+                r = score_rows(self.model, b, eps, cfg.elbo_samples, cfg.iwae_samples)
             for key in keys:
                 out[key].append(getattr(r, key).float().cpu().numpy())
         return {key: np.concatenate(v).astype(np.float64) for key, v in out.items()}
 
     # ---------------------------------------------------------------- persistence
     def state(self) -> dict:
-        """JSON-ready description of the network's shape."""
-        m = self.model
-        return {
-            "n_num": m.n_num,
-            "n_bool": m.n_bool,
-            "cat_sizes": m.cat_sizes,
-            "latent_dim": m.latent_dim,
-            "hidden_dims": [l.out_features for l in m.encoder if isinstance(l, torch.nn.Linear)],
-        }
+        """JSON-ready sizes of the network (:meth:`NetworkShape.sizes`)."""
+        return self.model.shape.sizes()
 
     def save_weights(self, path: Path) -> None:
         """Weights only, loadable with ``weights_only=True``."""
@@ -114,12 +113,9 @@ class Engine:
 
     @classmethod
     def load(cls, state: dict, config: VAEConfig, weights: Path, device: Optional[str] = None) -> "Engine":
-        """Rebuild the network from ``state`` and load ``weights`` safely."""
-        cfg = config.model_copy(update={"latent_dim": state["latent_dim"], "hidden_dims": state["hidden_dims"]})
-        model = VAE(
-            state["n_num"], state["n_bool"], state["cat_sizes"], state["latent_dim"], state["hidden_dims"],
-            cfg.decoder_variance, cfg.min_logvar, cfg.max_logvar, cfg.row_logvar_range, cfg.student_dof, cfg.dropout,
-        )
+        """Rebuild the network from ``state`` (:meth:`state`) and load ``weights`` safely."""
+        sized = config.model_copy(update={"latent_dim": state["latent_dim"], "hidden_dims": state["hidden_dims"]})
+        model = VAE(network_shape(state["n_num"], state["n_bool"], state["cat_sizes"], sized))
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         return cls(model, config, select_device(device or config.device))
 

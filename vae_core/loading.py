@@ -4,7 +4,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional, Union
 
-from .detector import VAEDetector, read_meta
+from .base import read_meta
+from .detector import VAEDetector
 from .timeseries import TimeSeriesVAEDetector
 
 DETECTORS = {cls.kind: cls for cls in (VAEDetector, TimeSeriesVAEDetector)}

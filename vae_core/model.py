@@ -7,7 +7,7 @@ Notation follows Kingma & Welling (2014), "Auto-Encoding Variational Bayes" (``m
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Optional
 
 import torch
@@ -43,6 +43,58 @@ class Decoded:
     cat_logits: torch.Tensor
 
 
+@dataclass(frozen=True)
+class NetworkShape:
+    """Everything that fixes a :class:`VAE`'s layers and likelihoods: what builds a fresh network
+    and what rebuilds a saved one.
+
+    Parameters
+    ----------
+    n_num, n_bool : int
+        Numbers of numeric and boolean columns.
+    cat_sizes : tuple of int
+        Slots of each categorical column.
+    latent_dim : int
+        Size of z.
+    hidden_dims : tuple of int
+        Encoder widths; the decoder mirrors them. ``()`` gives a linear encoder and decoder.
+    decoder_variance : {"feature", "row"}
+        One learned log-variance per numeric column, or one predicted per row.
+    min_logvar, max_logvar : float
+        Clamp of the Gaussian log-variances.
+    row_logvar_range : float, optional
+        With ``"row"`` variance: how far a row's log-variance may move from its column's.
+    student_dof : float, optional
+        Student-t numeric likelihood with these degrees of freedom (None: Gaussian).
+    dropout : float
+        Dropout rate after each hidden layer while training (Srivastava et al. 2014); inactive in
+        ``eval()`` mode, so scoring is deterministic.
+    """
+
+    n_num: int
+    n_bool: int
+    cat_sizes: tuple[int, ...]
+    latent_dim: int
+    hidden_dims: tuple[int, ...]
+    decoder_variance: str = "feature"
+    min_logvar: float = -6.0
+    max_logvar: float = 6.0
+    row_logvar_range: Optional[float] = None
+    student_dof: Optional[float] = None
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "cat_sizes", tuple(int(c) for c in self.cat_sizes))
+        object.__setattr__(self, "hidden_dims", tuple(int(h) for h in self.hidden_dims))
+
+    SAVED = ("n_num", "n_bool", "cat_sizes", "latent_dim", "hidden_dims")  # the sizes, in config.json's "network"
+
+    def sizes(self) -> dict:
+        """The JSON-ready sizes saved as a model's ``"network"`` (the rest comes from its config)."""
+        d = asdict(self)
+        return {k: list(d[k]) if isinstance(d[k], tuple) else d[k] for k in self.SAVED}
+
+
 def _mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
     """Linear + SiLU layers, each followed by dropout when ``dropout`` > 0 (none at 0, so the
     weights' names are those of models saved before dropout existed)."""
@@ -59,42 +111,22 @@ class VAE(nn.Module):
 
     Parameters
     ----------
-    n_num, n_bool : int
-        Numbers of numeric and boolean columns.
-    cat_sizes : list of int
-        Slots of each categorical column.
-    latent_dim : int
-        Size of z.
-    hidden_dims : list of int
-        Encoder widths; the decoder mirrors them. ``[]`` gives a linear encoder and decoder.
-    decoder_variance : {"feature", "row"}
-        One learned log-variance per numeric column, or one predicted per row.
-    dropout : float
-        Dropout rate after each hidden layer while training (Srivastava et al. 2014); inactive in
-        ``eval()`` mode, so scoring is deterministic.
+    shape : NetworkShape
+        Column counts, layer sizes and likelihood settings.
     """
 
-    def __init__(
-        self,
-        n_num: int,
-        n_bool: int,
-        cat_sizes: list[int],
-        latent_dim: int,
-        hidden_dims: list[int],
-        decoder_variance: str = "feature",
-        min_logvar: float = -6.0,
-        max_logvar: float = 6.0,
-        row_logvar_range: Optional[float] = None,
-        student_dof: Optional[float] = None,
-        dropout: float = 0.0,
-    ):
+    def __init__(self, shape: NetworkShape):
         super().__init__()
-        self.n_num, self.n_bool, self.cat_sizes = n_num, n_bool, list(cat_sizes)
+        self.shape = shape
+        n_num, n_bool, latent_dim, hidden_dims, dropout = (
+            shape.n_num, shape.n_bool, shape.latent_dim, list(shape.hidden_dims), shape.dropout
+        )
+        self.n_num, self.n_bool, self.cat_sizes = n_num, n_bool, list(shape.cat_sizes)
         self.latent_dim = latent_dim
-        self.row_variance = decoder_variance == "row"
-        self.min_logvar, self.max_logvar = min_logvar, max_logvar
-        self.row_logvar_range = row_logvar_range
-        self.student_dof = student_dof
+        self.row_variance = shape.decoder_variance == "row"
+        self.min_logvar, self.max_logvar = shape.min_logvar, shape.max_logvar
+        self.row_logvar_range = shape.row_logvar_range
+        self.student_dof = shape.student_dof
         n_cat_slots = sum(self.cat_sizes)
         in_dim = 2 * n_num + 2 * n_bool + n_cat_slots
         self.encoder = _mlp([in_dim, *hidden_dims], dropout)
@@ -113,11 +145,6 @@ class VAE(nn.Module):
     def widest_layer(self) -> int:
         """The most values one row produces in any layer (bounds memory while scoring)."""
         return max(m.out_features for m in self.modules() if isinstance(m, nn.Linear))
-
-    @property
-    def n_features(self) -> int:
-        """Columns with a likelihood term, in the order numeric, boolean, categorical."""
-        return self.n_num + self.n_bool + len(self.cat_sizes)
 
     # ---------------------------------------------------------------- q(z|x)
     def encoder_input(self, b: Batch) -> torch.Tensor:
@@ -217,7 +244,7 @@ class RowScores:
     feature_sq_error: torch.Tensor  # (n, n_features) at z = mu
 
 
-def score_batch(model: VAE, b: Batch, eps: torch.Tensor, elbo_samples: int, iwae_samples: int) -> RowScores:
+def score_rows(model: VAE, b: Batch, eps: torch.Tensor, elbo_samples: int, iwae_samples: int) -> RowScores:
     """ELBO, IWAE and reconstruction estimates for each row of ``b``.
 
     ``eps`` (K, latent_dim) holds standard-normal draws shared by every row ("common random

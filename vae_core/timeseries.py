@@ -9,18 +9,18 @@ the windows that cover it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
 
 from .config import TimeSeriesConfig
-from .detector import CalibratedMixin, resolve_config
+from .base import DetectorBase, resolve_config
 from .explain import Attribution, explain_rows
 from .engine import Engine, build_model
 from .errors import DataError
 from .preprocess import Encoded, Preprocessor, check_frame
+from .seeds import numpy_rng
 from .train import EpochCallback
 
 MAX_GRID_GROWTH = 50  # a series whose grid is this many times longer than its rows is refused
@@ -34,7 +34,6 @@ class SeriesGrid:
     rows: np.ndarray  # positions of this series' rows in the input frame
     points: np.ndarray  # grid position of each of those rows (after left padding)
     values: np.ndarray  # (L, d) float32, NaN where missing
-    pad: int  # grid points added on the left so that L >= window
 
 
 def sliding_windows(values: np.ndarray, window: int, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
@@ -45,7 +44,7 @@ def sliding_windows(values: np.ndarray, window: int, stride: int = 1) -> tuple[n
     return flat, starts
 
 
-class TimeSeriesVAEDetector(CalibratedMixin):
+class TimeSeriesVAEDetector(DetectorBase):
     """VAE anomaly detector for time series, scored per timestamp.
 
     Parameters
@@ -107,7 +106,7 @@ class TimeSeriesVAEDetector(CalibratedMixin):
             raise DataError("no value columns: the frame holds only the time (and series) column")
         self.time_column_, self.series_column_ = time_column, series_column
         self.value_columns_ = [str(c) for c in value_columns]
-        self.preprocessor_ = Preprocessor().fit(_values_frame(frame, self.value_columns_))
+        self.preprocessor_ = Preprocessor(max_categories=cfg.max_categories, scaling=cfg.scaling).fit(_values_frame(frame, self.value_columns_))
         times = _parse_times(frame, time_column)
         self.time_kind_ = "datetime" if _is_datetime(frame[time_column]) else "numeric"
         self.step_ = _infer_step(times, _series_codes(frame, series_column))
@@ -130,11 +129,11 @@ class TimeSeriesVAEDetector(CalibratedMixin):
             every = every[np.isfinite(every).any(1)]
             if len(every) < 2:
                 raise DataError(f"too few points to fit: need at least {W + 1} points for window={W}")
-            perm = np.random.default_rng(cfg.seed).permutation(len(every))
+            perm = numpy_rng(cfg.seed, "split").permutation(len(every))
             n_val = max(1, int(len(every) * cfg.validation_fraction))
             train, val = every[perm[n_val:]], every[perm[:n_val]]
         if cfg.max_train_windows and len(train) > cfg.max_train_windows:
-            keep = np.sort(np.random.default_rng(cfg.seed + 3).choice(len(train), cfg.max_train_windows, replace=False))
+            keep = np.sort(numpy_rng(cfg.seed, "subsample").choice(len(train), cfg.max_train_windows, replace=False))
             train = train[keep]
 
         model = build_model(train.shape[1], 0, [], cfg)
@@ -221,7 +220,7 @@ class TimeSeriesVAEDetector(CalibratedMixin):
             np.add.at(counts, pos, seen)
             with np.errstate(invalid="ignore", divide="ignore"):
                 dense = np.where(counts > 0, sums / counts, np.nan).astype(np.float32)
-            grids.append(SeriesGrid(rows, pos, dense, pad))
+            grids.append(SeriesGrid(rows, pos, dense))
         return grids
 
     def _score_grids(self, grids: list[SeriesGrid], n_rows: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
@@ -276,12 +275,11 @@ class TimeSeriesVAEDetector(CalibratedMixin):
         return raw, feat_rows, sq_rows
 
     # ---------------------------------------------------------------- persistence
-    def save(self, directory: str | Path) -> Path:
-        """Write weights, JSON config, preprocessing and calibration to ``directory``."""
-        return self._save(directory, {
+    def _saved_attributes(self) -> dict:
+        return {
             "time_column": self.time_column_, "series_column": self.series_column_, "value_columns": self.value_columns_,
             "time_kind": self.time_kind_, "step": self.step_,
-        })
+        }
 
     def _restore(self, meta: dict) -> None:
         self.time_column_, self.series_column_ = meta["time_column"], meta["series_column"]

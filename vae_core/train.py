@@ -1,19 +1,20 @@
-"""Device choice, batching and the training loop (AdamW, KL warm-up, early stopping)."""
+"""The training loop (AdamW, KL warm-up, early stopping) and its per-epoch metrics."""
 from __future__ import annotations
 
 import copy
 import functools
 import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator, Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 
 from .config import VAEConfig
+from .device import DeviceData, autocast_for
 from .model import VAE, Batch, gaussian_kl
 from .preprocess import Encoded
+from .seeds import stream_seed, torch_generator
 
 
 @dataclass
@@ -39,46 +40,6 @@ class EpochMetrics:
 EpochCallback = Callable[[EpochMetrics], Optional[bool]]
 
 
-def select_device(preference: str = "auto") -> torch.device:
-    """CUDA when present (or asked for), else the CPU."""
-    if preference == "cuda" or (preference == "auto" and torch.cuda.is_available()):
-        return torch.device("cuda")
-    return torch.device("cpu")
-
-
-def autocast_for(device: torch.device, enabled: bool):
-    """bf16 autocast on CUDA (fp16 where bf16 is missing); a no-op on the CPU."""
-    if device.type != "cuda" or not enabled:
-        return nullcontext()
-    dtype = torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.autocast(device_type="cuda", dtype=dtype)
-
-
-class DeviceData:
-    """Encoded arrays as tensors: on the GPU whole when they fit, else pinned for async copies."""
-
-    def __init__(self, enc: Encoded, device: torch.device, resident_bytes: int = 1 << 30):
-        tensors = [torch.from_numpy(np.ascontiguousarray(a)) for a in enc.arrays()]
-        self.device = device
-        size = sum(t.numel() * t.element_size() for t in tensors)
-        if device.type == "cuda" and size <= resident_bytes:
-            tensors = [t.to(device) for t in tensors]
-        elif device.type == "cuda":
-            tensors = [t.pin_memory() for t in tensors]
-        self.tensors = tensors
-        self.n = enc.num.shape[0]
-
-    def batch(self, index: torch.Tensor) -> Batch:
-        """Rows at ``index`` on the device (``non_blocking`` from pinned memory)."""
-        idx = index.to(self.tensors[0].device)
-        return Batch(*(t[idx].to(self.device, non_blocking=True) for t in self.tensors))
-
-    def slices(self, batch_size: int) -> Iterator[Batch]:
-        """Consecutive batches in row order."""
-        for start in range(0, self.n, batch_size):
-            yield Batch(*(t[start : start + batch_size].to(self.device, non_blocking=True) for t in self.tensors))
-
-
 def _elbo_terms(model: VAE, b: Batch, eps: torch.Tensor, free_bits: float) -> tuple[torch.Tensor, ...]:
     """Per-row reconstruction NLL (one z sample), KL, and the KL after free bits."""
     mu, logvar = model.encode(b)
@@ -96,7 +57,7 @@ def _elbo_terms(model: VAE, b: Batch, eps: torch.Tensor, free_bits: float) -> tu
 
 
 def _seeded_global_rng(fit):
-    """Run ``fit`` with torch's global generator forked and seeded from ``config.seed``.
+    """Run ``fit`` with torch's global generator forked and seeded (the ``"dropout"`` stream).
 
     Dropout draws from that generator: this makes a seed give the same model, and leaves the
     caller's RNG state as it was."""
@@ -105,7 +66,7 @@ def _seeded_global_rng(fit):
     def wrapper(model, train, val, config, device, callback=None):
         cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
-            torch.manual_seed(config.seed + 3)
+            torch.manual_seed(stream_seed(config.seed, "dropout"))
             return fit(model, train, val, config, device, callback)
 
     return wrapper
@@ -128,8 +89,8 @@ def train_vae(
     ``callback`` gets an :class:`EpochMetrics` per epoch and may return False to stop.
     Deterministic for a seed: dropout's draws are seeded too (:func:`_seeded_global_rng`).
     """
-    gen = torch.Generator(device="cpu").manual_seed(config.seed)
-    noise_gen = torch.Generator(device=device).manual_seed(config.seed + 1)
+    gen = torch_generator(config.seed, "shuffle")
+    noise_gen = torch_generator(config.seed, "train_noise", device)
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     use_amp = device.type == "cuda" and config.mixed_precision
@@ -141,7 +102,7 @@ def train_vae(
     if config.max_steps:
         max_epochs = max(1, min(max_epochs, config.max_steps // steps_per_epoch))
     warmup = min(config.kl_warmup_epochs, max(0, max_epochs // 3))
-    val_eps = torch.randn(va.n, model.latent_dim, generator=torch.Generator().manual_seed(config.seed + 2)).to(device)
+    val_eps = torch.randn(va.n, model.latent_dim, generator=torch_generator(config.seed, "validation_noise")).to(device)
 
     history: list[EpochMetrics] = []
     best, best_state, stale = float("inf"), copy.deepcopy(model.state_dict()), 0

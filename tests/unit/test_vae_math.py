@@ -3,7 +3,7 @@ import math
 
 import torch
 
-from vae_core.model import VAE, Batch, gaussian_kl, score_batch
+from vae_core.model import VAE, Batch, NetworkShape, gaussian_kl, score_rows
 from vae_core.preprocess import Encoded
 
 
@@ -28,7 +28,7 @@ def _linear_gaussian_vae(d=4, latent=2, sigma2=0.3, seed=0):
     g = torch.Generator().manual_seed(seed)
     W = torch.randn(d, latent, generator=g)
     b = torch.randn(d, generator=g)
-    vae = VAE(d, 0, [], latent, [], "feature", min_logvar=-10, max_logvar=10)
+    vae = VAE(NetworkShape(d, 0, (), latent, (), "feature", min_logvar=-10, max_logvar=10))
     post_cov = torch.linalg.inv(torch.eye(latent) + W.T @ W / sigma2)
     A = post_cov @ W.T / sigma2
     with torch.no_grad():
@@ -55,7 +55,7 @@ def test_elbo_bounds_iwae_bounds_exact_likelihood():
     nll_exact = -exact.log_prob(x)
     b = _batch(x)
     eps = torch.randn(4000, vae.latent_dim, generator=torch.Generator().manual_seed(1))
-    r = score_batch(vae, b, eps, elbo_samples=4000, iwae_samples=4000)
+    r = score_rows(vae, b, eps, elbo_samples=4000, iwae_samples=4000)
     gap_elbo = (r.neg_elbo - nll_exact)
     gap_iwae = (r.nll_iwae - nll_exact)
     # Jensen: -ELBO >= -log p >= ... and IWAE is in between, up to Monte Carlo error
@@ -76,7 +76,7 @@ def test_iwae_approaches_exact_as_k_grows():
     for k in (1, 10, 100, 4000):
         # every row shares the K draws, so average over repetitions to estimate E[IWAE_K]
         reps = [
-            score_batch(vae, b, torch.randn(k, vae.latent_dim, generator=torch.Generator().manual_seed(1000 * k + r)), k, k)
+            score_rows(vae, b, torch.randn(k, vae.latent_dim, generator=torch.Generator().manual_seed(1000 * k + r)), k, k)
             for r in range(15 if k < 4000 else 1)
         ]
         errors.append(float(torch.stack([(r.nll_iwae - nll_exact).mean() for r in reps]).mean()))
@@ -92,8 +92,8 @@ def test_missing_values_are_left_out_of_the_likelihood():
     eps = torch.randn(8, vae.latent_dim, generator=torch.Generator().manual_seed(0))
     x_missing = x.clone()
     x_missing[:, 0] = float("nan")
-    full = score_batch(vae, _batch(x), eps, 8, 8)
-    part = score_batch(vae, _batch(x_missing), eps, 8, 8)
+    full = score_rows(vae, _batch(x), eps, 8, 8)
+    part = score_rows(vae, _batch(x_missing), eps, 8, 8)
     assert torch.all(part.feature_nll[:, 0] == 0)
     assert torch.all(torch.isfinite(part.neg_elbo))
     assert not torch.allclose(full.neg_elbo, part.neg_elbo)
@@ -103,7 +103,7 @@ def test_missing_values_are_left_out_of_the_likelihood():
 def test_student_t_likelihood_matches_torch_distributions():
     from vae_core.model import Decoded
 
-    vae = VAE(3, 0, [], 2, [], "feature", student_dof=4.0)
+    vae = VAE(NetworkShape(3, 0, (), 2, (), "feature", student_dof=4.0))
     g = torch.Generator().manual_seed(0)
     x = torch.randn(5, 3, generator=g)
     mean, logvar = torch.randn(5, 3, generator=g), torch.randn(5, 3, generator=g)
