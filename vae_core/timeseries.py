@@ -2,7 +2,8 @@
 
 Each series is laid on a regular time grid (the step is the median spacing seen in training).
 Timestamps missing from the grid and missing values are masked out of the likelihood rather
-than imputed into it (as Donut does). A window of ``W`` grid points and ``d`` value columns is
+than imputed into it (as Donut does). Two rows of one series with the same time are refused;
+distinct times that fall on one grid point are averaged. A window of ``W`` grid points and ``d`` value columns is
 one row of ``W * d`` numeric features for the shared VAE; every timestamp is scored from all
 the windows that cover it.
 """
@@ -201,10 +202,11 @@ class TimeSeriesVAEDetector(DetectorBase):
         for code in np.unique(codes):
             rows = np.flatnonzero(codes == code)
             t = times[rows]
+            name = f" {label.iloc[rows[0]]!r}" if label is not None else ""
+            self._refuse_repeated_times(frame, rows, t, name)
             pos = np.rint((t - t.min()) / self.step_).astype(np.int64)
             length = int(pos.max()) + 1
             if length > MAX_GRID_GROWTH * len(rows) + W:
-                name = f" {label.iloc[rows[0]]!r}" if label is not None else ""
                 raise DataError(
                     f"series{name} spans {length} steps of {self.step_:g} for only {len(rows)} rows in column "
                     f"{self.time_column_!r}: its timestamps are too irregular for the fitted step"
@@ -222,6 +224,18 @@ class TimeSeriesVAEDetector(DetectorBase):
                 dense = np.where(counts > 0, sums / counts, np.nan).astype(np.float32)
             grids.append(SeriesGrid(rows, pos, dense))
         return grids
+
+    def _refuse_repeated_times(self, frame: pd.DataFrame, rows: np.ndarray, t: np.ndarray, name: str) -> None:
+        """A series holds one row per time: name the first two rows that share one."""
+        order = np.argsort(t, kind="stable")
+        same = np.flatnonzero(t[order][1:] == t[order][:-1])
+        if len(same):
+            a, b = rows[order[same[0]]], rows[order[same[0] + 1]]
+            raise DataError(
+                f"series{name}: rows {frame.index[a]!r} and {frame.index[b]!r} have the same time "
+                f"{str(frame[self.time_column_].iloc[a])!r} in column {self.time_column_!r}; "
+                "keep one row per time (drop or aggregate the duplicates first)"
+            )
 
     def _score_grids(self, grids: list[SeriesGrid], n_rows: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """Per-row scores, and per-value-column NLL and squared residuals, from the windows covering each grid point."""

@@ -159,3 +159,24 @@ def test_two_flags_far_apart_are_explained_within_their_series(ts_fitted):
     assert out.loc[100, "top_features"].startswith("cpu=") and out.loc[5900, "top_features"].startswith("cpu=")
     assert (out.loc[~out["is_anomaly"], "top_features"] == "").all()
     pd.testing.assert_frame_equal(out.drop(columns="top_features"), ts_fitted.score(test))
+
+
+def test_a_repeated_time_in_one_series_is_refused_naming_the_series_time_and_rows(ts_fitted):
+    test = pd.concat([series_frame(n=100, seed=3, name="a"), series_frame(n=100, seed=4, name="b")], ignore_index=True)
+    test.loc[150, "timestamp"] = test.loc[149, "timestamp"]  # series b, a duplicate with another value
+    with pytest.raises(DataError, match=r"series 'b': rows 149 and 150 have the same time '2024-01-01 04:05:00' in column 'timestamp'"):
+        ts_fitted.score(test)
+    # the same time in two different series is fine
+    ts_fitted.score(test.drop(index=150))
+    single = series_frame(n=80, seed=2)
+    single.loc[10, "timestamp"] = single.loc[40, "timestamp"]
+    with pytest.raises(DataError, match=r"series: rows 10 and 40 have the same time"):
+        TimeSeriesVAEDetector(seed=0, **TS_FAST).fit(single)
+
+
+def test_scaling_and_max_categories_reach_the_preprocessor():
+    frame = series_frame(n=120, seed=1)
+    det = TimeSeriesVAEDetector(seed=0, scaling="standard", max_categories=5, **{**TS_FAST, "max_epochs": 2}).fit(frame)
+    assert det.preprocessor_.scaling == "standard" and det.preprocessor_.max_categories == 5
+    spec = det.preprocessor_.columns[0]
+    assert spec.center == pytest.approx(frame["cpu"].mean())
