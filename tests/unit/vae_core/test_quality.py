@@ -3,7 +3,6 @@
 The floors sit well below what the benchmark measures (cardio 0.84-0.89, thyroid 0.99 on
 seeds 0-2) and well above chance, so they catch a broken model or score, not noise.
 """
-import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
