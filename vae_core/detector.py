@@ -15,7 +15,7 @@ from .preprocess import Preprocessor, check_frame
 from .seeds import numpy_rng
 from .train import EpochCallback
 
-__all__ = ["SCORE_COLUMNS", "VAEDetector", "split_indices"]
+__all__ = ["SCORE_COLUMNS", "VAEDetector", "split_indices"]  # SCORE_COLUMNS: re-exported from base
 
 CHUNK_ROWS = 65536  # rows encoded at once when scoring
 
@@ -147,20 +147,19 @@ class VAEDetector(DetectorBase):
         DataFrame in long form, ``top_k`` rows per input row (index repeated), columns
         ``rank``, ``feature``, ``share``, ``excess_nll``, ``value`` and ``typical``.
         """
+        return explain_rows(frame, self._excess(frame), self.preprocessor_, top_k)
+
+    def _excess(self, frame: pd.DataFrame) -> np.ndarray:
+        """(n, n_features) excess contributions of each row's columns (see :meth:`explain`)."""
         raw = self._evaluate(frame, detail=True)
-        excess = self.attribution_.excess(raw["feature_nll"], raw["feature_sq_error"])
-        return explain_rows(frame, excess, self.preprocessor_, top_k)
+        return self.attribution_.excess(raw["feature_nll"], raw["feature_sq_error"])
 
     def _score_and_explain_flagged(self, frame: pd.DataFrame, top_k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
         # rows are scored independently (common random numbers), so the flagged ones are explained alone
         scores = self.score(frame)
         pos = np.flatnonzero(scores["is_anomaly"].to_numpy())
         sub = frame.iloc[pos]
-        if len(pos):
-            raw = self._evaluate(sub, detail=True)
-            excess = self.attribution_.excess(raw["feature_nll"], raw["feature_sq_error"])
-        else:
-            excess = np.zeros((0, len(self.preprocessor_.feature_names)))
+        excess = self._excess(sub) if len(pos) else np.zeros((0, len(self.preprocessor_.feature_names)))
         return scores, explain_rows(sub, excess, self.preprocessor_, top_k, index=pos)
 
     # ---------------------------------------------------------------- persistence
