@@ -44,7 +44,7 @@ exit codes:
 
 environment (defaults in brackets):
   VAE_ANOMALY_HOME          local state: MLflow store, Prefect home [<repo>/.state]
-  VAE_ANOMALY_LAKE          Parquet lake root, a path or fsspec URL [<repo>/data/lake]
+  VAE_ANOMALY_LAKE          Delta lake root, a path or s3:// URL [<repo>/data/lake]
   MLFLOW_TRACKING_URI       tracking store [sqlite:///$VAE_ANOMALY_HOME/mlflow.db]
   PREFECT_API_URL           Prefect server [a temporary local API per command]
   VAE_ANOMALY_DASK_ADDRESS  Dask scheduler for `score` [none: score in-process]
@@ -332,6 +332,18 @@ def cmd_ingest(args: argparse.Namespace) -> dict:
     )
 
 
+def cmd_lake(args: argparse.Namespace) -> dict:
+    from pipelines.lake import admin
+
+    return admin.run(args.action, args.dataset, args.batch_id)
+
+
+def render_lake(r: dict) -> list:
+    from pipelines.lake import admin
+
+    return admin.render(r)
+
+
 def cmd_train(args: argparse.Namespace) -> dict:
     return _run_flow(
         args, "train", "train", dataset=args.dataset, model_name=args.model_name, batch_ids=args.batch,
@@ -436,6 +448,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("csv", "parquet", "jsonl"), help="override the format guessed from the name")
     p.add_argument("--batch-id", help="batch id (default: from the content hash, so re-ingesting is a no-op)")
     p.add_argument("--ignore-extra-columns", action="store_true", help="leave out columns not in the schema")
+
+    p = command("lake", "list, remove, restore (from the tables' history) or migrate the batches of DATASET", cmd_lake, render_lake)
+    p.add_argument("action", choices=("list", "remove", "restore", "migrate"), metavar="ACTION",
+                   help="list | remove BATCH_ID | restore BATCH_ID | migrate (an old _manifest.json dataset)")
+    p.add_argument("dataset", metavar="DATASET")
+    p.add_argument("batch_id", nargs="?", metavar="BATCH_ID")
 
     p = command("train", "train a model on DATASET, register it in MLflow (champion if it is the first)", cmd_train, render_train)
     p.add_argument("dataset", metavar="DATASET")

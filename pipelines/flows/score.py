@@ -175,7 +175,9 @@ def score(
             f"model {model_name!r} has no version with alias {alias!r}; run `vae-anomaly train` first"
         )
     lake = lake_for(lake_url)
-    wanted = batch_ids or [r.batch_id for r in lake.list_batches(dataset)]
+    records = {r.batch_id: r for r in lake.list_batches(dataset)}
+    # a batch whose rows were all quarantined has nothing to score: skipped, never a blocker
+    wanted = [b for b in (batch_ids or list(records)) if b not in records or records[b].rows_accepted]
     done = lake.scored_batches(dataset, model["label"])
     pending = [b for b in wanted if b not in done]
     skipped = [b for b in wanted if b in done]

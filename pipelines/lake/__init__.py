@@ -1,19 +1,25 @@
-"""The Parquet lake: validated, quarantining, idempotent batch ingest and manifest-gated reads.
+"""The lake: validated, quarantining, idempotent batch ingest into Delta Lake tables.
 
-Layout under the lake root (a local path or any fsspec URL)::
+Layout under the lake root (a local path or an ``s3://`` URL); each folder is a Delta table
+(``_delta_log/`` plus Parquet files) that any Delta reader can open::
 
-    <dataset>/_schema.json                       column -> logical type, time column
-    <dataset>/_manifest.json                     the committed batches, in ingest order
-    <dataset>/rows/batch_id=<id>/part-0.parquet        accepted rows (+ ``_source_row``)
-    <dataset>/quarantine/batch_id=<id>/part-0.parquet  rejected rows as text (+ ``_reason``)
-    <dataset>/scores/model_version=<v>/batch_id=<id>/part-0.parquet
+    <dataset>/batches/      one row per committed batch: id, content and file hashes, source,
+                            format, counts, schema (JSON), ingest time, ``seq`` (ingest order)
+    <dataset>/rows/batch_id=<id>/...         accepted rows (+ ``_source_row``)
+    <dataset>/quarantine/batch_id=<id>/...   rejected rows as text (+ ``_reason``, ``_source_row``)
+    <dataset>/scores/model_version=<v>/batch_id=<id>/...   scores (+ batch-level columns, e.g. ``psi``)
 
-Commit protocol. Every file is written under a hidden temporary name (``.tmp-<uuid>-...``) in
-its final folder and then renamed into place; ``_manifest.json`` is replaced last. Readers list
-batches from the manifest only, so a batch whose files were written before a crash, but which is
-missing from the manifest, is invisible. Batch ids are derived from the content hash, so a re-run
-writes to the same paths, overwriting the leftovers and removing stale temporary files.
-Assumes one writer per dataset at a time (run the ingest flow under a Prefect concurrency limit).
+Commit protocol. An ingest replaces the batch's partition of ``rows`` and then of
+``quarantine`` (one Delta commit each, overwrite by predicate ``batch_id = <id>``), then
+appends the batch's row to ``batches`` with a compare-and-swap commit: it succeeds only if no
+other writer committed to ``batches`` since it was read (delta-rs ``max_commit_retries=0``).
+A writer that loses the race reads ``batches`` again: if the same content is now there (a
+concurrent ingest of the same rows) its ingest is a no-op, otherwise it retries. Readers list
+batches from ``batches`` only, so data of a batch whose ingest was killed is invisible (and is
+replaced by the re-run, or deleted by :meth:`Lake.vacuum`). The batch id is derived from the
+content hash of the validated rows (:func:`~pipelines.lake.identity.content_hash`), so the
+same rows from a CSV or a Parquet file are one batch. Scores of a batch are spooled to a
+private temporary file and committed with one partition-replacing commit.
 
 Logical types are ``int``, ``float``, ``bool``, ``string`` and ``datetime``, stored as Arrow
 ``int64``, ``float64``, ``bool``, ``string`` and ``timestamp[us, UTC]`` (naive times are taken
@@ -21,10 +27,13 @@ as UTC). Missing values are allowed everywhere except in the time column; in tex
 empty field (and, outside string columns, ``NA``, ``NaN``, ``null``, ``None``) is missing.
 
 Modules: :mod:`~pipelines.lake.errors` (exceptions), :mod:`~pipelines.lake.records` (types and
-records), :mod:`~pipelines.lake.storage` (atomic writes; the ``_crash_point`` test seam lives
-there), :mod:`~pipelines.lake.sources` (reading files), :mod:`~pipelines.lake.validation`
-(inference and casting) and :mod:`~pipelines.lake.core` (the :class:`Lake`). Import the public
-names from ``pipelines.lake``.
+records), :mod:`~pipelines.lake.sources` (reading files), :mod:`~pipelines.lake.validation`
+(inference and casting), :mod:`~pipelines.lake.identity` (content hash),
+:mod:`~pipelines.lake.delta` (commits), :mod:`~pipelines.lake.batches` (the batches table),
+:mod:`~pipelines.lake.scores` (the scores table), :mod:`~pipelines.lake.core` (the
+:class:`Lake`), :mod:`~pipelines.lake.admin` (list, remove, restore, migrate) and
+:mod:`~pipelines.lake.storage` (single-file writes; the ``_crash_point`` test seam). Import the
+public names from ``pipelines.lake``.
 """
 from pipelines.lake.core import Lake
 from pipelines.lake.errors import LakeError, SchemaError, SourceError

@@ -1,10 +1,9 @@
-"""The :class:`Lake`: datasets of immutable, validated batches, committed behind a manifest.
+"""The :class:`Lake`: datasets of immutable, validated batches in Delta tables.
 
 See :mod:`pipelines.lake` for the layout and the commit protocol.
 """
 from __future__ import annotations
 
-import json
 import os
 import posixpath
 from contextlib import contextmanager
@@ -15,14 +14,12 @@ import fsspec
 import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pds
-import pyarrow.fs as pafs
-import pyarrow.parquet as pq
 
-from pipelines.lake import storage
+from pipelines.lake import batches as batches_table
+from pipelines.lake import delta, scores, storage
 from pipelines.lake.errors import LakeError
 from pipelines.lake.records import (
     BATCH_COLUMN,
-    PART_FILE,
     REASON_COLUMN,
     ROW_COLUMN,
     BatchRecord,
@@ -34,77 +31,96 @@ from pipelines.lake.records import (
     ValidatedBatch,
 )
 from pipelines.lake.sources import read_source
-from pipelines.lake.storage import (
-    StreamedTable,
-    _atomic_stream,
-    _atomic_write,
-    _is_local,
-    _remove,
-    _remove_stale_tmp,
-    _to_pandas,
-    read_parquet_with_constants,
-)
+from pipelines.lake.storage import _to_pandas
 from pipelines.lake.validation import _check_name, validate_batch
 from pipelines.settings import get_settings
 
+TABLES = ("batches", "rows", "quarantine", "scores")
+SCHEMES = frozenset({"file", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})  # what delta-rs opens
+
 
 def _utc_now() -> str:
-    """Current UTC time, ISO 8601."""
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    """Current UTC time, ISO 8601 with microseconds."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 class Lake:
-    """A Parquet lake of datasets made of immutable, validated batches.
+    """A lake of datasets made of immutable, validated batches, stored as Delta tables.
 
     Parameters
     ----------
     root : str or path-like, optional
-        Local path or fsspec URL (``file://``, ``memory://``, ``s3://`` ...). Defaults to
+        Local path or URL (``file://``, ``s3://`` ...). Defaults to
         :attr:`pipelines.settings.Settings.lake_url`.
     **storage_options
-        Passed to fsspec (credentials, endpoint ...).
+        Credentials and endpoint, fsspec-style (``key``, ``secret``, ``endpoint_url``,
+        ``client_kwargs``) or delta-rs-style (``AWS_ACCESS_KEY_ID`` ...); used by fsspec for
+        listing and translated for delta-rs (:func:`pipelines.lake.delta.delta_storage_options`).
     """
 
     def __init__(self, root: Union[str, os.PathLike, None] = None, **storage_options: Any) -> None:
         if root is None:
             root = get_settings().lake_url
         self.url = str(root)
-        self.fs, path = fsspec.core.url_to_fs(self.url, **storage_options)
-        self.root = path.rstrip("/") or "/"
+        scheme = self.url.split("://", 1)[0].lower() if "://" in self.url else "file"
+        if scheme not in SCHEMES:
+            raise LakeError(f"lake root {self.url!r}: Delta tables need a local path or one of {sorted(SCHEMES)} URLs")
+        self._fsspec_options = {k: v for k, v in storage_options.items() if not k.isupper()}
+        self._fs = None
+        self.root = self.url.split("://", 1)[1] if scheme == "file" and "://" in self.url else self.url
+        self.root = (os.path.abspath(self.root) if scheme == "file" else self.root.split("://", 1)[1]).rstrip("/") or "/"
+        self.delta_options = delta.delta_storage_options(self.url, storage_options)
+        self._base = self.root if scheme == "file" else self.url.rstrip("/")
 
     def __repr__(self) -> str:
         return f"Lake({self.url!r})"
 
-    # -- paths and metadata
+    @property
+    def fs(self) -> fsspec.AbstractFileSystem:
+        """An fsspec file system on the lake (for listing; object stores need their fsspec
+        package, e.g. ``s3fs``, for :meth:`datasets` and the old-layout check only)."""
+        if self._fs is None:
+            try:
+                self._fs = fsspec.core.url_to_fs(self.url, **self._fsspec_options)[0]
+            except ImportError as exc:
+                raise LakeError(f"listing {self.url!r} needs an fsspec package: {exc}") from exc
+        return self._fs
+
+    # -- tables and records
 
     def _path(self, dataset: str, *parts: str) -> str:
-        """Path of ``parts`` inside a dataset's folder."""
+        """File-system path (for fsspec) of ``parts`` inside a dataset's folder."""
         return "/".join([self.root, _check_name("dataset", dataset), *parts])
 
-    def _partition(self, dataset: str, area: str, batch_id: str) -> str:
-        """Folder of one batch's partition in ``rows`` or ``quarantine``."""
-        return self._path(dataset, area, f"batch_id={batch_id}")
+    def table_uri(self, dataset: str, table: str) -> str:
+        """URI of one of a dataset's Delta tables (``batches``, ``rows``, ``quarantine``, ``scores``)."""
+        if table not in TABLES:
+            raise LakeError(f"unknown lake table {table!r}; one of {TABLES}")
+        return f"{self._base}/{_check_name('dataset', dataset)}/{table}"
 
-    def _read_json(self, path: str) -> Optional[dict[str, Any]]:
-        """Parse a JSON file, or ``None`` if it does not exist."""
-        if not self.fs.exists(path):
-            return None
-        with self.fs.open(path, "rb") as handle:
-            return json.loads(handle.read())
+    def _table(self, dataset: str, table: str, version: Optional[int] = None):
+        """The Delta table, or ``None`` if it does not exist yet."""
+        return delta.open_table(self.table_uri(dataset, table), self.delta_options, version)
 
-    def _write_json(self, path: str, data: dict[str, Any], stage: str) -> None:
-        """Atomically replace a JSON file."""
-        _atomic_write(self.fs, path, json.dumps(data, indent=2).encode("utf-8"), stage)
+    def _load(self, dataset: str):
+        """The batches table and its records; a clear error for a legacy (manifest) dataset."""
+        table, records = batches_table.load(self.table_uri(dataset, "batches"), self.delta_options)
+        if table is None and self._base == self.root and self.fs.exists(self._path(dataset, "_manifest.json")):
+            raise LakeError(
+                f"dataset {dataset!r} in {self.url!r} uses the old Parquet layout (_manifest.json); "
+                f"run `vae-anomaly lake migrate {dataset}` to convert it, or re-ingest its source files "
+                "into a new lake root"
+            )
+        return table, records
 
     def _manifest(self, dataset: str) -> list[BatchRecord]:
         """The committed batches, in ingest order."""
-        data = self._read_json(self._path(dataset, "_manifest.json")) or {"batches": []}
-        return [BatchRecord.from_dict(b) for b in data["batches"]]
+        return self._load(dataset)[1]
 
     def datasets(self) -> list[str]:
-        """Names of the datasets that have a manifest."""
-        found = self.fs.glob(f"{self.root}/*/_manifest.json")
-        return sorted(posixpath.basename(posixpath.dirname(p)) for p in found)
+        """Names of the datasets that have a batches table."""
+        found = self.fs.glob(f"{self.root}/*/batches/_delta_log")
+        return sorted(posixpath.basename(posixpath.dirname(posixpath.dirname(p))) for p in found)
 
     def list_batches(self, dataset: str) -> list[BatchRecord]:
         """The committed batches of ``dataset`` in ingest order (empty if it does not exist).
@@ -120,20 +136,15 @@ class Lake:
         return self._manifest(dataset)
 
     def schema(self, dataset: str) -> Optional[DatasetSchema]:
-        """The dataset's fixed schema, or ``None`` before its first committed batch."""
-        if not self._manifest(dataset):
-            return None
-        data = self._read_json(self._path(dataset, "_schema.json"))
-        return DatasetSchema.from_dict(data) if data else None
+        """The dataset's fixed schema (that of its first batch), or ``None`` before one is committed."""
+        records = self._manifest(dataset)
+        return DatasetSchema.from_dict(records[0].schema) if records else None
 
     def find_batch(
         self, dataset: str, *, sha256: Optional[str] = None, batch_id: Optional[str] = None
     ) -> Optional[BatchRecord]:
-        """The committed batch with this content hash or id, if any."""
-        for record in self._manifest(dataset):
-            if (sha256 and record.sha256 == sha256) or (batch_id and record.batch_id == batch_id):
-                return record
-        return None
+        """The committed batch with this hash (of the content or of the file) or id, if any."""
+        return _find(self._manifest(dataset), sha256=sha256, batch_id=batch_id)
 
     # -- writing
 
@@ -164,7 +175,7 @@ class Lake:
             Column -> logical type for the first batch instead of inference; later batches
             may pass it again only if it equals the fixed schema.
         batch_id : str, optional
-            Defaults to ``b-<sha256[:16]>``, so identical content maps to the same batch.
+            Defaults to ``b-<content hash[:16]>``, so the same rows map to the same batch.
         extra_columns : {"error", "ignore"}
             Source columns not in the schema raise a :class:`SchemaError` or are left out.
 
@@ -172,7 +183,7 @@ class Lake:
         -------
         IngestReport
             ``skipped`` is true (and nothing is written) when the same content is already
-            committed; its counts are then those of the committed batch.
+            committed, also by a concurrent ingest; its counts are then those of that batch.
 
         Raises
         ------
@@ -182,10 +193,11 @@ class Lake:
         existing = self.find_batch(dataset, sha256=batch.sha256)
         if existing is not None:
             return self.skipped(dataset, existing, source=batch.source)
-        validated = self.validate(
-            dataset, batch, time_column=time_column, schema=schema, batch_id=batch_id, extra_columns=extra_columns
-        )
-        return self.commit(validated)
+        options = dict(time_column=time_column, schema=schema, batch_id=batch_id, extra_columns=extra_columns)
+        try:
+            return self.commit(self.validate(dataset, batch, **options))
+        except SchemaRace:  # a concurrent first batch fixed the schema: validate against it
+            return self.commit(self.validate(dataset, batch, **options))
 
     def skipped(self, dataset: str, record: BatchRecord, source: Optional[str] = None) -> IngestReport:
         """The report for content that is already committed as ``record``."""
@@ -200,14 +212,19 @@ class Lake:
         wanted = options.get("batch_id")
         if wanted is not None:
             taken = self.find_batch(dataset, batch_id=wanted)
-            if taken is not None and taken.sha256 != batch.sha256:
+            if taken is not None and batch.sha256 not in (taken.sha256, taken.file_sha256):
                 raise LakeError(f"dataset {dataset!r}: batch id {wanted!r} is already used by {taken.source!r}")
         return validate_batch(dataset, batch, current_schema=self.schema(dataset), **options)
 
     def commit(self, batch: ValidatedBatch) -> IngestReport:
-        """Write a validated batch's partitions, then its schema (first batch), then the manifest.
+        """Commit a validated batch: its rows, its quarantine, then its row in ``batches``.
 
-        Safe to repeat after a crash at any point: leftovers are overwritten or removed.
+        The rows and quarantine each replace the batch's partition in one Delta commit; the
+        batch becomes visible with the last commit, an append to the ``batches`` table that
+        succeeds only if no other writer committed since it was read (compare and swap). On
+        a lost race the table is read again: the same content committed by the other writer
+        makes this a no-op (``skipped``), anything else is retried. A run killed at any point
+        leaves every batch as it was; a re-run completes.
 
         Parameters
         ----------
@@ -216,74 +233,91 @@ class Lake:
         Returns
         -------
         IngestReport
+
+        Raises
+        ------
+        LakeError
+            The batch id is taken by other content, or (:class:`SchemaRace`) another writer
+            committed the dataset's first batch, with another schema, since ``batch`` was
+            validated (a concurrent first batch with the same schema is fine).
         """
-        dataset, batch_id = batch.dataset, batch.batch_id
-        manifest = self._manifest(dataset)
-        for record in manifest:
-            if record.sha256 == batch.source.sha256:
-                return self.skipped(dataset, record, source=batch.source.source)
-            if record.batch_id == batch_id:
-                raise LakeError(f"dataset {dataset!r}: batch id {batch_id!r} is already used by {record.source!r}")
-        if batch.schema_is_new and manifest:
-            raise LakeError(f"dataset {dataset!r} got its first batch from another writer; validate again")
+        dataset, batch_id, digest = batch.dataset, batch.batch_id, batch.content_sha256
+        uri = self.table_uri(dataset, "batches")
+        written = False
+        for attempt in range(delta.COMMIT_ATTEMPTS):
+            table, records = self._load(dataset)
+            existing = _find(records, sha256=digest)
+            if existing is not None:
+                return self.skipped(dataset, existing, source=batch.source.source)
+            taken = _find(records, batch_id=batch_id)
+            if taken is not None:
+                raise LakeError(f"dataset {dataset!r}: batch id {batch_id!r} is already used by {taken.source!r}")
+            fixed = DatasetSchema.from_dict(records[0].schema) if records else None
+            if fixed is None and not batch.schema_is_new or fixed is not None and fixed != batch.schema:
+                raise SchemaRace(f"dataset {dataset!r}: another writer fixed its schema since this batch was validated")
+            if not written:
+                try:
+                    self._write_data(batch)
+                except SchemaRace:  # a concurrent first batch created the table: wait for its commit
+                    delta._backoff(attempt)
+                    continue
+                written = True
+            record = _record(batch, seq=max((r.seq for r in records), default=0) + 1)
+            if delta.cas_append(uri, self.delta_options, table, batches_table.to_table(record), "ingest", batch_id=batch_id):
+                storage._crash_point("batches")
+                return IngestReport(**record.to_dict(), dataset=dataset)
+            delta._backoff(attempt)
+        raise LakeError(f"dataset {dataset!r}: {delta.COMMIT_ATTEMPTS} commits of batch {batch_id!r} lost to concurrent writers")
 
-        rows_dir = self._partition(dataset, "rows", batch_id)
-        quarantine_dir = self._partition(dataset, "quarantine", batch_id)
-        for folder in (self._path(dataset), rows_dir, quarantine_dir):
-            _remove_stale_tmp(self.fs, folder)
-        _atomic_write(self.fs, f"{rows_dir}/{PART_FILE}", batch.accepted, "rows")
-        storage._crash_point("rows")
-        if batch.quarantine.num_rows:
-            _atomic_write(self.fs, f"{quarantine_dir}/{PART_FILE}", batch.quarantine, "quarantine")
-        else:
-            _remove(self.fs, quarantine_dir)
-        storage._crash_point("quarantine")
-        if batch.schema_is_new:
-            self._write_json(self._path(dataset, "_schema.json"), batch.schema.to_dict(), "schema")
-        storage._crash_point("schema")
+    def _write_data(self, batch: ValidatedBatch) -> None:
+        """Replace the batch's partitions of the rows and quarantine tables (not yet visible)."""
+        partition = {BATCH_COLUMN: batch.batch_id}
+        for name, table in (("rows", batch.accepted), ("quarantine", batch.quarantine)):
+            if name == "quarantine" and not table.num_rows:
+                continue  # readers only look for quarantine rows the batch record counts
+            column = pa.array([batch.batch_id] * table.num_rows, pa.string())
+            data = table.append_column(BATCH_COLUMN, column)
+            try:
+                delta.replace_partition(self.table_uri(batch.dataset, name), self.delta_options, data, partition, "ingest", name)
+            except delta.DeltaError as exc:
+                if "schema" in str(exc).lower() and batch.schema_is_new:
+                    raise SchemaRace(f"dataset {batch.dataset!r}: the {name} table has another schema") from exc
+                raise LakeError(f"dataset {batch.dataset!r}, batch {batch.batch_id!r}: cannot write {name}: {exc}") from exc
 
-        record = BatchRecord(
-            batch_id=batch_id,
-            source=batch.source.source,
-            format=batch.source.format,
-            sha256=batch.source.sha256,
-            rows_read=batch.source.rows_read,
-            rows_accepted=batch.accepted.num_rows,
-            rows_quarantined=batch.quarantine.num_rows,
-            schema=batch.schema.to_dict(),
-            ingested_at=_utc_now(),
-            quarantined_by_column=batch.quarantined_by_column,
-            ignored_columns=batch.ignored_columns,
-        )
-        entries = [r.to_dict() for r in manifest] + [record.to_dict()]
-        self._write_json(self._path(dataset, "_manifest.json"), {"dataset": dataset, "batches": entries}, "manifest")
-        storage._crash_point("manifest")
-        return IngestReport(**record.to_dict(), dataset=dataset)
+    def vacuum(self, dataset: str, retention_hours: Optional[int] = None) -> list[str]:
+        """Delete the data of batches missing from ``batches`` (left by killed ingests) and,
+        with ``retention_hours``, Delta-vacuum files older than that; return what was removed.
 
-    def vacuum(self, dataset: str) -> list[str]:
-        """Remove temporary files and partitions of batches missing from the manifest; return them."""
-        listed = {r.batch_id for r in self._manifest(dataset)}
+        Run it when no ingest of the dataset is running: a running ingest's data is not
+        listed yet either. Vacuuming files drops the history that ``lake restore`` uses.
+        """
+        listed = [r.batch_id for r in self._manifest(dataset)]
+        keep = ", ".join(delta.quote(b) for b in listed) or "''"
         removed = []
-        for area in ("rows", "quarantine"):
-            for folder in self.fs.glob(self._path(dataset, area, "batch_id=*")):
-                if posixpath.basename(folder).split("=", 1)[1] not in listed:
-                    _remove(self.fs, folder)
-                    removed.append(folder)
-        for path in self.fs.glob(self._path(dataset, "**", ".tmp-*")):
-            _remove(self.fs, path)
-            removed.append(path)
+        for name in ("rows", "quarantine", "scores"):
+            table = self._table(dataset, name)
+            if table is None:
+                continue
+            orphans = sorted({p[BATCH_COLUMN] for p in table.partitions()} - set(listed))
+            if orphans:
+                delta.delete_where(self.table_uri(dataset, name), self.delta_options, f"{BATCH_COLUMN} NOT IN ({keep})", "vacuum")
+                removed += [f"{name}/{BATCH_COLUMN}={b}" for b in orphans]
+            if retention_hours is not None:
+                table = self._table(dataset, name)
+                removed += table.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False)
         return removed
 
     # -- reading
 
-    def _arrow_fs(self) -> pafs.FileSystem:
-        """The lake's file system as a pyarrow file system."""
-        if _is_local(self.fs):
-            return pafs.LocalFileSystem()
-        return pafs.PyFileSystem(pafs.FSSpecHandler(self.fs))
+    def _require_schema(self, dataset: str) -> DatasetSchema:
+        """The fixed schema, or a LakeError for an unknown or empty dataset."""
+        fixed = self.schema(dataset)
+        if fixed is None:
+            raise LakeError(f"dataset {dataset!r} has no committed batches in {self.url!r}")
+        return fixed
 
     def _selected(self, dataset: str, batch_ids: Optional[list[str]]) -> list[BatchRecord]:
-        """Manifest records for ``batch_ids`` (all when ``None``), in ingest order."""
+        """Records for ``batch_ids`` (all when ``None``), in ingest order."""
         records = self._manifest(dataset)
         if batch_ids is None:
             return records
@@ -294,26 +328,11 @@ class Lake:
         wanted = set(batch_ids)
         return [r for r in records if r.batch_id in wanted]
 
-    def _dataset(self, dataset: str, area: str, records: list[BatchRecord], file_schema: pa.Schema) -> pds.Dataset:
-        """A pyarrow dataset over the listed batches' partition files, with the ``batch_id`` column."""
-        base = self._path(dataset, area)
-        files = [f"{self._partition(dataset, area, r.batch_id)}/{PART_FILE}" for r in records]
-        partitioning = pds.partitioning(pa.schema([(BATCH_COLUMN, pa.string())]), flavor="hive")
-        return pds.dataset(
-            files,
-            schema=file_schema.append(pa.field(BATCH_COLUMN, pa.string())),
-            format="parquet",
-            filesystem=self._arrow_fs(),
-            partitioning=partitioning,
-            partition_base_dir=base,
-        )
-
-    def _require_schema(self, dataset: str) -> DatasetSchema:
-        """The fixed schema, or a LakeError for an unknown or empty dataset."""
-        fixed = self.schema(dataset)
-        if fixed is None:
-            raise LakeError(f"dataset {dataset!r} has no committed batches in {self.url!r}")
-        return fixed
+    def _partition_data(self, table, batch_id: str, schema: pa.Schema) -> pds.Dataset:
+        """A pyarrow dataset over one batch's files of a Delta table (``table`` may be ``None``)."""
+        if table is None:
+            return pds.dataset(schema.empty_table())
+        return table.to_pyarrow_dataset(file_pruning_predicate=[(BATCH_COLUMN, "=", batch_id)], schema=schema)
 
     def iter_record_batches(
         self,
@@ -340,17 +359,18 @@ class Lake:
             Schema columns with their logical types, then ``_source_row`` and ``batch_id``.
         """
         fixed = self._require_schema(dataset)
-        records = self._selected(dataset, batch_ids)
+        records = [r for r in self._selected(dataset, batch_ids) if r.rows_accepted]
         if not records:
             return
-        data = self._dataset(dataset, "rows", records, fixed.arrow_schema())
-        # a plain sequential read: Arrow's scanner otherwise reads ahead (pre-buffered column
-        # chunks, batch read-ahead) in background threads while a slow consumer (scoring) works,
-        # and with a 3M-row batch its memory grew by ~900 MB instead of staying at one record batch
-        yield from data.to_batches(
-            batch_size=batch_size, columns=columns, batch_readahead=0, fragment_readahead=0, use_threads=False,
-            fragment_scan_options=pds.ParquetFragmentScanOptions(pre_buffer=False),
-        )
+        table = self._table(dataset, "rows")
+        schema = fixed.arrow_schema().append(pa.field(BATCH_COLUMN, pa.string()))
+        for record in records:
+            # a plain sequential read: Arrow's scanner otherwise reads ahead in background
+            # threads while a slow consumer (scoring) works, and memory grows with the batch
+            yield from self._partition_data(table, record.batch_id, schema).to_batches(
+                batch_size=batch_size, columns=columns, batch_readahead=0, fragment_readahead=0, use_threads=False,
+                fragment_scan_options=pds.ParquetFragmentScanOptions(pre_buffer=False),
+            )
 
     def read(
         self, dataset: str, batch_ids: Optional[list[str]] = None, columns: Optional[list[str]] = None
@@ -372,14 +392,14 @@ class Lake:
             ``datetime64[us, UTC]``; plus ``_source_row`` (``Int64``) and ``batch_id``.
         """
         fixed = self._require_schema(dataset)
-        records = self._selected(dataset, batch_ids)
-        file_schema = fixed.arrow_schema()
-        if records:
-            table = self._dataset(dataset, "rows", records, file_schema).to_table(columns=columns)
-        else:
-            table = file_schema.append(pa.field(BATCH_COLUMN, pa.string())).empty_table()
-            table = table.select(columns) if columns else table
-        return _to_pandas(table)
+        schema = fixed.arrow_schema().append(pa.field(BATCH_COLUMN, pa.string()))
+        table = self._table(dataset, "rows")
+        parts = [
+            self._partition_data(table, r.batch_id, schema).to_table(columns=columns)
+            for r in self._selected(dataset, batch_ids) if r.rows_accepted
+        ]
+        empty = schema.empty_table().select(columns) if columns else schema.empty_table()
+        return _to_pandas(pa.concat_tables([empty, *parts]))
 
     def read_quarantine(self, dataset: str, batch_ids: Optional[list[str]] = None) -> pd.DataFrame:
         """Quarantined rows of committed batches.
@@ -391,23 +411,18 @@ class Lake:
             and ``batch_id``.
         """
         fixed = self._require_schema(dataset)
-        records = [r for r in self._selected(dataset, batch_ids) if r.rows_quarantined]
-        file_schema = pa.schema(
-            [(c, pa.string()) for c in fixed.columns] + [(REASON_COLUMN, pa.string()), (ROW_COLUMN, pa.int64())]
+        schema = pa.schema(
+            [(c, pa.string()) for c in fixed.columns]
+            + [(REASON_COLUMN, pa.string()), (ROW_COLUMN, pa.int64()), (BATCH_COLUMN, pa.string())]
         )
-        if records:
-            table = self._dataset(dataset, "quarantine", records, file_schema).to_table()
-        else:
-            table = file_schema.append(pa.field(BATCH_COLUMN, pa.string())).empty_table()
-        return _to_pandas(table)
+        table = self._table(dataset, "quarantine")
+        parts = [
+            self._partition_data(table, r.batch_id, schema).to_table()
+            for r in self._selected(dataset, batch_ids) if r.rows_quarantined
+        ]
+        return _to_pandas(pa.concat_tables([schema.empty_table(), *parts]))
 
-    # -- scores
-
-    def _scores_dir(self, dataset: str, model_version: Union[str, int, None] = None) -> str:
-        """Folder of all scores, or of one model version's scores."""
-        if model_version is None:
-            return self._path(dataset, "scores")
-        return self._path(dataset, "scores", f"model_version={_check_name('model version', str(model_version))}")
+    # -- scores (see pipelines.lake.scores)
 
     def write_scores(self, dataset: str, model_version: Union[str, int], batch_id: str, frame: pd.DataFrame) -> str:
         """Atomically write one batch's scores for one model version (all at once).
@@ -422,85 +437,73 @@ class Lake:
         frame : pandas.DataFrame
             Scores, typically ``_source_row`` plus score columns. ``batch_id`` and
             ``model_version`` columns, if present, must match the arguments; they are
-            stored in the path only.
+            stored as the partition.
 
         Returns
         -------
         str
-            Path of the written file.
+            URI of the scores table.
         """
         with self.scores_writer(dataset, model_version, batch_id) as writer:
             writer.write(frame)
         return writer.path
 
     @contextmanager
-    def scores_writer(self, dataset: str, model_version: Union[str, int], batch_id: str) -> Iterator["ScoresWriter"]:
+    def scores_writer(self, dataset: str, model_version: Union[str, int], batch_id: str) -> Iterator[scores.ScoresWriter]:
         """Write one batch's scores part by part; they become visible together when the block ends.
 
-        Memory stays bounded by one part. If the block raises, nothing is written and earlier
-        scores of the batch (if any) stay as they were; the watermark (:meth:`scored_batches`)
-        moves only on success. ``writer.set_constants({"psi": 0.1})`` adds batch-level columns
-        that are known only at the end.
+        Memory stays bounded by one part: parts are spooled to a private temporary file
+        (outside the lake), then streamed into the ``scores`` Delta table in one commit that
+        replaces the partition (``model_version``, ``batch_id``). If the block raises, nothing
+        is written and earlier scores of the batch (if any) stay as they were; the watermark
+        (:meth:`scored_batches`) moves only on success. ``writer.set_constants({"psi": 0.1})``
+        adds batch-level columns that are known only at the end.
         """
         _check_name("batch id", batch_id)
-        folder = f"{self._scores_dir(dataset, model_version)}/batch_id={batch_id}"
-        _remove_stale_tmp(self.fs, folder)
-        path = f"{folder}/{PART_FILE}"
-        with _atomic_stream(self.fs, path, "scores") as stream:
-            yield ScoresWriter(stream, str(model_version), batch_id, path)
+        version = _check_name("model version", str(model_version))
+        with scores.spooled_writer(self.table_uri(dataset, "scores"), self.delta_options, version, batch_id) as writer:
+            yield writer
 
     def scored_batches(self, dataset: str, model_version: Union[str, int]) -> set[str]:
         """Batch ids that have committed scores for ``model_version`` (the scoring watermark)."""
-        pattern = f"{self._scores_dir(dataset, model_version)}/batch_id=*/{PART_FILE}"
-        return {posixpath.basename(posixpath.dirname(p)).split("=", 1)[1] for p in self.fs.glob(pattern)}
+        return scores.scored_batches(self._table(dataset, "scores"), str(model_version))
 
     def read_scores(self, dataset: str, model_version: Union[str, int, None] = None) -> pd.DataFrame:
         """Scores of one model version (or all), with ``model_version`` and ``batch_id`` columns.
 
         Batches come in ingest order within each model version; model versions in sorted order.
         """
-        order = {r.batch_id: i for i, r in enumerate(self._manifest(dataset))}
-        versions = [str(model_version)] if model_version is not None else sorted(
-            posixpath.basename(p).split("=", 1)[1] for p in self.fs.glob(f"{self._scores_dir(dataset)}/model_version=*")
-        )
-        tables = []
-        for version in versions:
-            for batch_id in sorted(self.scored_batches(dataset, version), key=lambda b: (order.get(b, len(order)), b)):
-                path = f"{self._scores_dir(dataset, version)}/batch_id={batch_id}/{PART_FILE}"
-                with self.fs.open(path, "rb") as handle:
-                    table = read_parquet_with_constants(handle)
-                n = table.num_rows
-                table = table.append_column("model_version", pa.array([version] * n, pa.string()))
-                tables.append(table.append_column(BATCH_COLUMN, pa.array([batch_id] * n, pa.string())))
-        if not tables:
-            return pd.DataFrame({"model_version": pd.Series(dtype=str), BATCH_COLUMN: pd.Series(dtype=str)})
-        return _to_pandas(pa.concat_tables(tables, promote_options="default"))
+        order = [r.batch_id for r in self._manifest(dataset)]
+        version = None if model_version is None else str(model_version)
+        return _to_pandas(scores.read_scores(self._table(dataset, "scores"), version, order))
 
 
-class ScoresWriter:
-    """Appends score frames of one batch (see :meth:`Lake.scores_writer`)."""
+class SchemaRace(LakeError):
+    """Another writer committed the dataset's first batch (and so its schema) concurrently."""
 
-    def __init__(self, stream: StreamedTable, model_version: str, batch_id: str, path: str):
-        self._stream, self.model_version, self.batch_id, self.path = stream, model_version, batch_id, path
 
-    @property
-    def rows(self) -> int:
-        """Rows written so far."""
-        return self._stream.rows
+def _find(records: list[BatchRecord], *, sha256: Optional[str] = None, batch_id: Optional[str] = None) -> Optional[BatchRecord]:
+    """The record with this content or file hash, or this id."""
+    for record in records:
+        if (sha256 and sha256 in (record.sha256, record.file_sha256)) or (batch_id and record.batch_id == batch_id):
+            return record
+    return None
 
-    def write(self, frame: pd.DataFrame) -> None:
-        """Append ``frame``; ``batch_id`` / ``model_version`` columns must match and are dropped
-        (they are stored in the path)."""
-        for name, value in (("batch_id", self.batch_id), ("model_version", self.model_version)):
-            if name in frame.columns:
-                if not (frame[name].astype(str) == value).all():
-                    raise LakeError(f"scores frame column {name!r} does not match the argument {value!r}")
-                frame = frame.drop(columns=name)
-        try:
-            self._stream.write(frame)
-        except (ValueError, pa.ArrowInvalid, pa.ArrowTypeError) as exc:
-            raise LakeError(f"scores of batch {self.batch_id!r}: a part does not match the first: {exc}") from exc
 
-    def set_constants(self, values: dict[str, Any]) -> None:
-        """Batch-level columns (same value on every row), added when the scores are read."""
-        self._stream.set_constants(values)
+def _record(batch: ValidatedBatch, seq: int) -> BatchRecord:
+    """The ``batches`` row of a validated batch."""
+    return BatchRecord(
+        batch_id=batch.batch_id,
+        source=batch.source.source,
+        format=batch.source.format,
+        sha256=batch.content_sha256,
+        file_sha256=batch.source.sha256,
+        rows_read=batch.source.rows_read,
+        rows_accepted=batch.accepted.num_rows,
+        rows_quarantined=batch.quarantine.num_rows,
+        schema=batch.schema.to_dict(),
+        ingested_at=_utc_now(),
+        quarantined_by_column=batch.quarantined_by_column,
+        ignored_columns=batch.ignored_columns,
+        seq=seq,
+    )

@@ -21,7 +21,7 @@ ROW_COLUMN = "_source_row"
 REASON_COLUMN = "_reason"
 META_COLUMNS: tuple[str, ...] = (BATCH_COLUMN, ROW_COLUMN)
 RESERVED_COLUMNS = frozenset({BATCH_COLUMN, ROW_COLUMN, REASON_COLUMN, "model_version"})
-PART_FILE = "part-0.parquet"
+PART_FILE = "part-0.parquet"  # the legacy (manifest) layout's file name, for migration
 
 #: A column is inferred as a type when at least this share of its non-missing values fit it;
 #: the rest are quarantined.
@@ -83,7 +83,12 @@ class DatasetSchema:
 
 @dataclass(frozen=True)
 class BatchRecord:
-    """One committed batch, as listed in ``_manifest.json``."""
+    """One committed batch: a row of the dataset's ``batches`` Delta table.
+
+    ``sha256`` is the content hash of the validated rows (see
+    :func:`pipelines.lake.identity.content_hash`), the batch's identity; ``file_sha256`` the
+    hash of the source file's bytes; ``seq`` the batch's place in ingest order.
+    """
 
     batch_id: str
     source: str
@@ -96,6 +101,8 @@ class BatchRecord:
     ingested_at: str
     quarantined_by_column: dict[str, int] = field(default_factory=dict)
     ignored_columns: list[str] = field(default_factory=list)
+    file_sha256: str = ""
+    seq: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -103,7 +110,7 @@ class BatchRecord:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BatchRecord":
-        """Build from a manifest entry, ignoring keys this version does not know."""
+        """Build from a dict (a batches-table row or a legacy manifest entry), ignoring keys this version does not know."""
         names = {f.name for f in dataclasses.fields(cls)}
         return cls(**{k: v for k, v in data.items() if k in names})
 
@@ -145,3 +152,4 @@ class ValidatedBatch:
     quarantine: pa.Table
     quarantined_by_column: dict[str, int]
     ignored_columns: list[str]
+    content_sha256: str = ""

@@ -5,6 +5,7 @@ CSV and JSON values are kept as text and typed later, against the dataset's sche
 """
 from __future__ import annotations
 
+import csv
 import hashlib
 import io
 import json
@@ -15,6 +16,7 @@ import fsspec
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pipelines.lake.errors import SourceError
@@ -94,11 +96,45 @@ def read_source(
 
 
 def _parse_csv(data: bytes) -> tuple[pd.DataFrame, dict[int, str]]:
-    """All CSV fields as text; no NA conversion here."""
+    """All CSV fields as text; no NA conversion here. A record with too few or too many
+    fields becomes an all-missing row with an error (quarantined with its text), so the rest
+    of the file is kept."""
     if not data.strip():
         raise SourceError("the file is empty")
-    frame = pd.read_csv(io.BytesIO(data), dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8-sig")
-    return frame.astype(object), {}
+    text = data.decode("utf-8-sig", errors="replace")
+    header = next(csv.reader(io.StringIO(text.split("\n", 1)[0])), [])
+    bad: list[tuple[Optional[int], int, int, str]] = []
+
+    def on_invalid(row: Any) -> str:
+        bad.append((row.number, row.expected_columns, row.actual_columns, row.text))
+        return "skip"
+
+    table = pacsv.read_csv(
+        io.BytesIO(data),
+        read_options=pacsv.ReadOptions(use_threads=False),
+        parse_options=pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=on_invalid),
+        convert_options=pacsv.ConvertOptions(
+            column_types={name: pa.string() for name in header}, strings_can_be_null=False,
+            quoted_strings_can_be_null=False, null_values=[], auto_dict_encode=False,
+        ),
+    )
+    good = {name: table.column(i).to_numpy(zero_copy_only=False).astype(object) for i, name in enumerate(table.column_names)}
+    n = table.num_rows + len(bad)
+    places = [number - 2 if number is not None else -1 for number, *_ in bad]  # number 1 is the header
+    if len(set(places)) != len(places) or not all(0 <= p < n for p in places):
+        places = list(range(table.num_rows, n))  # row numbers unknown: put them last
+    errors = {
+        place: f"expected {expected} fields, got {actual}: {line[:80]!r}"
+        for place, (_, expected, actual, line) in zip(places, bad)
+    }
+    keep = np.ones(n, bool)
+    keep[places] = False
+    columns = {}
+    for name, values in good.items():
+        column = np.full(n, None, dtype=object)
+        column[keep] = values
+        columns[name] = column
+    return pd.DataFrame(columns, index=pd.RangeIndex(n), dtype=object), errors
 
 
 def _parse_parquet(data: bytes) -> tuple[pd.DataFrame, dict[int, str]]:

@@ -1,19 +1,18 @@
-"""Atomic file writes on any fsspec file system, and the crash seam tests patch.
+"""Atomic single-file writes on any fsspec file system (:func:`write_table`), and the crash
+seam tests patch.
 
-Every file is written under a hidden temporary name (``.tmp-<uuid>-...``) in its final folder
-and then renamed into place. :func:`_crash_point` is called between the steps of a commit; the
-commit code in :mod:`pipelines.lake.core` looks it up through this module
-(``storage._crash_point``), so patching ``pipelines.lake.storage._crash_point`` reaches every
-call site.
+:func:`_crash_point` is called after each Delta commit of an ingest or a score write; the
+code in :mod:`pipelines.lake.core` and :mod:`pipelines.lake.delta` looks it up through this
+module (``storage._crash_point``), so patching ``pipelines.lake.storage._crash_point`` reaches
+every call site.
 """
 from __future__ import annotations
 
-import json
 import os
 import posixpath
 import uuid
 from contextlib import contextmanager
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Iterator, Union
 
 import fsspec
 import pandas as pd
@@ -62,85 +61,9 @@ def _atomic_write(
     """Write ``payload`` (a table as Parquet, or bytes) to a hidden temporary name, then rename it to ``path``."""
     with _atomic_file(fs, path, stage) as handle:
         if isinstance(payload, pa.Table):
-            pq.write_table(payload, handle, compression="zstd", row_group_size=ROW_GROUP_ROWS)
+            pq.write_table(payload, handle, compression="zstd", row_group_size=131072)
         else:
             handle.write(payload)
-
-
-ROW_GROUP_ROWS = 131072  # rows per Parquet row group: a reader decodes one at a time
-BATCH_COLUMNS_KEY = b"vae_anomaly.batch_columns"
-
-
-class StreamedTable:
-    """Appends tables to one Parquet file (a row group each); see :func:`_atomic_stream`."""
-
-    def __init__(self, handle: Any):
-        self._handle = handle
-        self._writer: Optional[pq.ParquetWriter] = None
-        self.schema: Optional[pa.Schema] = None
-        self.rows = 0
-        self.constants: dict[str, Any] = {}
-
-    def write(self, table: Union[pa.Table, pd.DataFrame]) -> None:
-        """Append ``table``; it must have the first table's columns (types are cast to the first's)."""
-        if isinstance(table, pd.DataFrame):
-            table = pa.Table.from_pandas(table, preserve_index=False)
-        if self._writer is None:
-            self.schema = table.schema.remove_metadata()
-            self._writer = pq.ParquetWriter(self._handle, self.schema, compression="zstd")
-        elif table.schema.names != self.schema.names:
-            raise ValueError(f"columns {table.schema.names} differ from the first part's {self.schema.names}")
-        self._writer.write_table(table.cast(self.schema))
-        self.rows += table.num_rows
-
-    def set_constants(self, values: dict[str, Any]) -> None:
-        """Columns whose value is the same on every row, known only at the end (stored once, in
-        the file's metadata; :func:`read_parquet_with_constants` adds them back as columns)."""
-        self.constants.update(values)
-
-    def abort(self) -> None:
-        """Close the writer without caring for the output (it is about to be removed)."""
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            try:
-                writer.close()
-            except Exception:  # noqa: BLE001 - the partial file is deleted next
-                pass
-
-    def close(self) -> None:
-        if self._writer is None:  # nothing written: an empty table with no columns
-            self.write(pa.table({}))
-        if self.constants:
-            self._writer.add_key_value_metadata({BATCH_COLUMNS_KEY: json.dumps(self.constants)})
-        self._writer.close()
-
-
-@contextmanager
-def _atomic_stream(fs: fsspec.AbstractFileSystem, path: str, stage: str = "file") -> Iterator[StreamedTable]:
-    """Write one Parquet file part by part, in bounded memory, and make it visible atomically.
-
-    The parts go to a hidden temporary file in the target folder; when the ``with`` block ends
-    normally the file is closed, made durable and renamed to ``path``. If the block raises, the
-    temporary file is removed and ``path`` (an earlier version, if any) is left as it was.
-    """
-    with _atomic_file(fs, path, stage) as handle:
-        stream = StreamedTable(handle)
-        try:
-            yield stream
-        except BaseException:
-            stream.abort()  # the Parquet writer must not outlive the file it writes to
-            raise
-        stream.close()
-
-
-def read_parquet_with_constants(handle: Any) -> pa.Table:
-    """Read a Parquet file, adding back the constant columns :class:`StreamedTable` stored."""
-    parquet = pq.ParquetFile(handle)
-    table = parquet.read()
-    stored = (parquet.metadata.metadata or {}).get(BATCH_COLUMNS_KEY)
-    for column, value in (json.loads(stored) if stored else {}).items():
-        table = table.append_column(column, pa.array([value] * table.num_rows))
-    return table
 
 
 def _remove(fs: fsspec.AbstractFileSystem, path: str) -> None:
@@ -150,14 +73,6 @@ def _remove(fs: fsspec.AbstractFileSystem, path: str) -> None:
             fs.rm(path, recursive=True)
     except OSError:
         pass
-
-
-def _remove_stale_tmp(fs: fsspec.AbstractFileSystem, folder: str) -> list[str]:
-    """Delete temporary files a crashed writer left in ``folder``; return their paths."""
-    stale = fs.glob(f"{folder}/.tmp-*") if fs.exists(folder) else []
-    for path in stale:
-        _remove(fs, path)
-    return list(stale)
 
 
 def write_table(path: str, table: Union[pa.Table, pd.DataFrame], **storage_options: Any) -> str:

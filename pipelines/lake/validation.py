@@ -14,7 +14,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from pipelines.lake.errors import LakeError, SchemaError
+from pipelines.lake.errors import LakeError, SchemaError, SourceError
+from pipelines.lake.identity import content_hash
 from pipelines.lake.records import (
     _ARROW_TYPES,
     INFER_MIN_SHARE,
@@ -225,7 +226,10 @@ def _resolve_schema(
     if schema is not None:
         return DatasetSchema(dict(schema), time_column), True
     if batch.rows_read == 0:
-        raise SchemaError(f"{where}: cannot infer a schema from an empty file; pass schema=")
+        raise SchemaError(
+            f"{where}: cannot infer a schema from a file without rows; give the column types "
+            "(Lake.ingest(schema=...), the ingest flow's column_types) or ingest a file with rows first"
+        )
     if time_column is not None and time_column not in batch.frame.columns:
         raise SchemaError(f"{where}: time column {time_column!r} is not in the file")
     return infer_schema(batch.frame, time_column), True
@@ -258,7 +262,9 @@ def validate_batch(
     schema : dict, optional
         Column -> logical type, to use instead of inference on the first batch.
     batch_id : str, optional
-        Defaults to ``b-<first 16 hex digits of sha256>``.
+        Defaults to ``b-<first 16 hex digits of the content hash>``
+        (:func:`~pipelines.lake.identity.content_hash`), so the same rows from any file
+        format get the same id.
     extra_columns : {"error", "ignore"}
         What to do with source columns that are not in the schema: raise a
         :class:`SchemaError` naming them, or leave them out (recorded in ``ignored_columns``).
@@ -269,12 +275,17 @@ def validate_batch(
 
     Raises
     ------
+    SourceError
+        The file has no rows (e.g. a CSV with a header only): an empty batch is refused.
     SchemaError
         A schema column is missing, a column's values mostly cannot be cast to its type
         (more than ``RETYPE_SHARE`` of the non-missing values), or there are extra columns.
     """
-    batch_id = _check_name("batch id", batch_id or f"b-{batch.sha256[:16]}")
+    if batch_id is not None:
+        _check_name("batch id", batch_id)
     where = f"dataset {dataset!r}, file {batch.source!r}"
+    if batch.rows_read == 0:
+        raise SourceError(f"{where}: the file has no rows (a header only?); nothing to ingest")
     try:
         fixed, is_new = _resolve_schema(dataset, batch, current_schema, time_column, schema)
     except SchemaError as exc:
@@ -336,4 +347,6 @@ def validate_batch(
     )
     if accepted.num_rows + quarantine.num_rows != n:  # the lake never drops a row
         raise LakeError(f"{where}: internal error, {n} rows read but {accepted.num_rows}+{quarantine.num_rows} kept")
-    return ValidatedBatch(dataset, batch_id, batch, fixed, is_new, accepted, quarantine, by_column, extra)
+    digest = content_hash(fixed, accepted, quarantine)
+    batch_id = batch_id or f"b-{digest[:16]}"
+    return ValidatedBatch(dataset, batch_id, batch, fixed, is_new, accepted, quarantine, by_column, extra, digest)

@@ -1,4 +1,4 @@
-"""The Parquet lake on real files: ingest, manifest, schema drift, quarantine, crashes, reads, scores."""
+"""The Delta lake on real files: ingest, the batches table, schema drift, quarantine, crashes, reads, scores."""
 import hashlib
 import importlib.util
 import json
@@ -15,6 +15,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
+from deltalake import DeltaTable
 
 import pipelines.lake.storage as lake_storage
 from pipelines.lake import Lake, LakeError, SchemaError, SourceError, write_table
@@ -117,18 +119,20 @@ def test_jsonl_bad_lines_are_quarantined_with_their_record_number(lake, tmp_path
     assert "invalid JSON" in quarantine["_reason"][0] and "must be an object" in quarantine["_reason"][1]
 
 
-def test_memory_and_file_urls(tmp_path, clean_csv):
+def test_file_urls_and_a_clear_error_for_unsupported_schemes(tmp_path, clean_csv):
     with fsspec.open(f"memory://src-{uuid.uuid4().hex}/clean.csv", "wb") as handle:
         handle.write(clean_csv.read_bytes())
-        source = f"memory://{handle.path}"
-    for root in (f"memory://lake-{uuid.uuid4().hex}", (tmp_path / "file-lake").as_uri()):
-        lake = Lake(root)
-        report = lake.ingest("d", source)
-        assert report.rows_accepted == 20 and report.source == source
-        assert lake.read("d")["id"].tolist() == list(range(20))
-        assert lake.ingest("d", clean_csv).skipped  # same bytes from another place
-        lake.write_scores("d", 1, report.batch_id, pd.DataFrame({"_source_row": [0], "score": [0.5]}))
-        assert lake.scored_batches("d", 1) == {report.batch_id}
+        source = f"memory://{handle.path}"  # sources may be any fsspec URL
+    lake = Lake((tmp_path / "file-lake").as_uri())
+    report = lake.ingest("d", source)
+    assert report.rows_accepted == 20 and report.source == source
+    assert lake.read("d")["id"].tolist() == list(range(20))
+    assert lake.ingest("d", clean_csv).skipped  # same bytes from another place
+    lake.write_scores("d", 1, report.batch_id, pd.DataFrame({"_source_row": [0], "score": [0.5]}))
+    assert lake.scored_batches("d", 1) == {report.batch_id}
+    assert Lake(tmp_path / "file-lake").list_batches("d") == lake.list_batches("d")  # path and URL agree
+    with pytest.raises(LakeError, match="memory://x.*local path"):
+        Lake("memory://x")
 
 
 def test_unknown_format_and_missing_file_raise_source_error(lake, tmp_path):
@@ -142,19 +146,23 @@ def test_unknown_format_and_missing_file_raise_source_error(lake, tmp_path):
 # ----------------------------------------------------------------------------- manifest and idempotence
 
 
-def test_manifest_records_each_batch(lake, clean_csv, dirty_csv):
+def test_batches_table_records_each_batch(lake, clean_csv, dirty_csv):
     first, second = lake.ingest("d", clean_csv, time_column="ts"), lake.ingest("d", dirty_csv)
-    manifest = json.loads((Path(lake.root) / "d" / "_manifest.json").read_text())
-    assert [b["batch_id"] for b in manifest["batches"]] == [first.batch_id, second.batch_id]
-    entry = manifest["batches"][1]
-    assert entry["sha256"] == hashlib.sha256(dirty_csv.read_bytes()).hexdigest()
+    table = DeltaTable(str(Path(lake.root) / "d" / "batches")).to_pyarrow_table()  # any Delta reader
+    entries = sorted(table.to_pylist(), key=lambda e: e["seq"])
+    assert [e["batch_id"] for e in entries] == [first.batch_id, second.batch_id] and [e["seq"] for e in entries] == [1, 2]
+    entry = entries[1]
+    assert entry["file_sha256"] == hashlib.sha256(dirty_csv.read_bytes()).hexdigest()
+    assert entry["batch_id"] == f"b-{entry['sha256'][:16]}" and entry["sha256"] != entry["file_sha256"]
     assert entry["source"] == str(dirty_csv) and entry["format"] == "csv"
     assert (entry["rows_read"], entry["rows_accepted"], entry["rows_quarantined"]) == (6, 2, 4)
-    assert entry["schema"] == {"columns": CLEAN_SCHEMA, "time_column": "ts"}
+    assert json.loads(entry["schema"]) == {"columns": CLEAN_SCHEMA, "time_column": "ts"}
     assert datetime.fromisoformat(entry["ingested_at"]).utcoffset() == timezone.utc.utcoffset(None)
-    assert json.loads((Path(lake.root) / "d" / "_schema.json").read_text()) == entry["schema"]
     assert [b.batch_id for b in lake.list_batches("d")] == [first.batch_id, second.batch_id]
+    assert lake.schema("d").to_dict() == {"columns": CLEAN_SCHEMA, "time_column": "ts"}
     assert lake.datasets() == ["d"]
+    rows = DeltaTable(str(Path(lake.root) / "d" / "rows")).to_pandas()
+    assert sorted(rows["batch_id"].unique()) == sorted([first.batch_id, second.batch_id]) and len(rows) == 22
 
 
 def test_reingesting_the_same_content_is_a_no_op(lake, clean_csv, tmp_path):
@@ -171,7 +179,7 @@ def test_reingesting_the_same_content_is_a_no_op(lake, clean_csv, tmp_path):
 
 def test_explicit_batch_ids_are_immutable(lake, clean_csv, dirty_csv):
     assert lake.ingest("d", clean_csv, batch_id="2024-01").batch_id == "2024-01"
-    assert (Path(lake.root) / "d" / "rows" / "batch_id=2024-01" / "part-0.parquet").exists()
+    assert list((Path(lake.root) / "d" / "rows" / "batch_id=2024-01").glob("*.parquet"))
     with pytest.raises(LakeError, match="2024-01"):
         lake.ingest("d", dirty_csv, batch_id="2024-01")
     with pytest.raises(LakeError, match="invalid batch id"):
@@ -272,25 +280,34 @@ def crash_at(monkeypatch, stage: str) -> list[str]:
     return seen
 
 
-@pytest.mark.parametrize("stage", ["rows-tmp", "rows", "quarantine-tmp", "quarantine", "schema", "manifest-tmp"])
+@pytest.mark.parametrize("stage", ["rows", "quarantine"])
 def test_crash_while_committing_a_batch_leaves_the_lake_consistent(lake, clean_csv, dirty_csv, monkeypatch, stage):
     first = lake.ingest("d", clean_csv, time_column="ts")
     crash_at(monkeypatch, stage)
     with pytest.raises(Crash):
         lake.ingest("d", dirty_csv)
-    # readers see exactly the committed batch, whatever files the crash left behind
+    # readers see exactly the committed batch, whatever the crash left in the data tables
     assert [b.batch_id for b in lake.list_batches("d")] == [first.batch_id]
     assert lake.read("d")["id"].tolist() == list(range(20))
     assert lake.read_quarantine("d").empty
     assert sum(b.num_rows for b in lake.iter_record_batches("d")) == 20
     monkeypatch.undo()
-    report = lake.ingest("d", dirty_csv)  # the re-run completes
+    report = lake.ingest("d", dirty_csv)  # the re-run completes, replacing the dead run's partitions
     assert not report.skipped and (report.rows_accepted, report.rows_quarantined) == (2, 4)
     assert len(lake.read("d")) == 22 and len(lake.read_quarantine("d")) == 4
-    assert tmp_files(Path(lake.root)) == []
+    assert len(DeltaTable(str(Path(lake.root) / "d" / "rows")).to_pyarrow_table()) == 22  # no copy left over
+    assert lake.vacuum("d") == []
 
 
-@pytest.mark.parametrize("stage", ["rows", "schema-tmp", "schema", "manifest-tmp"])
+def test_crash_after_the_batches_commit_leaves_the_batch_committed(lake, clean_csv, monkeypatch):
+    crash_at(monkeypatch, "batches")
+    with pytest.raises(Crash):
+        lake.ingest("d", clean_csv, time_column="ts")
+    monkeypatch.undo()
+    assert len(lake.list_batches("d")) == 1 and lake.ingest("d", clean_csv).skipped
+
+
+@pytest.mark.parametrize("stage", ["rows", "quarantine"])
 def test_crash_during_the_first_batch_leaves_no_dataset(lake, dirty_csv, clean_csv, monkeypatch, stage):
     crash_at(monkeypatch, stage)
     with pytest.raises(Crash):
@@ -303,7 +320,7 @@ def test_crash_during_the_first_batch_leaves_no_dataset(lake, dirty_csv, clean_c
     assert report.rows_accepted == 20 and lake.schema("d").columns["amount"] == "float"
 
 
-@pytest.mark.parametrize("stage", ["rows-tmp", "quarantine", "manifest-tmp"])
+@pytest.mark.parametrize("stage", ["rows", "quarantine"])
 def test_killed_writer_process_leaves_the_lake_consistent(lake, clean_csv, dirty_csv, stage):
     lake.ingest("d", clean_csv, time_column="ts")
     script = textwrap.dedent(
@@ -315,28 +332,24 @@ def test_killed_writer_process_leaves_the_lake_consistent(lake, clean_csv, dirty
         Lake({lake.url!r}).ingest("d", {str(dirty_csv)!r})
         """
     )
-    project_root = Path(__file__).resolve().parents[2]
+    project_root = Path(__file__).resolve().parents[4]
     killed = subprocess.run([sys.executable, "-c", script], cwd=project_root, capture_output=True, text=True)
     assert killed.returncode == 17, killed.stderr
     assert len(lake.list_batches("d")) == 1 and len(lake.read("d")) == 20
-    if stage.endswith("-tmp"):
-        assert tmp_files(Path(lake.root))  # the dead process left its temporary file
     report = lake.ingest("d", dirty_csv)
     assert (report.rows_accepted, report.rows_quarantined) == (2, 4) and len(lake.read("d")) == 22
-    assert tmp_files(Path(lake.root)) == []
     assert lake.vacuum("d") == []  # nothing orphaned after the re-run
 
 
-def test_vacuum_removes_orphaned_partitions(lake, clean_csv, dirty_csv, monkeypatch):
+def test_vacuum_removes_the_data_of_uncommitted_batches(lake, clean_csv, dirty_csv, monkeypatch):
     lake.ingest("d", clean_csv, time_column="ts")
-    crash_at(monkeypatch, "schema")
+    crash_at(monkeypatch, "quarantine")
     with pytest.raises(Crash):
         lake.ingest("d", dirty_csv)
-    stale = Path(lake.root) / "d" / ".tmp-dead-_manifest.json"  # as a killed writer would leave it
-    stale.write_text("{")
+    monkeypatch.undo()
     removed = lake.vacuum("d")
-    assert len(removed) == 3 and sum("batch_id=" in p for p in removed) == 2  # rows + quarantine
-    assert not stale.exists() and tmp_files(Path(lake.root)) == []
+    assert len(removed) == 2 and all("batch_id=" in p for p in removed)  # rows + quarantine
+    assert len(DeltaTable(str(Path(lake.root) / "d" / "rows")).to_pyarrow_table()) == 20
     assert len(lake.read("d")) == 20 and lake.vacuum("d") == []
 
 
@@ -403,8 +416,8 @@ def test_scores_streamed_in_parts_become_visible_together(lake, clean_csv, monke
             raise RuntimeError("scoring failed")
     assert lake.read_scores("d", 1)["score"].tolist() == [5.0] and tmp_files(Path(lake.root)) == []
 
-    # a crash between the last part and the rename: the same
-    crash_at(monkeypatch, "scores-tmp")
+    # a crash between the last part and the commit: the same
+    crash_at(monkeypatch, "scores-spooled")
     with pytest.raises(Crash):
         with lake.scores_writer("d", 1, a) as writer:
             for part in parts:

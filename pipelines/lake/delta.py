@@ -1,0 +1,157 @@
+"""Thin helpers over delta-rs (the ``deltalake`` package): opening tables, replacing one
+partition atomically, compare-and-swap appends, and storage options.
+
+Every write here is one Delta commit: it happens or it does not. :func:`storage._crash_point`
+is called after each commit (tests patch it to kill a run between the commits of an ingest).
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Optional, Union
+
+import pyarrow as pa
+from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+
+from pipelines.lake import storage
+from pipelines.lake.errors import LakeError
+
+#: How often a commit that lost a race (another writer committed first) is retried.
+COMMIT_ATTEMPTS = 20
+#: Operation key written into the commit info of every commit the lake makes.
+OP_KEY = "vae_anomaly.op"
+
+_S3_KEYS = {  # fsspec / s3fs option -> delta-rs (object_store) option
+    "key": "AWS_ACCESS_KEY_ID",
+    "secret": "AWS_SECRET_ACCESS_KEY",
+    "token": "AWS_SESSION_TOKEN",
+    "endpoint_url": "AWS_ENDPOINT_URL",
+    "region": "AWS_REGION",
+    "region_name": "AWS_REGION",
+}
+
+
+def delta_storage_options(url: str, options: dict[str, Any]) -> dict[str, str]:
+    """delta-rs storage options from fsspec-style ones (``key``/``secret``/``endpoint_url``/
+    ``client_kwargs``); upper-case object_store keys (``AWS_...``) pass through unchanged."""
+    out: dict[str, str] = {}
+    for name, value in options.items():
+        if name == "client_kwargs" and isinstance(value, dict):
+            out.update(delta_storage_options(url, value))
+        elif name in _S3_KEYS:
+            out[_S3_KEYS[name]] = str(value)
+        elif name.isupper():
+            out[name] = str(value)
+    endpoint = out.get("AWS_ENDPOINT_URL", "")
+    if url.startswith(("s3://", "s3a://")) and endpoint.startswith("http://"):
+        out.setdefault("AWS_ALLOW_HTTP", "true")
+    if url.startswith(("s3://", "s3a://")):
+        # conditional puts make the log's put-if-absent safe on S3 without a locking client
+        out.setdefault("conditional_put", "etag")
+    return out
+
+
+def open_table(uri: str, options: dict[str, str], version: Optional[int] = None) -> Optional[DeltaTable]:
+    """The Delta table at ``uri`` (at ``version``), or ``None`` if there is none yet."""
+    try:
+        return DeltaTable(uri, version=version, storage_options=options or None)
+    except TableNotFoundError:
+        return None
+
+
+def quote(value: str) -> str:
+    """A SQL string literal (names are checked to be safe, but quote anyway)."""
+    return "'" + str(value).replace("'", "''") + "'"
+
+
+def commit_properties(op: str, retries: Optional[int] = None, **metadata: Any) -> CommitProperties:
+    """Commit properties naming the lake operation (visible in the table's history)."""
+    custom = {OP_KEY: op, **{f"vae_anomaly.{k}": v for k, v in metadata.items()}}
+    return CommitProperties(custom_metadata=custom, max_commit_retries=retries)
+
+
+def replace_partition(
+    uri: str,
+    options: dict[str, str],
+    data: Union[pa.Table, Callable[[], pa.RecordBatchReader]],
+    partition: dict[str, str],
+    op: str,
+    stage: str,
+) -> None:
+    """Atomically make ``data`` the whole content of one partition (overwrite by predicate).
+
+    Creates the table, partitioned by ``partition``'s keys, if it does not exist. A concurrent
+    writer of the same partition makes the commit fail; it is then retried on the new
+    version, so the last writer's rows replace the earlier ones (never both). ``data`` may be
+    a callable returning a fresh stream for each attempt. New columns are merged into the
+    table's schema.
+    """
+    predicate = " AND ".join(f"{k} = {quote(v)}" for k, v in partition.items())
+    for attempt in range(COMMIT_ATTEMPTS):
+        payload = data() if callable(data) else data
+        table = open_table(uri, options)
+        try:
+            write_deltalake(
+                table if table is not None else uri,
+                payload,
+                mode="overwrite" if table is not None else "error",  # never a whole-table overwrite
+                predicate=predicate if table is not None else None,
+                partition_by=list(partition),
+                schema_mode="merge" if table is not None else None,
+                storage_options=options or None,
+                commit_properties=commit_properties(op, **partition),
+            )
+            break
+        except CommitFailedError:
+            _backoff(attempt)
+        except DeltaError as exc:
+            if table is None and "already exists" in str(exc).lower():
+                continue  # another writer created the table first: overwrite its partition
+            raise
+    else:
+        raise LakeError(f"{uri}: {COMMIT_ATTEMPTS} commits of partition {partition} lost to concurrent writers")
+    storage._crash_point(stage)
+
+
+def cas_append(uri: str, options: dict[str, str], table: Optional[DeltaTable], data: pa.Table, op: str, **meta: Any) -> bool:
+    """Append ``data`` only if the table is still at ``table``'s version (compare and swap).
+
+    Returns ``False`` when another writer committed first (or created the table first): the
+    caller re-reads the table, checks again and retries. Nothing is written then.
+    """
+    try:
+        write_deltalake(
+            table if table is not None else uri,
+            data,
+            mode="append" if table is not None else "error",
+            storage_options=options or None,
+            commit_properties=commit_properties(op, retries=0, **meta),
+        )
+    except CommitFailedError:
+        return False
+    except DeltaError as exc:
+        if table is None and "already exists" in str(exc).lower():
+            return False
+        raise
+    return True
+
+
+def delete_where(uri: str, options: dict[str, str], predicate: str, op: str, **meta: Any) -> Optional[int]:
+    """Delete the rows matching ``predicate``; returns the table version before, or ``None``
+    when the table does not exist."""
+    for attempt in range(COMMIT_ATTEMPTS):
+        table = open_table(uri, options)
+        if table is None:
+            return None
+        before = table.version()
+        try:
+            table.delete(predicate, commit_properties=commit_properties(op, **meta))
+            return before
+        except CommitFailedError:
+            _backoff(attempt)
+    raise LakeError(f"{uri}: {COMMIT_ATTEMPTS} deletes lost to concurrent writers")
+
+
+def _backoff(attempt: int) -> None:
+    """A short, growing pause before retrying a commit that lost a race."""
+    time.sleep(min(0.01 * 2**attempt, 0.5))

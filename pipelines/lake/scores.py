@@ -1,0 +1,133 @@
+"""The ``scores`` Delta table: one partition per (``model_version``, ``batch_id``).
+
+A batch's scores are written part by part to a private temporary Parquet file (in the
+system's temp folder, never in a folder other writers use), then streamed into the table with
+one commit that replaces the partition. Concurrent score runs write different temporary files;
+two runs scoring the same batch each replace the partition whole, so it holds one run's rows.
+"""
+from __future__ import annotations
+
+import shutil
+import tempfile
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional, Union
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from pipelines.lake import delta, storage
+from pipelines.lake.errors import LakeError
+from pipelines.lake.records import BATCH_COLUMN
+
+VERSION_COLUMN = "model_version"
+_SPOOL_ROWS = 65536
+
+
+class ScoresWriter:
+    """Appends score frames of one batch (see :meth:`pipelines.lake.Lake.scores_writer`)."""
+
+    def __init__(self, spool: str, model_version: str, batch_id: str, path: str):
+        self.model_version, self.batch_id, self.path = model_version, batch_id, path
+        self._spool = spool
+        self._writer: Optional[pq.ParquetWriter] = None
+        self.schema: Optional[pa.Schema] = None
+        self.rows = 0
+        self.constants: dict[str, Any] = {}
+
+    def write(self, frame: Union[pd.DataFrame, pa.Table]) -> None:
+        """Append ``frame``; ``batch_id`` / ``model_version`` columns must match and are dropped
+        (they are the partition). Later parts are cast to the first part's types."""
+        if isinstance(frame, pd.DataFrame):
+            for name, value in ((BATCH_COLUMN, self.batch_id), (VERSION_COLUMN, self.model_version)):
+                if name in frame.columns:
+                    if not (frame[name].astype(str) == value).all():
+                        raise LakeError(f"scores frame column {name!r} does not match the argument {value!r}")
+                    frame = frame.drop(columns=name)
+            table = pa.Table.from_pandas(frame, preserve_index=False)
+        else:
+            table = frame
+        try:
+            if self._writer is None:
+                self.schema = pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f
+                                         for f in table.schema.remove_metadata()])
+                self._writer = pq.ParquetWriter(self._spool, self.schema)
+            elif table.schema.names != self.schema.names:
+                raise ValueError(f"columns {table.schema.names} differ from the first part's {self.schema.names}")
+            self._writer.write_table(table.cast(self.schema))
+        except (ValueError, pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as exc:
+            raise LakeError(f"scores of batch {self.batch_id!r}: a part does not match the first: {exc}") from exc
+        self.rows += table.num_rows
+
+    def set_constants(self, values: dict[str, Any]) -> None:
+        """Batch-level columns (the same value on every row), known only at the end."""
+        self.constants.update(values)
+
+    def _close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+    def _stream(self) -> pa.RecordBatchReader:
+        """The spooled rows plus the constant and partition columns, streamed."""
+        base = self.schema if self.schema is not None else pa.schema([])
+        extra = {**self.constants, VERSION_COLUMN: self.model_version, BATCH_COLUMN: self.batch_id}
+        types = {k: pa.array([v]).type for k, v in extra.items()}
+        types = {k: pa.string() if pa.types.is_null(t) else t for k, t in types.items()}
+        schema = pa.schema(list(base) + [pa.field(k, t) for k, t in types.items()])
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            parts = pq.ParquetFile(self._spool).iter_batches(batch_size=_SPOOL_ROWS) if self.schema is not None else []
+            for part in parts:
+                columns = list(part.columns) + [pa.array([extra[k]] * part.num_rows, types[k]) for k in types]
+                yield pa.RecordBatch.from_arrays(columns, schema=schema)
+
+        return pa.RecordBatchReader.from_batches(schema, batches())
+
+
+@contextmanager
+def spooled_writer(uri: str, options: dict[str, str], model_version: str, batch_id: str) -> Iterator[ScoresWriter]:
+    """A :class:`ScoresWriter` whose rows are committed to the scores table when the block ends."""
+    folder = tempfile.mkdtemp(prefix="vae-anomaly-scores-")
+    writer = ScoresWriter(f"{folder}/part.parquet", model_version, batch_id, uri)
+    try:
+        yield writer
+        writer._close()
+        storage._crash_point("scores-spooled")
+        if writer.rows:
+            partition = {VERSION_COLUMN: model_version, BATCH_COLUMN: batch_id}
+            delta.replace_partition(uri, options, writer._stream, partition, "score", "scores")
+    finally:
+        writer._close()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def scored_batches(table, model_version: str) -> set[str]:
+    """Batch ids with committed scores for ``model_version`` (``table`` may be ``None``)."""
+    if table is None:
+        return set()
+    return {p[BATCH_COLUMN] for p in table.partitions(file_pruning_predicate=[(VERSION_COLUMN, "=", model_version)])}
+
+
+def read_scores(table, model_version: Optional[str], order: list[str]) -> pa.Table:
+    """Scores of one version (or all) as Arrow, versions sorted, batches in ``order``; the
+    partition columns last."""
+    if table is None:
+        return pa.table({VERSION_COLUMN: pa.array([], pa.string()), BATCH_COLUMN: pa.array([], pa.string())})
+    parts = table.partitions() if model_version is None else table.partitions(
+        file_pruning_predicate=[(VERSION_COLUMN, "=", model_version)]
+    )
+    rank = {b: i for i, b in enumerate(order)}
+    keys = sorted({(p[VERSION_COLUMN], p[BATCH_COLUMN]) for p in parts}, key=lambda k: (k[0], rank.get(k[1], len(rank)), k[1]))
+    schema = table.schema().to_arrow()
+    schema = pa.schema(schema)  # arro3 -> pyarrow
+    names = [n for n in schema.names if n not in (VERSION_COLUMN, BATCH_COLUMN)] + [VERSION_COLUMN, BATCH_COLUMN]
+    tables = []
+    for version, batch_id in keys:
+        data = table.to_pyarrow_dataset(
+            file_pruning_predicate=[(VERSION_COLUMN, "=", version), (BATCH_COLUMN, "=", batch_id)]
+        ).to_table()
+        tables.append(data.select(names))
+    if not tables:
+        return pa.table({VERSION_COLUMN: pa.array([], pa.string()), BATCH_COLUMN: pa.array([], pa.string())})
+    return pa.concat_tables(tables, promote_options="default")
