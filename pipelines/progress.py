@@ -9,6 +9,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Callable, Iterator, Optional
 
+from pipelines.escaping import terminal
+
 Reporter = Callable[[str, str, int, Optional[int], dict], None]
 _reporter: Optional[Reporter] = None
 
@@ -36,7 +38,9 @@ def rich_bars() -> Iterator[None]:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     bars = Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+        # labels name datasets and batches: plain text, never read as markup
+        TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(),
+        TextColumn("{task.fields[info]}", markup=False),
         TimeElapsedColumn(), transient=False,
     )
     tasks: dict[str, int] = {}
@@ -45,8 +49,8 @@ def rich_bars() -> Iterator[None]:
         key = f"{stream}:{label}"
         text = "  ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in info.items())
         if key not in tasks:
-            tasks[key] = bars.add_task(f"{label} {stream}", total=total, info=text)
-        bars.update(tasks[key], completed=done, total=total, info=text)
+            tasks[key] = bars.add_task(terminal(f"{label} {stream}").plain, total=total, info=terminal(text).plain)
+        bars.update(tasks[key], completed=done, total=total, info=terminal(text).plain)
 
     with bars, installed(reporter):
         yield

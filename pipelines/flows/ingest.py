@@ -16,6 +16,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from pipelines.escaping import markdown as md
 from pipelines.flows.common import IO_RETRIES, IO_RETRY_DELAY, io_task
 from pipelines.lake import (
     BatchRecord,
@@ -85,9 +86,9 @@ def summary_markdown(report: dict[str, Any]) -> str:
     """The artifact's markdown: counts, quarantine reasons by column and the schema."""
     status = "skipped: this content was already ingested" if report["skipped"] else "committed"
     lines = [
-        f"# Ingest into `{report['dataset']}`",
+        f"# Ingest into {md(report['dataset'])}",
         "",
-        f"Batch `{report['batch_id']}` from `{report['source']}` ({report['format']}): **{status}**.",
+        f"Batch {md(report['batch_id'])} from {md(report['source'])} ({md(report['format'])}): **{status}**.",
         "",
         "| rows read | accepted | quarantined |",
         "|---:|---:|---:|",
@@ -96,13 +97,13 @@ def summary_markdown(report: dict[str, Any]) -> str:
     ]
     if report["quarantined_by_column"]:
         lines += ["| column | quarantined rows |", "|---|---:|"]
-        lines += [f"| `{c}` | {n} |" for c, n in report["quarantined_by_column"].items()]
+        lines += [f"| {md(c)} | {n} |" for c, n in report["quarantined_by_column"].items()]
         lines.append("")
     if report["ignored_columns"]:
-        lines += [f"Ignored extra columns: {', '.join(f'`{c}`' for c in report['ignored_columns'])}.", ""]
-    columns = ", ".join(f"`{c}` {t}" for c, t in report["schema"]["columns"].items())
+        lines += [f"Ignored extra columns: {', '.join(md(c) for c in report['ignored_columns'])}.", ""]
+    columns = ", ".join(f"{md(c)} {md(t)}" for c, t in report["schema"]["columns"].items())
     time_column = report["schema"].get("time_column")
-    lines.append(f"Schema: {columns}" + (f"; time column `{time_column}`." if time_column else "."))
+    lines.append(f"Schema: {columns}" + (f"; time column {md(time_column)}." if time_column else "."))
     return "\n".join(lines) + "\n"
 
 

@@ -23,6 +23,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
 from pipelines import nodes, progress
+from pipelines.escaping import markdown as md
 from pipelines.flows.common import artifact_key, io_task, lake_for, tracking_for
 from pipelines.settings import apply_torch_threads
 
@@ -125,13 +126,13 @@ def publish_report(dataset: str, model_name: str, version: str, results: list[di
             description=f"Top {len(top)} anomalies of {dataset}, model {model_name} v{version}",
         )
     lines = [
-        f"# Scoring `{dataset}` with `{model_name}` v{version}", "",
+        f"# Scoring {md(dataset)} with {md(model_name)} v{md(version)}", "",
         f"{len(results)} batch(es) scored, {len(skipped)} already scored by this version.", "",
         "| batch | rows | anomalies | rate | PSI |", "|---|---:|---:|---:|---:|",
     ]
     for r in results:
         flag = " (drift)" if r["psi"] > drift_threshold else ""
-        lines.append(f"| `{r['batch_id']}` | {r['rows']} | {r['anomalies']} | {r['anomalies'] / max(r['rows'], 1):.2%} | {r['psi']:.3f}{flag} |")
+        lines.append(f"| {md(r['batch_id'])} | {r['rows']} | {r['anomalies']} | {r['anomalies'] / max(r['rows'], 1):.2%} | {r['psi']:.3f}{flag} |")
     create_markdown_artifact(key=artifact_key("score-summary", dataset), markdown="\n".join(lines))
 
 
@@ -140,7 +141,7 @@ def _task_runner(workers: Optional[int], dask_address: Optional[str]):
 
     if dask_address:
         return DaskTaskRunner(address=dask_address)
-    return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True})
+    return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1, "processes": True, "host": "127.0.0.1", "dashboard_address": None})
 
 
 @flow(name="score")

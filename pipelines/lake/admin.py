@@ -186,27 +186,3 @@ def run(action: str, dataset: str, batch_id: Optional[str] = None, lake_url: Opt
     result = ACTIONS[action](lake, dataset, *([batch_id] if needs_batch else []))
     return {"action": action, **result}
 
-
-def render(result: dict[str, Any]) -> list:
-    """Rich renderables for a :func:`run` result (values as plain text, never markup)."""
-    from rich.table import Table
-    from rich.text import Text
-
-    action, dataset = result["action"], result["dataset"]
-    if action == "list":
-        table = Table(title=Text(f"lake {dataset}: {len(result['batches'])} batch(es)"), title_justify="left")
-        for name in ("batch", "source", "format", "read", "accepted", "quarantined", "ingested at"):
-            table.add_column(name, justify="right" if name in ("read", "accepted", "quarantined") else "left")
-        for b in result["batches"]:
-            table.add_row(*(Text(str(b[k])) for k in ("batch_id", "source", "format", "rows_read", "rows_accepted",
-                                                       "rows_quarantined", "ingested_at")))
-        out: list = [table]
-        if result["removed"]:
-            out.append(Text(f"removed (restorable with `vae-anomaly lake restore {dataset} ID`): {', '.join(result['removed'])}"))
-        return out
-    if action == "migrate":
-        return [Text(f"lake {dataset}: migrated {len(result['migrated'])} batch(es) to Delta tables"
-                     + (f", {len(result['already_migrated'])} were already" if result["already_migrated"] else ""))]
-    record = result[f"{action}d"]
-    return [Text(f"lake {dataset}: {action}d batch {record['batch_id']} "
-                 f"({record['rows_accepted']} rows from {record['source']})")]

@@ -1,0 +1,199 @@
+"""The ``vae-anomaly`` argument parser.
+
+Each subcommand is one ``add_<name>(command)`` function below, listed in :data:`SUBCOMMANDS`;
+a new subcommand is one more function there. ``command(name, help, func, render)`` returns its
+:class:`argparse.ArgumentParser`, already given the output options and the epilog; ``func``
+(``pipelines.cli.commands``) returns a result dict or an exit code, ``render``
+(``pipelines.cli.render``) turns the dict into Rich renderables.
+"""
+from __future__ import annotations
+
+import argparse
+from typing import Callable, Optional, Sequence
+
+from pipelines.cli import commands, render
+
+EPILOG = """\
+exit codes:
+  0  success
+  1  unexpected error (run again with --debug for the traceback)
+  2  bad input: command line, missing source file, unreadable file, schema drift, bad data
+  3  model registry: no such model, version or alias, or the tracking store failed
+  4  score --fail-on-anomaly: at least one row was flagged
+  130 interrupted (Ctrl-C, SIGINT)
+  143 terminated (SIGTERM)
+
+environment (defaults in brackets):
+  VAE_ANOMALY_HOME          local state: MLflow store, Prefect home [<repo>/.state]
+  VAE_ANOMALY_LAKE          Delta lake root, a path or s3:// URL [<repo>/data/lake]
+  MLFLOW_TRACKING_URI       tracking store [sqlite:///$VAE_ANOMALY_HOME/mlflow.db]
+  PREFECT_API_URL           Prefect server [a temporary local API per command]
+  VAE_ANOMALY_DASK_ADDRESS  Dask scheduler for `score` [none: score in-process]
+"""
+
+Command = Callable[..., argparse.ArgumentParser]
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors raised as :class:`UsageError` instead of usage dumps."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        from pipelines.cli.errors import UsageError
+
+        raise UsageError(f"{message} (see `{self.prog} --help`)")
+
+
+def dataset_name(text: str) -> str:
+    """An argparse type: a dataset name the lake accepts (checked before any model lookup)."""
+    from pipelines.lake.errors import LakeError
+    from pipelines.lake.validation import _check_name  # the lake's one rule for names
+
+    try:
+        return _check_name("dataset name", text)
+    except LakeError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _dataset(p: argparse.ArgumentParser, many: bool = False) -> None:
+    p.add_argument("datasets" if many else "dataset", nargs="+" if many else None, metavar="DATASET", type=dataset_name)
+
+
+def _model_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model-name", help="registered model name (default: the dataset name)")
+
+
+def _fit_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--series-column", help="column that names the series of a time-series dataset")
+    p.add_argument("--exclude", nargs="+", action="extend", metavar="COL", help="columns the model must not see")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="detector setting (vae_core.VAEConfig), value as JSON: --param max_epochs=50")
+    p.add_argument("--seed", type=int, help="random seed (default 0)")
+
+
+def add_ingest(command: Command) -> None:
+    p = command("ingest", "validate one CSV/Parquet/JSONL file and commit it as a batch of DATASET",
+                commands.cmd_ingest, render.render_ingest)
+    _dataset(p)
+    p.add_argument("source", metavar="SOURCE", help="local path or fsspec URL (.csv, .parquet, .jsonl; .gz ok)")
+    p.add_argument("--time-column", help="datetime column required in every row (fixed by the first batch)")
+    p.add_argument("--format", choices=("csv", "parquet", "jsonl"), help="override the format guessed from the name")
+    p.add_argument("--batch-id", help="batch id (default: from the content hash, so re-ingesting is a no-op)")
+    p.add_argument("--ignore-extra-columns", action="store_true", help="leave out columns not in the schema")
+
+
+def add_lake(command: Command) -> None:
+    p = command("lake", "list, remove, restore (from the tables' history) or migrate the batches of DATASET",
+                commands.cmd_lake, render.render_lake)
+    p.add_argument("action", choices=("list", "remove", "restore", "migrate"), metavar="ACTION",
+                   help="list | remove BATCH_ID | restore BATCH_ID | migrate (an old _manifest.json dataset)")
+    _dataset(p)
+    p.add_argument("batch_id", nargs="?", metavar="BATCH_ID")
+
+
+def add_train(command: Command) -> None:
+    p = command("train", "train a model on DATASET, register it in MLflow (champion if it is the first)",
+                commands.cmd_train, render.render_train)
+    _dataset(p)
+    _model_options(p)
+    p.add_argument("--batch", nargs="+", action="extend", metavar="ID", help="train on these batches (default: all)")
+    _fit_options(p)
+
+
+def add_score(command: Command) -> None:
+    p = command("score", "score the batches of DATASET not yet scored by the model version",
+                commands.cmd_score, render.render_score)
+    _dataset(p)
+    _model_options(p)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--alias", help="registry alias to score with (default: champion)")
+    which.add_argument("--version", help="registry version to score with")
+    p.add_argument("--batch", nargs="+", action="extend", metavar="ID", help="score these batches (default: all)")
+    p.add_argument("--batch-rows", type=int, help="rows per Arrow record batch (default 65536)")
+    p.add_argument("--workers", type=int, metavar="N", help="score batches in parallel on a local Dask cluster")
+    p.add_argument("--dask-address", help="score on an existing Dask scheduler (or VAE_ANOMALY_DASK_ADDRESS)")
+    p.add_argument("--drift-threshold", type=float, help="PSI above which a batch counts as drifted (default 0.25)")
+    p.add_argument("--retrain-on-drift", action="store_true", help="run `retrain` when drift is found")
+    p.add_argument("--fail-on-anomaly", action="store_true", help="exit 4 if any row was flagged")
+
+
+def add_retrain(command: Command) -> None:
+    p = command("retrain", "train a challenger on recent batches; promote it if it beats the champion",
+                commands.cmd_retrain, render.render_retrain)
+    _dataset(p)
+    _model_options(p)
+    p.add_argument("--recent-batches", type=int, metavar="N", help="train on the N newest batches (default 3)")
+    p.add_argument("--holdout-fraction", type=float, help="share of rows held out to compare the models (default 0.2)")
+    p.add_argument("--tolerance", type=float, help="promote if challenger -log p <= champion + this (default 0)")
+    _fit_options(p)
+
+
+def add_serve(command: Command) -> None:
+    p = command("serve", "serve the scheduled-scoring and nightly-retraining deployments from this process",
+                commands.cmd_serve)
+    _dataset(p, many=True)
+    p.add_argument("--score-cron", default="0 * * * *", help="scoring schedule (default: hourly, %(default)r)")
+    p.add_argument("--retrain-cron", default="0 2 * * *", help="retraining schedule (default: %(default)r)")
+    p.add_argument("--port", type=int, default=4200,
+                   help="port of the local Prefect server started when PREFECT_API_URL is unset (default %(default)s)")
+
+
+def add_bench(command: Command) -> None:
+    p = command("bench", "run the benchmark: python -m benchmarks.run with the other arguments (e.g. --quick, --only tabular)",
+                commands.cmd_bench)
+    p.set_defaults(passthrough=[])
+
+
+def add_demo(command: Command) -> None:
+    p = command("demo", "ingest the sample data, train, score, retrain and print where to look",
+                commands.cmd_demo, render.render_demo)
+    p.add_argument("--fresh", action="store_true", help="delete the demo's lake datasets and tracking state first")
+
+
+#: The subcommands, in the order ``--help`` lists them.
+SUBCOMMANDS: tuple[Callable[[Command], None], ...] = (
+    add_ingest, add_lake, add_train, add_score, add_retrain, add_serve, add_bench, add_demo,
+)
+
+
+def _output_options(suppress: bool) -> argparse.ArgumentParser:
+    # on the main parser and on every subcommand; SUPPRESS keeps a subcommand from
+    # resetting a flag given before it (`vae-anomaly --json score ...`)
+    opts = _Parser(add_help=False)
+    default = argparse.SUPPRESS if suppress else False
+    group = opts.add_argument_group("output")
+    group.add_argument("--json", action="store_true", default=default, help="print the result as JSON (no bars)")
+    group.add_argument("-v", "--verbose", action="store_true", default=default, help="show Prefect's INFO log and warnings")
+    group.add_argument("--debug", action="store_true", default=default, help="show full logs and tracebacks")
+    return opts
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``vae-anomaly`` argument parser, with every subcommand of :data:`SUBCOMMANDS`."""
+    formatter = argparse.RawDescriptionHelpFormatter
+    parser = _Parser(
+        prog="vae-anomaly", description="Anomaly detection with a VAE: Parquet lake, Prefect flows, MLflow registry.",
+        epilog=EPILOG, formatter_class=formatter, parents=[_output_options(False)],
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    common = [_output_options(True)]
+
+    def command(name: str, help: str, func: Callable, render: Optional[Callable] = None) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help, description=help, epilog=EPILOG, formatter_class=formatter, parents=common)
+        p.set_defaults(func=func, render=render)
+        return p
+
+    for add in SUBCOMMANDS:
+        add(command)
+    return parser
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse ``argv``; ``bench`` keeps the arguments it does not know for the benchmark."""
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        if args.command != "bench":
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.passthrough = extra
+    return args

@@ -1,0 +1,159 @@
+"""What a command prints: its result as Rich tables, or as JSON.
+
+Every value that comes from data (dataset, batch and model names, file names, cell values in
+``top_features``) reaches the terminal as :func:`pipelines.escaping.terminal` text, so a ``[/]``
+or ``[link=...]`` in a cell prints as itself. Floats print rounded: 4 significant digits in
+tables (PSI 3), :data:`JSON_DIGITS` in JSON.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+from pipelines.escaping import terminal
+
+#: Significant digits of floats in ``--json`` output (keys and structure are unchanged).
+JSON_DIGITS = 6
+
+
+def jsonable(value: Any) -> Any:
+    """``value`` for strict JSON: NaN/inf as ``null``, floats to :data:`JSON_DIGITS` significant
+    digits, numpy scalars as Python numbers, unknown objects as strings."""
+    if isinstance(value, float):
+        return float(f"{value:.{JSON_DIGITS}g}") if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set)):
+        return [jsonable(v) for v in value]
+    if value is None or isinstance(value, (str, int, bool)):
+        return value
+    if hasattr(value, "item"):  # numpy scalars
+        return jsonable(value.item())
+    return str(value)
+
+
+def fmt(value: Any, digits: int = 4) -> str:
+    """A table cell's text: ``-`` for missing, floats to ``digits`` significant digits."""
+    if value is None:
+        return "-"
+    if hasattr(value, "item") and not isinstance(value, (list, tuple, dict, str)):
+        value = value.item()  # numpy scalars
+    if isinstance(value, float):
+        return "-" if math.isnan(value) else f"{value:.{digits}g}"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(fmt(v, digits) for v in value) or "-"
+    return str(value)
+
+
+def cell(value: Any, digits: int = 4):
+    """A table cell from data: :func:`fmt` text as escaped Rich text."""
+    return terminal(fmt(value, digits))
+
+
+def key_values(title: str, rows: Sequence[tuple[str, Any]]):
+    """A two-column table of labelled values (``title`` and values are printed literally)."""
+    from rich.table import Table
+
+    table = Table(title=terminal(title), show_header=False, title_justify="left", box=None, padding=(0, 2))
+    table.add_column(style="bold")
+    table.add_column()
+    for label, value in rows:
+        table.add_row(terminal(label), cell(value))
+    return table
+
+
+def top_anomalies_table(top: list[dict], limit: int = 10, title: str = "top anomalies"):
+    """Rows of ``top`` (dicts with batch_id, _source_row, anomaly_score, p_value, top_features)."""
+    from rich.table import Table
+
+    table = Table(title=terminal(title), title_justify="left")
+    for name, justify in (("batch", "left"), ("row", "right"), ("score", "right"), ("p-value", "right"), ("top features", "left")):
+        table.add_column(name, justify=justify, overflow="fold")
+    for r in top[:limit]:
+        table.add_row(
+            cell(r.get("batch_id", "")), cell(r.get("_source_row", "")), cell(r.get("anomaly_score")),
+            cell(r.get("p_value"), 2), cell(r.get("top_features", "")),
+        )
+    return table
+
+
+def render_ingest(r: dict) -> list:
+    quarantined = ", ".join(f"{c}: {n}" for c, n in (r.get("quarantined_by_column") or {}).items())
+    status = "already in the lake (skipped)" if r.get("skipped") else "committed"
+    return [key_values(f"ingest {r.get('dataset')}: {status}", [
+        ("batch", r.get("batch_id")), ("source", r.get("source")),
+        ("rows", f"{r.get('rows_read')} read, {r.get('rows_accepted')} accepted, {r.get('rows_quarantined')} quarantined"),
+        ("quarantined by column", quarantined or None), ("ignored columns", r.get("ignored_columns") or None),
+    ])]
+
+
+def render_train(r: dict) -> list:
+    return [key_values(f"train {r.get('dataset')}: registered {r.get('model_name')} v{r.get('version')}", [
+        ("aliases", r.get("aliases")), ("model uri", r.get("model_uri")), ("run id", r.get("run_id")),
+        ("rows", r.get("rows")), ("epochs", r.get("epochs")), ("threshold", r.get("threshold")),
+        ("device", r.get("device")),
+    ])]
+
+
+def render_score(r: dict) -> list:
+    from rich.table import Table
+
+    out: list = []
+    title = f"score {r.get('dataset')} with {r.get('model_name')} v{r.get('model_version')}"
+    table = Table(title=terminal(title), title_justify="left")
+    for name in ("batch", "rows", "anomalies", "rate", "PSI"):
+        table.add_column(name, justify="left" if name == "batch" else "right")
+    for b in r.get("scored", []):
+        rate = b["anomalies"] / b["rows"] if b.get("rows") else float("nan")
+        table.add_row(cell(b["batch_id"]), cell(b["rows"]), cell(b["anomalies"]), cell(f"{rate:.2%}"), cell(b.get("psi"), 3))
+    out.append(table)
+    drift = "yes" if r.get("drift") else "no"
+    out.append(key_values("", [
+        ("total", f"{r.get('rows', 0)} rows, {r.get('anomalies', 0)} anomalies"),
+        ("already scored", f"{len(r.get('skipped', []))} batch(es) skipped"),
+        ("drift", f"{drift} (max PSI {fmt(r.get('max_psi'), 3)})"),
+    ]))
+    if r.get("top"):
+        out.append(top_anomalies_table(r["top"]))
+    if r.get("retrain"):
+        out.extend(render_retrain(r["retrain"]))
+    return out
+
+
+def render_retrain(r: dict) -> list:
+    return [key_values(f"retrain {r.get('dataset')}: {'promoted' if r.get('promoted') else 'kept the champion'}", [
+        ("champion", f"v{r.get('champion_version')}  -log p {fmt(r.get('champion_nll'))}"),
+        ("challenger", f"v{r.get('challenger_version')}  -log p {fmt(r.get('challenger_nll'))}"),
+        ("rule", r.get("rule")),
+    ])]
+
+
+def render_demo(summary: dict) -> list:
+    from pipelines import demo
+
+    return demo.render(summary)
+
+
+def render_lake(result: dict[str, Any]) -> list:
+    """Rich renderables for a :func:`pipelines.lake.admin.run` result (values as plain text, never markup)."""
+    from rich.table import Table
+    from rich.text import Text
+
+    action, dataset = result["action"], result["dataset"]
+    if action == "list":
+        table = Table(title=Text(f"lake {dataset}: {len(result['batches'])} batch(es)"), title_justify="left")
+        for name in ("batch", "source", "format", "read", "accepted", "quarantined", "ingested at"):
+            table.add_column(name, justify="right" if name in ("read", "accepted", "quarantined") else "left")
+        for b in result["batches"]:
+            table.add_row(*(Text(str(b[k])) for k in ("batch_id", "source", "format", "rows_read", "rows_accepted",
+                                                       "rows_quarantined", "ingested_at")))
+        out: list = [table]
+        if result["removed"]:
+            out.append(Text(f"removed (restorable with `vae-anomaly lake restore {dataset} ID`): {', '.join(result['removed'])}"))
+        return out
+    if action == "migrate":
+        return [Text(f"lake {dataset}: migrated {len(result['migrated'])} batch(es) to Delta tables"
+                     + (f", {len(result['already_migrated'])} were already" if result["already_migrated"] else ""))]
+    record = result[f"{action}d"]
+    return [Text(f"lake {dataset}: {action}d batch {record['batch_id']} "
+                 f"({record['rows_accepted']} rows from {record['source']})")]
