@@ -4,6 +4,7 @@ from here rather than from conftest.py)."""
 from __future__ import annotations
 
 import os
+import pwd
 import signal
 import socket
 import subprocess
@@ -118,3 +119,107 @@ def run_vae_anomaly(env: Mapping[str, str], *args: str, timeout: float = 180) ->
     result = subprocess.run([str(VAE_ANOMALY), *args], env=dict(env), capture_output=True, text=True, timeout=timeout)
     assert result.returncode == 0, f"vae-anomaly {' '.join(args)} exited with {result.returncode}:\n{result.stdout}\n{result.stderr}"
     return result
+
+
+# ---------------------------------------------------------------- a throw-away PostgreSQL cluster
+PG_BINARIES = ("initdb", "pg_ctl", "postgres", "runuser")
+PG_OS_USER = "postgres"
+DB_ROLE, DB_PASSWORD = "vae", "vae-topology-pw"  # a role with a password, as in infra/.env
+
+
+def psycopg2_module():
+    """The psycopg2 module; fails the test with the install command if it is missing."""
+    try:
+        import psycopg2
+    except ImportError:
+        pytest.fail("psycopg2 is missing: install the project with its dev extra (pip install -c constraints.txt -e '.[dev]')")
+    return psycopg2
+
+
+class Postgres:
+    """A PostgreSQL cluster in a temporary folder owned by the ``postgres`` OS user, listening on
+    127.0.0.1:``port`` with its unix socket inside the folder."""
+
+    def __init__(self, root: Path):
+        self.root = root
+        self.data = root / "data"
+        self.sockets = root / "sockets"
+        self.log_file = root / "postgres.log"
+        self.port = free_port()
+        self.started = False
+
+    def _as_postgres(self, *cmd: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        result = subprocess.run(
+            ["runuser", "-u", PG_OS_USER, "--", *cmd], cwd=self.root, capture_output=True, text=True, timeout=timeout,
+        )
+        if result.returncode != 0:
+            pytest.fail(f"{' '.join(cmd)} exited with {result.returncode}:\n{result.stdout}\n{result.stderr}\n{tail(self.log_file)}")
+        return result
+
+    def start(self) -> None:
+        pw = pwd.getpwnam(PG_OS_USER)
+        self.sockets.mkdir()
+        os.chown(self.root, pw.pw_uid, pw.pw_gid)
+        os.chown(self.sockets, pw.pw_uid, pw.pw_gid)
+        # superuser `postgres`: trusted on the socket only; TCP clients need a password
+        self._as_postgres(
+            "initdb", "-D", str(self.data), "-U", "postgres", "-E", "UTF8", "--locale=C",
+            "--auth-local=trust", "--auth-host=scram-sha-256",
+        )
+        options = f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sockets} -c fsync=off"
+        self.started = True  # from here on, stop() is needed even if start fails half-way
+        self._as_postgres("pg_ctl", "-D", str(self.data), "-l", str(self.log_file), "-o", options, "-w", "-t", "60", "start")
+
+    def stop(self) -> None:
+        if not self.started:
+            return
+        pid_file = self.data / "postmaster.pid"
+        for mode in ("fast", "immediate"):
+            if not pid_file.exists():
+                return
+            subprocess.run(
+                ["runuser", "-u", PG_OS_USER, "--", "pg_ctl", "-D", str(self.data), "-m", mode, "-w", "-t", "30", "stop"],
+                cwd=self.root, capture_output=True, timeout=60,
+            )
+        try:  # pg_ctl could not stop it: the postmaster's pid is the file's first line
+            os.kill(int(pid_file.read_text().split()[0]), signal.SIGKILL)
+        except (OSError, ValueError, IndexError):
+            pass
+
+    def connect(self, database: str = "postgres", superuser: bool = False):
+        """A connection in autocommit mode: as ``postgres`` over the socket, or as the app role over TCP."""
+        psycopg2 = psycopg2_module()
+        if superuser:
+            conn = psycopg2.connect(host=str(self.sockets), port=self.port, user="postgres", dbname=database)
+        else:
+            conn = psycopg2.connect(host="127.0.0.1", port=self.port, user=DB_ROLE, password=DB_PASSWORD, dbname=database)
+        conn.autocommit = True
+        return conn
+
+    def create_app_databases(self, *names: str) -> None:
+        conn = self.connect(superuser=True)
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"CREATE ROLE {DB_ROLE} LOGIN PASSWORD %s", (DB_PASSWORD,))
+                for name in names:
+                    cur.execute(f"CREATE DATABASE {name} OWNER {DB_ROLE}")
+        finally:
+            conn.close()
+
+    def url(self, driver: str, database: str) -> str:
+        return f"{driver}://{DB_ROLE}:{DB_PASSWORD}@127.0.0.1:{self.port}/{database}"
+
+
+def query(pg: Postgres, database: str, sql: str, params: tuple = ()) -> list[tuple]:
+    """Rows of ``sql`` run on ``database`` as the app role, over TCP with its password."""
+    conn = pg.connect(database)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql, params)
+            return cur.fetchall()
+    finally:
+        conn.close()
+
+
+def tables(pg: Postgres, database: str) -> set[str]:
+    return {r[0] for r in query(pg, database, "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public'")}
