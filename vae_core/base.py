@@ -96,7 +96,8 @@ class DetectorBase(ABC):
 
     def _calibrate(self, scores: np.ndarray) -> None:
         c = self.config_
-        self.calibration_ = Calibration.fit(scores, c.threshold_method, c.contamination, c.pot_risk, c.pot_level)
+        self.calibration_ = Calibration.fit(scores, c.threshold_method, c.contamination, c.pot_risk, c.pot_level,
+                                            fixed=c.fixed_threshold)
 
     def calibrate(
         self,
@@ -105,13 +106,17 @@ class DetectorBase(ABC):
         risk: Optional[float] = None,
         level: Optional[float] = None,
         scores: Optional[np.ndarray] = None,
+        threshold: Optional[float] = None,
     ):
         """Place the threshold again without retraining.
 
         Parameters
         ----------
-        method : {"quantile", "pot"}, optional
-            Quantile at ``1 - contamination``, or peaks-over-threshold at tail probability ``risk``.
+        method : {"quantile", "pot", "fixed"}, optional
+            Quantile at ``1 - contamination``, peaks-over-threshold at tail probability ``risk``, or
+            ``threshold`` as given (p-values still come from the calibration scores).
+        threshold : float, optional
+            The threshold of ``method="fixed"`` (giving it implies that method).
         contamination, risk, level : float, optional
             New target false-positive rate, POT risk, and POT tail start quantile.
         scores : array of shape (n,), optional
@@ -122,8 +127,13 @@ class DetectorBase(ABC):
         self
         """
         self._check_fitted()
+        if threshold is not None:
+            method = method or "fixed"
         updates = {"threshold_method": method, "contamination": contamination, "pot_risk": risk, "pot_level": level}
         updates = {k: v for k, v in updates.items() if v is not None}
+        after = updates.get("threshold_method", self.config_.threshold_method)
+        updates["fixed_threshold"] = None if after != "fixed" else (
+            float(threshold) if threshold is not None else self.config_.fixed_threshold)
         self.config_ = type(self.config_)(**{**self.config_.model_dump(), **updates})
         self._calibrate(self.calibration_.scores if scores is None else np.asarray(scores, float))
         return self

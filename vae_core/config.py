@@ -73,7 +73,10 @@ class VAEConfig(BaseModel):
     )
 
     # --- threshold --------------------------------------------------------------------------
-    threshold_method: Literal["quantile", "pot"] = "quantile"
+    threshold_method: Literal["quantile", "pot", "fixed"] = Field(
+        "quantile", description='"quantile", "pot", or "fixed": fixed_threshold as given (e.g. set from reviews)'
+    )
+    fixed_threshold: Optional[float] = Field(None, description='The threshold of threshold_method="fixed"')
     contamination: float = Field(0.01, gt=0, lt=0.5, description="Target false-positive rate of the quantile rule")
     pot_risk: float = Field(1e-3, gt=0, lt=0.5, description="Tail probability of the POT threshold")
     pot_level: float = Field(0.95, gt=0.5, lt=1, description="Quantile where the POT tail starts")
@@ -86,6 +89,8 @@ class VAEConfig(BaseModel):
     def _check(self) -> "VAEConfig":
         if self.min_logvar >= self.max_logvar:
             raise ValueError("min_logvar must be below max_logvar")
+        if (self.threshold_method == "fixed") != (self.fixed_threshold is not None):
+            raise ValueError('fixed_threshold is given exactly when threshold_method="fixed"')
         return self
 
 

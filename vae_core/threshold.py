@@ -92,21 +92,26 @@ class Calibration:
     tail: Optional[TailModel]
 
     @classmethod
-    def fit(cls, scores: np.ndarray, method: str, contamination: float, risk: float, level: float) -> "Calibration":
-        """Sort ``scores``, fit the tail and place the threshold by ``method``."""
+    def fit(cls, scores: np.ndarray, method: str, contamination: float, risk: float, level: float,
+            fixed: Optional[float] = None) -> "Calibration":
+        """Sort ``scores``, fit the tail and place the threshold by ``method`` (``fixed``: as given)."""
         scores = np.sort(np.asarray(scores, float))
         if len(scores) == 0:
             raise ValueError("no calibration scores")
         tail = fit_tail(scores, level)
         if method == "quantile":
             threshold = float(np.quantile(scores, 1.0 - contamination))
+        elif method == "fixed":
+            if fixed is None or not np.isfinite(fixed):
+                raise ValueError("a fixed threshold needs a finite value")
+            threshold = float(fixed)
         elif method == "pot":
             if tail is not None and risk < tail.rate:
                 threshold = tail.quantile(risk)
             else:  # too few excesses to extrapolate, or the risk is not in the tail
                 threshold = float(np.quantile(scores, 1.0 - risk))
         else:
-            raise ValueError(f"unknown threshold method {method!r}; use 'quantile' or 'pot'")
+            raise ValueError(f"unknown threshold method {method!r}; use 'quantile', 'pot' or 'fixed'")
         return cls(scores, method, threshold, contamination, risk, level, tail)
 
     def p_values(self, s: np.ndarray) -> np.ndarray:

@@ -163,6 +163,21 @@ def test_recalibration_moves_the_threshold_without_retraining(fitted, frame):
     assert frac < 0.05
 
 
+def test_a_fixed_threshold_is_kept_through_save_and_load(fitted, frame, tmp_path):
+    det = VAEDetector.load(fitted.save(tmp_path / "a"))
+    scores = det.score(frame)["anomaly_score"]
+    cut = float(scores.quantile(0.9))
+    det.calibrate(threshold=cut)
+    assert det.config_.threshold_method == "fixed" and det.threshold_ == cut
+    assert det.score(frame)["is_anomaly"].sum() == (scores > cut).sum()
+    again = VAEDetector.load(det.save(tmp_path / "b"))
+    assert again.threshold_ == cut and again.calibration_.scores.tolist() == fitted.calibration_.scores.tolist()
+    again.calibrate(method="quantile")  # back to a rule: the fixed value is dropped
+    assert again.config_.fixed_threshold is None and again.threshold_ == fitted.threshold_
+    with pytest.raises(ValueError, match="fixed_threshold"):
+        again.calibrate(method="fixed")
+
+
 def test_pyod_style_api(fitted, frame):
     s = fitted.decision_function(frame)
     p = fitted.predict(frame)
