@@ -15,13 +15,14 @@ from .config import TimeSeriesConfig, VAEConfig
 from .detector import VAEDetector
 from .device import select_device
 from .errors import DataError, NotFittedError
-from .explain import score_with_explanations, top_features_text
+from .explain import score_and_explain, score_with_explanations, top_features_text
 from .loading import load
 from .timeseries import TimeSeriesVAEDetector
 from .train import EpochMetrics
 
 __all__ = [
     "VAEDetector",
+    "score_and_explain",
     "TimeSeriesVAEDetector",
     "DetectorBase",
     "VAEConfig",

@@ -140,6 +140,27 @@ def top_features_text(explanation: pd.DataFrame) -> pd.Series:
     return text.groupby(level=0, sort=False).agg(lambda p: ", ".join(x for x in p if x))
 
 
+def score_and_explain(detector: Any, frame: pd.DataFrame, top_k: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """:func:`score_with_explanations`, and the long-form explanation of the flagged rows.
+
+    Returns
+    -------
+    scores : DataFrame
+        As :func:`score_with_explanations` returns it.
+    explanation : DataFrame
+        ``explain``'s long form (``rank``, ``feature``, ``share``, ``excess_nll``, ``value``,
+        ``typical``) for the flagged rows only, indexed by their position in ``frame``.
+    """
+    scores, explanation = detector._score_and_explain_flagged(frame, max(1, int(top_k)))
+    text = np.full(len(scores), "", dtype=object)
+    if len(explanation):
+        per_row = top_features_text(explanation)
+        text[per_row.index.to_numpy(dtype=np.int64)] = per_row.to_numpy()
+    out = scores.copy()
+    out[TOP_FEATURES_COLUMN] = pd.Series(text, index=scores.index, dtype=object)
+    return out, explanation
+
+
 def score_with_explanations(detector: Any, frame: pd.DataFrame, top_k: int = 3) -> pd.DataFrame:
     """Scores of every row plus the ``top_features`` text of the flagged ones.
 
@@ -160,11 +181,4 @@ def score_with_explanations(detector: Any, frame: pd.DataFrame, top_k: int = 3) 
         others. A time series is explained from the same windows that scored it, so a flagged
         point is explained in the context of its whole series.
     """
-    scores, explanation = detector._score_and_explain_flagged(frame, max(1, int(top_k)))
-    text = np.full(len(scores), "", dtype=object)
-    if len(explanation):
-        per_row = top_features_text(explanation)
-        text[per_row.index.to_numpy(dtype=np.int64)] = per_row.to_numpy()
-    out = scores.copy()
-    out[TOP_FEATURES_COLUMN] = pd.Series(text, index=scores.index, dtype=object)
-    return out
+    return score_and_explain(detector, frame, top_k)[0]

@@ -5,7 +5,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from vae_core import SCORE_COLUMNS, TimeSeriesVAEDetector, VAEDetector, load, score_with_explanations, top_features_text
+from vae_core import (
+    SCORE_COLUMNS, TimeSeriesVAEDetector, VAEDetector, load, score_and_explain, score_with_explanations, top_features_text,
+)
 from vae_core.explain import MAX_VALUE_CHARS
 
 ITEM = r"[^=, ]+=.+ \(\d+%\)"
@@ -47,6 +49,17 @@ def test_score_with_explanations_explains_the_flagged_rows_only(fitted, frame):
     # the same text as the explain() of those rows
     expected = top_features_text(fitted.explain(test[flagged], top_k=2))
     assert out.loc[flagged, "top_features"].to_dict() == expected.to_dict()
+
+
+def test_score_and_explain_gives_the_flagged_rows_long_form_by_position(fitted, frame):
+    test = frame.iloc[:50].copy()
+    test.loc[test.index[[7, 30]], "amount"] = 1e4
+    scores, explanation = score_and_explain(fitted, test, top_k=2)
+    pd.testing.assert_frame_equal(scores, score_with_explanations(fitted, test, top_k=2))
+    flagged = np.flatnonzero(scores["is_anomaly"].to_numpy())
+    assert sorted(set(explanation.index)) == flagged.tolist() and {7, 30} <= set(flagged)
+    expected = fitted.explain(test.iloc[flagged], top_k=2)
+    assert explanation["feature"].tolist() == expected["feature"].tolist()
 
 
 def test_score_with_explanations_keeps_a_repeated_index(fitted, frame):
