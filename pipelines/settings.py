@@ -186,9 +186,12 @@ def apply_prefect_env(settings: Optional[Settings] = None) -> dict[str, str]:
 
     Sets ``PREFECT_HOME`` (to ``settings.prefect_home``), ``PREFECT_SERVER_ANALYTICS_ENABLED``
     (to ``false``) and ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS`` (to 120) in
-    ``os.environ`` when they are not set. Prefect reads its settings when it is
-    first imported, so the CLI must call this **before anything imports prefect** (import the
-    flows inside the command functions, not at the top of the CLI module).
+    ``os.environ`` when they are not set.
+
+    The import-order rule (written here once): Prefect reads its settings when it is first
+    imported, so every entry point (the CLI, :func:`pipelines.deployments.serve_all`, a script)
+    calls this **before anything imports prefect**, and imports ``pipelines.flows`` and
+    ``pipelines.deployments``' flows inside its functions, not at module level.
 
     Parameters
     ----------
