@@ -19,8 +19,8 @@ Two ways to run them:
 - ``prefect.yaml`` at the repository root declares the same two deployments for workers
   (``gpu`` pool for retraining, ``cpu`` pool for scoring): ``prefect deploy --all``.
 
-Import this module before Prefect: :func:`serve_all` may set ``PREFECT_API_URL``, which
-Prefect reads when it is first imported. The flows are imported inside the functions.
+The flows are imported inside the functions (the import-order rule of
+:func:`pipelines.settings.apply_prefect_env`), since :func:`serve_all` may set ``PREFECT_API_URL``.
 """
 from __future__ import annotations
 

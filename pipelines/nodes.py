@@ -1,5 +1,7 @@
 """Pure functions the flows put in order: no Prefect, no MLflow, no I/O.
 
+Scores with their top features come from :func:`vae_core.score_with_explanations` directly.
+
 Kedro's split: these are the nodes, ``pipelines/flows/*`` are the wiring.
 """
 from __future__ import annotations
@@ -9,15 +11,16 @@ from typing import Callable, Optional, Union
 import numpy as np
 import pandas as pd
 
+from pipelines.lake import META_COLUMNS
 from vae_core import DataError, TimeSeriesVAEDetector, VAEDetector
 
-META_COLUMNS = ("batch_id", "_source_row")
-KEY_COLUMNS = ["batch_id", "_source_row"]
+KEY_COLUMNS = META_COLUMNS  # a scored row's key in the lake: (batch_id, _source_row)
 Detector = Union[VAEDetector, TimeSeriesVAEDetector]
 
 
 def score_label(model_name: str, version: str) -> str:
-    """The lake's key for scores of one registered model version, e.g. ``transactions-v3``."""
+    """The scores key: the lake's key for scores of one registered model version, e.g.
+    ``transactions-v3`` (the score flow's ``scores_key``, the lake's ``model_version``)."""
     return f"{model_name}-v{version}"
 
 
@@ -83,30 +86,6 @@ class PSI:
             return float("nan")
         e, a = np.clip(self.expected, self.eps, None), np.clip(self.counts / n, self.eps, None)
         return float(np.sum((a - e) * np.log(a / e)))
-
-
-def top_features_text(explanation: pd.DataFrame) -> pd.Series:
-    """One string per explained row, e.g. ``"amount=912.5 (81%), channel='atm' (12%)"``."""
-    if explanation.empty:
-        return pd.Series(dtype=object)
-    parts = [
-        f"{f}={v!r} ({100 * s:.0f}%)" if s > 0 else ""
-        for f, v, s in zip(explanation["feature"], explanation["value"], explanation["share"])
-    ]
-    text = pd.Series(parts, index=explanation.index, dtype=object)
-    return text.groupby(level=0, sort=False).agg(lambda p: ", ".join(x for x in p if x))
-
-
-def score_with_reasons(det: Detector, frame: pd.DataFrame, top_k: int = 3) -> pd.DataFrame:
-    """All score columns, plus ``top_features`` for the flagged rows (empty for the others)."""
-    scores = det.score(frame)
-    scores["top_features"] = ""
-    flagged = scores.index[scores["is_anomaly"].to_numpy()]
-    if len(flagged):
-        rows = frame.loc[flagged]
-        text = top_features_text(det.explain(rows, top_k=top_k))
-        scores.loc[text.index, "top_features"] = text.to_numpy()
-    return scores
 
 
 def holdout_split(

@@ -15,6 +15,10 @@ Environment variables and their defaults:
 - ``PREFECT_HOME``: ``<home>/prefect``.
 - ``VAE_ANOMALY_DASK_ADDRESS``: unset, meaning no Dask cluster.
 - ``VAE_ANOMALY_BENCHDATA``: ``<project root>/../shared/benchdata``.
+- ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` / ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR`` /
+  ``MLFLOW_HTTP_REQUEST_TIMEOUT``: MLflow's own; set to ``2`` / ``1`` / ``60`` when unset, by
+  :func:`apply_mlflow_env` (MLflow's defaults, 7 retries with backoff factor 2, spend about four
+  minutes retrying a server that answers 503 before anything is reported).
 - ``VAE_ANOMALY_TORCH_THREADS``: unset, meaning torch's own default (one thread per core). Set it
   to cap the CPU threads a training or scoring task uses, e.g. ``1`` on a shared machine or when
   several Dask workers share a host.
@@ -153,14 +157,41 @@ def get_settings() -> Settings:
     return Settings.from_env()
 
 
+# MLflow's HTTP client reads these on every request: a few seconds of retries, not four minutes
+MLFLOW_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+}
+
+
+def apply_mlflow_env() -> dict[str, str]:
+    """Cap MLflow's HTTP retries and timeout (:data:`MLFLOW_HTTP_DEFAULTS`) unless the
+    environment sets them; returns the variables this call set."""
+    return _set_unset(MLFLOW_HTTP_DEFAULTS)
+
+
+def _set_unset(wanted: Mapping[str, str]) -> dict[str, str]:
+    """Set each variable of ``wanted`` in ``os.environ`` that is unset or empty; those set."""
+    applied = {}
+    for name, value in wanted.items():
+        if not os.environ.get(name):
+            os.environ[name] = value
+            applied[name] = value
+    return applied
+
+
 def apply_prefect_env(settings: Optional[Settings] = None) -> dict[str, str]:
     """Point Prefect at the project's local state unless the environment already says otherwise.
 
     Sets ``PREFECT_HOME`` (to ``settings.prefect_home``), ``PREFECT_SERVER_ANALYTICS_ENABLED``
     (to ``false``) and ``PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS`` (to 120) in
-    ``os.environ`` when they are not set. Prefect reads its settings when it is
-    first imported, so the CLI must call this **before anything imports prefect** (import the
-    flows inside the command functions, not at the top of the CLI module).
+    ``os.environ`` when they are not set.
+
+    The import-order rule (written here once): Prefect reads its settings when it is first
+    imported, so every entry point (the CLI, :func:`pipelines.deployments.serve_all`, a script)
+    calls this **before anything imports prefect**, and imports ``pipelines.flows`` and
+    ``pipelines.deployments``' flows inside its functions, not at module level.
 
     Parameters
     ----------
@@ -179,11 +210,7 @@ def apply_prefect_env(settings: Optional[Settings] = None) -> dict[str, str]:
         # the ephemeral API starts in a subprocess; 20 s (Prefect's default) is too short on a busy 2-core machine
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
     }
-    applied = {}
-    for name, value in wanted.items():
-        if not os.environ.get(name):
-            os.environ[name] = value
-            applied[name] = value
+    applied = _set_unset(wanted)
     # Prefect's ephemeral API keeps its SQLite database there and fails if the folder is missing
     Path(os.environ["PREFECT_HOME"]).expanduser().mkdir(parents=True, exist_ok=True)
     return applied

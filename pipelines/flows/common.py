@@ -1,7 +1,9 @@
-"""What the train, score and retrain flows share: settings resolution, lake access, tasks."""
+"""What the train, score and retrain flows share: settings resolution, lake access, the result
+dataclasses, and the tasks both training flows use (read the data, fit and register, aliases)."""
 from __future__ import annotations
 
 import re
+from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 import pandas as pd
@@ -9,7 +11,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from pipelines import nodes, progress
-from pipelines.lake import Lake, LakeError
+from pipelines.lake import BATCH_COLUMN, Lake, LakeError
 from pipelines.settings import apply_torch_threads, get_settings
 
 IO_RETRIES = 2
@@ -18,9 +20,10 @@ IO_RETRY_DELAY = 2
 
 def _transient(task: Any, task_run: Any, state: Any) -> bool:
     """Retry I/O failures, not bad input: no ValueError (vae_core's DataError, bad parameters),
-    and a LakeError only if an OSError other than not-found caused it."""
+    no TrackingError (MLflow retried already), and a LakeError only if an OSError other than
+    not-found caused it."""
     exc = state.data if isinstance(state.data, BaseException) else None
-    if isinstance(exc, ValueError):
+    if isinstance(exc, ValueError) or type(exc).__name__ == "TrackingError":
         return False
     if not isinstance(exc, LakeError):
         return True
@@ -42,7 +45,8 @@ def lake_for(lake_url: Optional[str]) -> Lake:
 
 
 def tracking_for(tracking_uri: Optional[str]):
-    """The tracking module, pointed at ``tracking_uri`` or the configured store."""
+    """The :mod:`pipelines.tracking` package, pointed at ``tracking_uri`` or the configured store
+    (imported here, not at module level, so importing a flow does not import MLflow)."""
     from pipelines import tracking
 
     s = get_settings()
@@ -55,13 +59,101 @@ def artifact_key(*parts: str) -> str:
     return re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
 
 
-@io_task("read-batches")
-def read_batches(lake_url: Optional[str], dataset: str, batch_ids: Optional[list[str]] = None) -> pd.DataFrame:
-    """Rows of the listed batches (all batches by default), with their lake keys."""
+# ----------------------------------------------------------------------------- results
+@dataclass(frozen=True)
+class TrainingData:
+    """Rows to train on, with what the lake says about them."""
+
+    frame: pd.DataFrame
+    batch_ids: list[str]
+    time_column: Optional[str]
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """What a training needs besides the rows."""
+
+    dataset: str
+    model_name: str
+    time_column: Optional[str]
+    series_column: Optional[str]
+    exclude_columns: Optional[list[str]]
+    params: Optional[dict]
+    seed: int
+    run_name: str
+    tags: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Registered:
+    """A trained and registered version; :meth:`to_dict` has the keys of the train flow's result."""
+
+    model_name: str
+    version: str
+    run_id: str
+    model_uri: str
+    rows: int
+    threshold: float
+    device: str
+    epochs: int
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Fitted:
+    """The fitted detector and its registered version."""
+
+    detector: nodes.Detector
+    registered: Registered
+
+
+# ----------------------------------------------------------------------------- tasks
+@io_task("read-training-data")
+def read_training_data(
+    lake_url: Optional[str], dataset: str, batch_ids: Optional[list[str]] = None, recent: Optional[int] = None,
+) -> TrainingData:
+    """Rows of ``batch_ids`` (default: every batch, or the ``recent`` newest), with their lake keys."""
     lake = lake_for(lake_url)
-    if lake.schema(dataset) is None:
+    schema = lake.schema(dataset)
+    if schema is None:
         raise LakeError(f"dataset {dataset!r} has no batches in the lake at {lake.url}; ingest some first")
-    return lake.read(dataset, batch_ids=batch_ids)
+    if batch_ids is None:
+        batch_ids = [r.batch_id for r in lake.list_batches(dataset)]
+        batch_ids = batch_ids[-recent:] if recent else batch_ids
+    return TrainingData(lake.read(dataset, batch_ids=batch_ids), list(batch_ids), schema.time_column)
+
+
+@task(name="fit-and-register", cache_policy=NO_CACHE)
+def fit_and_register(frame: pd.DataFrame, spec: TrainingSpec, tracking_uri: Optional[str]) -> Fitted:
+    """Fit a detector inside one MLflow run, log it and register a version (no alias changes)."""
+    apply_torch_threads()
+    tracking = tracking_for(tracking_uri)
+    features = nodes.feature_frame(frame, spec.exclude_columns)
+    params = dict(spec.params or {})
+    run_params = {
+        "dataset": spec.dataset, "rows": len(features), "kind": "timeseries" if spec.time_column else "tabular",
+        "time_column": spec.time_column, "series_column": spec.series_column,
+        "exclude_columns": spec.exclude_columns, "seed": spec.seed,
+        "batches": sorted(frame[BATCH_COLUMN].unique().tolist()) if BATCH_COLUMN in frame else None,
+    }
+    with tracking.start_training_run(spec.dataset, spec.run_name, run_params, spec.tags) as run:
+        det = nodes.fit_detector(
+            features, spec.time_column, spec.series_column, params, spec.seed,
+            epoch_logger(run, spec.model_name, int(params.get("max_epochs", 200))),
+        )
+        info = run.log_detector(det, spec.model_name, naive_utc(features.head(5)))
+    return Fitted(det, Registered(
+        model_name=info.name, version=info.version, run_id=run.run_id, model_uri=info.model_uri,
+        rows=len(features), threshold=float(det.threshold_), device=det.device_, epochs=len(det.history_),
+    ))
+
+
+@io_task("set-aliases")
+def set_aliases(tracking_uri: Optional[str], model_name: str, version: str) -> list[str]:
+    """``challenger`` on ``version``; ``champion`` as well if the model has no champion yet."""
+    return tracking_for(tracking_uri).apply_new_version_aliases(model_name, version)
 
 
 def naive_utc(frame: pd.DataFrame) -> pd.DataFrame:
@@ -74,49 +166,11 @@ def naive_utc(frame: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def epoch_logger(tracking, label: str, max_epochs: int):
-    """A vae_core epoch callback that logs MLflow metrics and reports progress."""
+def epoch_logger(run: Any, label: str, max_epochs: int):
+    """A vae_core epoch callback that logs the epoch to ``run`` and reports progress."""
     def callback(m) -> None:
         d = m.as_dict()
-        tracking.log_epoch({k: v for k, v in d.items() if k not in ("epoch", "best")}, step=m.epoch)
+        run.log_epoch({k: v for k, v in d.items() if k not in ("epoch", "best")}, step=m.epoch)
         progress.report("epochs", label, m.epoch, max_epochs, loss=m.train_loss, val_elbo=m.val_neg_elbo)
 
     return callback
-
-
-def train_and_register(
-    frame: pd.DataFrame,
-    *,
-    dataset: str,
-    model_name: str,
-    time_column: Optional[str],
-    series_column: Optional[str],
-    exclude_columns: Optional[list[str]],
-    params: Optional[dict],
-    seed: int,
-    tracking_uri: Optional[str],
-    run_name: str,
-    tags: Optional[dict] = None,
-) -> tuple[nodes.Detector, dict]:
-    """Fit a detector inside an MLflow run, log it and register a version (no alias changes)."""
-    apply_torch_threads()
-    tracking = tracking_for(tracking_uri)
-    features = nodes.feature_frame(frame, exclude_columns)
-    params = dict(params or {})
-    run_params = {
-        "dataset": dataset, "rows": len(features), "kind": "timeseries" if time_column else "tabular",
-        "time_column": time_column, "series_column": series_column, "exclude_columns": exclude_columns,
-        "seed": seed, "batches": sorted(frame["batch_id"].unique().tolist()) if "batch_id" in frame else None,
-    }
-    with tracking.start_training_run(experiment=dataset, run_name=run_name, params=run_params, tags=tags or {}):
-        max_epochs = int(params.get("max_epochs", 200))
-        det = nodes.fit_detector(
-            features, time_column, series_column, params, seed, epoch_logger(tracking, model_name, max_epochs)
-        )
-        info = tracking.log_detector(det, registered_model_name=model_name, input_example=naive_utc(features.head(5)))
-    result = {
-        "model_name": info.name, "version": str(info.version), "run_id": info.run_id, "model_uri": info.model_uri,
-        "rows": len(features), "threshold": float(det.threshold_), "device": det.device_,
-        "epochs": len(det.history_),
-    }
-    return det, result

@@ -3,9 +3,6 @@
 Tasks: ``read-source`` (I/O, retried) -> ``load-dataset-state`` (I/O, retried) ->
 ``validate-batch`` (pure) -> ``commit-batch`` (I/O, retried; safe to repeat) ->
 ``publish-ingest-summary`` (a markdown artifact with the counts).
-
-Prefect reads its settings at import time: entry points call
-:func:`pipelines.settings.apply_prefect_env` before importing this module.
 """
 from __future__ import annotations
 

@@ -1,6 +1,8 @@
 """The ``score`` flow: score every batch the model version has not scored yet.
 
-Tasks: ``resolve-model`` -> ``score-batch`` per pending batch (I/O retried; streams the batch
+Tasks: ``list-batches`` (a bad dataset name fails here) -> ``resolve-model`` (one registry call:
+a mistyped model name fails here, before any work) -> ``plan-scoring`` (the batches this
+version has not scored) -> ``score-batch`` per pending batch (I/O retried; streams the batch
 in Arrow record batches so memory stays bounded; writes the scores atomically, so a re-run
 skips finished batches and redoes an interrupted one) -> ``publish-score-report`` (a table
 artifact of the top anomalies and a markdown summary with the drift figure).
@@ -12,9 +14,10 @@ serial runs give the same scores.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
-from typing import Optional
+from typing import Any, Optional
 
 import pandas as pd
 import pyarrow as pa
@@ -22,19 +25,52 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
+import vae_core
 from pipelines import nodes, progress
 from pipelines.escaping import markdown as md
 from pipelines.flows.common import artifact_key, io_task, lake_for, tracking_for
+from pipelines.lake import BATCH_COLUMN, ROW_COLUMN
 from pipelines.settings import apply_torch_threads
 
 TOP_N = 20
+TOP_COLUMNS = [BATCH_COLUMN, ROW_COLUMN, "anomaly_score", "p_value", "top_features"]
+
+
+@dataclass(frozen=True)
+class ScoreModel:
+    """The registered version a score run uses, resolved once, and the lake key of its scores."""
+
+    info: Any  # a pipelines.tracking.ModelVersionInfo (not imported here: importing a flow imports no MLflow)
+    scores_key: str
+
+
+@dataclass(frozen=True)
+class ScorePlan:
+    """The wanted batches split into those to score and those this version scored already."""
+
+    pending: list[str]
+    skipped: list[str]
+
+
+@dataclass(frozen=True)
+class BatchScores:
+    """One scored batch: counts, drift against the calibration scores, and its top anomalies."""
+
+    batch_id: str
+    rows: int
+    anomalies: int
+    psi: float
+    top: list[dict]
+
+    def summary(self) -> dict:
+        """The batch's entry in the flow's ``scored`` list."""
+        return {"batch_id": self.batch_id, "rows": self.rows, "anomalies": self.anomalies, "psi": self.psi}
 
 
 @lru_cache(maxsize=4)
-def _load(model_uri: str, version: str, tracking_uri: Optional[str]):
-    """The detector of one model version, loaded once per process (and per Dask worker)."""
-    det, _ = tracking_for(tracking_uri).load_detector(model_uri)
-    return det
+def _load(info: Any, tracking_uri: Optional[str]):
+    """The detector of one resolved version, loaded once per process (and per Dask worker)."""
+    return tracking_for(tracking_uri).load_version(info)
 
 
 def _frame(batch: pa.RecordBatch) -> pd.DataFrame:
@@ -57,27 +93,41 @@ def _context(lake, dataset: str, batch_id: str, det) -> pd.DataFrame:
     return tail
 
 
+@io_task("list-batches")
+def list_batches(lake_url: Optional[str], dataset: str, batch_ids: Optional[list[str]]) -> list[str]:
+    """``batch_ids``, or every committed batch of ``dataset`` in ingest order (a bad dataset name
+    fails here, as bad input, before the registry is asked)."""
+    records = {r.batch_id: r for r in lake_for(lake_url).list_batches(dataset)}
+    wanted = list(batch_ids) if batch_ids else list(records)
+    # a batch whose rows were all quarantined has nothing to score: skipped, never a blocker
+    return [b for b in wanted if b not in records or records[b].rows_accepted]
+
+
 @io_task("resolve-model")
-def resolve_model(tracking_uri: Optional[str], model_name: str, alias: str, version: Optional[str]) -> Optional[dict]:
-    """The registry version to score with: ``version`` if given, else the one behind ``alias``
-    (None when there is none: not an I/O failure, so not retried)."""
+def resolve_model(tracking_uri: Optional[str], model_name: str, alias: str, version: Optional[str]) -> ScoreModel:
+    """The registry version to score with: ``version`` if given, else the one behind ``alias``.
+
+    One registry call; a missing model, alias or version is a TrackingError (not retried)."""
     tracking = tracking_for(tracking_uri)
-    if version is None:
-        version = tracking.get_alias_version(model_name, alias)
-        if version is None:
-            return None
-    version = str(version)
-    return {"version": version, "uri": tracking.model_uri(model_name, version=version), "label": nodes.score_label(model_name, version)}
+    tracking.check_model_name(model_name)
+    info = tracking.get_version(model_name, version) if version is not None else tracking.get_alias(model_name, alias)
+    return ScoreModel(info, nodes.score_label(model_name, info.version))
+
+
+@io_task("plan-scoring")
+def plan_scoring(lake_url: Optional[str], dataset: str, wanted: list[str], scores_key: str) -> ScorePlan:
+    """Which of ``wanted`` have no scores under ``scores_key`` yet."""
+    done = lake_for(lake_url).scored_batches(dataset, scores_key)
+    return ScorePlan([b for b in wanted if b not in done], [b for b in wanted if b in done])
 
 
 @io_task("score-batch")
 def score_batch(
-    dataset: str, batch_id: str, model_uri: str, model_version: str, label: str, lake_url: Optional[str],
-    tracking_uri: Optional[str], batch_rows: int,
-) -> dict:
-    """Score one lake batch and write its scores under ``label``; returns counts, PSI and the top anomalies."""
+    dataset: str, batch_id: str, model: ScoreModel, lake_url: Optional[str], tracking_uri: Optional[str], batch_rows: int,
+) -> BatchScores:
+    """Score one lake batch and write its scores under ``model.scores_key``."""
     apply_torch_threads()
-    det = _load(model_uri, model_version, tracking_uri)
+    det = _load(model.info, tracking_uri)
     lake = lake_for(lake_url)
     is_ts = getattr(det, "time_column_", None) is not None
     if is_ts:  # windows need their neighbours: a time-series batch is scored whole
@@ -89,19 +139,19 @@ def score_batch(
     anomalies, top = 0, None
     # each chunk is scored, written and dropped: memory stays bounded by one chunk, and the
     # batch's scores still become visible at once (or not at all) when the writer closes
-    with lake.scores_writer(dataset, label, batch_id) as writer:
+    with lake.scores_writer(dataset, model.scores_key, batch_id) as writer:
         for chunk in chunks:
-            keys = chunk[nodes.KEY_COLUMNS].reset_index(drop=True)
+            keys = chunk[list(nodes.KEY_COLUMNS)].reset_index(drop=True)
             extra = [det.time_column_] + ([det.series_column_] if det.series_column_ else []) if is_ts else []
             rows = nodes.feature_frame(chunk).reset_index(drop=True)
             if is_ts:
                 context = nodes.feature_frame(_context(lake, dataset, batch_id, det))
                 full = pd.concat([context, rows], ignore_index=True)
-                scored = nodes.score_with_reasons(det, full).iloc[len(context):].reset_index(drop=True)
+                scored = vae_core.score_with_explanations(det, full).iloc[len(context):].reset_index(drop=True)
             else:
-                scored = nodes.score_with_reasons(det, rows)
+                scored = vae_core.score_with_explanations(det, rows)
             part = pd.concat([keys, chunk[extra].reset_index(drop=True), scored], axis=1)
-            part["scored_at"] = scored_at  # model_version (the label) and batch_id live in the path
+            part["scored_at"] = scored_at  # the scores key and batch_id live in the path
             writer.write(part)
             drift_acc.update(part["anomaly_score"].to_numpy())
             flagged = part[part["is_anomaly"].to_numpy(bool)]
@@ -110,16 +160,16 @@ def score_batch(
             progress.report("rows", f"{dataset} {batch_id}", writer.rows)
         drift = drift_acc.value()
         writer.set_constants({"psi": drift})
-    top_records = [] if top is None else top[["batch_id", "_source_row", "anomaly_score", "p_value", "top_features"]].astype(
-        {"_source_row": "int64"}
-    ).to_dict("records")
-    return {"batch_id": batch_id, "rows": writer.rows, "anomalies": anomalies, "psi": drift, "top": top_records}
+    top_records = [] if top is None else top[TOP_COLUMNS].astype({ROW_COLUMN: "int64"}).to_dict("records")
+    return BatchScores(batch_id, writer.rows, anomalies, drift, top_records)
 
 
 @task(name="publish-score-report", cache_policy=NO_CACHE)
-def publish_report(dataset: str, model_name: str, version: str, results: list[dict], skipped: list[str], drift_threshold: float) -> None:
+def publish_report(
+    dataset: str, model_name: str, version: str, results: list[BatchScores], skipped: list[str], drift_threshold: float,
+) -> None:
     """A table artifact of the top anomalies and a markdown summary."""
-    top = sorted((r for res in results for r in res["top"]), key=lambda r: -r["anomaly_score"])[:TOP_N]
+    top = _top(results)
     if top:
         create_table_artifact(
             key=artifact_key("top-anomalies", dataset), table=top,
@@ -131,9 +181,14 @@ def publish_report(dataset: str, model_name: str, version: str, results: list[di
         "| batch | rows | anomalies | rate | PSI |", "|---|---:|---:|---:|---:|",
     ]
     for r in results:
-        flag = " (drift)" if r["psi"] > drift_threshold else ""
-        lines.append(f"| {md(r['batch_id'])} | {r['rows']} | {r['anomalies']} | {r['anomalies'] / max(r['rows'], 1):.2%} | {r['psi']:.3f}{flag} |")
+        flag = " (drift)" if r.psi > drift_threshold else ""
+        lines.append(f"| {md(r.batch_id)} | {r.rows} | {r.anomalies} | {r.anomalies / max(r.rows, 1):.2%} | {r.psi:.3f}{flag} |")
     create_markdown_artifact(key=artifact_key("score-summary", dataset), markdown="\n".join(lines))
+
+
+def _top(results: list[BatchScores]) -> list[dict]:
+    """The ``TOP_N`` highest-scoring anomalies over all scored batches."""
+    return sorted((t for r in results for t in r.top), key=lambda t: -t["anomaly_score"])[:TOP_N]
 
 
 def _task_runner(workers: Optional[int], dask_address: Optional[str]):
@@ -170,37 +225,28 @@ def score(
     log = get_run_logger()
     model_name = model_name or dataset
     dask_address = dask_address or get_settings().dask_address
+    wanted = list_batches(lake_url, dataset, batch_ids)
     model = resolve_model(tracking_uri, model_name, alias, version)
-    if model is None:
-        raise tracking_for(tracking_uri).TrackingError(
-            f"model {model_name!r} has no version with alias {alias!r}; run `vae-anomaly train` first"
-        )
-    lake = lake_for(lake_url)
-    records = {r.batch_id: r for r in lake.list_batches(dataset)}
-    # a batch whose rows were all quarantined has nothing to score: skipped, never a blocker
-    wanted = [b for b in (batch_ids or list(records)) if b not in records or records[b].rows_accepted]
-    done = lake.scored_batches(dataset, model["label"])
-    pending = [b for b in wanted if b not in done]
-    skipped = [b for b in wanted if b in done]
-    args = dict(model_uri=model["uri"], model_version=model["version"], label=model["label"], lake_url=lake_url, tracking_uri=tracking_uri, batch_rows=batch_rows)
-    if pending and (workers or dask_address):
-        results = _score_parallel(dataset, pending, args, workers, dask_address)
+    plan = plan_scoring(lake_url, dataset, wanted, model.scores_key)
+    args = dict(model=model, lake_url=lake_url, tracking_uri=tracking_uri, batch_rows=batch_rows)
+    if plan.pending and (workers or dask_address):
+        results = _score_parallel(dataset, plan.pending, args, workers, dask_address)
     else:
         results = []
-        for i, b in enumerate(pending, 1):
+        for i, b in enumerate(plan.pending, 1):
             results.append(score_batch(dataset, b, **args))
-            progress.report("batches", dataset, i, len(pending))
-    publish_report(dataset, model_name, model["version"], results, skipped, drift_threshold)
-    max_psi = max((r["psi"] for r in results), default=None)
+            progress.report("batches", dataset, i, len(plan.pending))
+    version_number = model.info.version
+    publish_report(dataset, model_name, version_number, results, plan.skipped, drift_threshold)
+    max_psi = max((r.psi for r in results), default=None)
     drift = bool(max_psi is not None and max_psi > drift_threshold)
     summary = {
-        "dataset": dataset, "model_name": model_name, "model_version": model["version"], "scores_key": model["label"],
-        "scored": [{k: r[k] for k in ("batch_id", "rows", "anomalies", "psi")} for r in results],
-        "skipped": skipped, "rows": sum(r["rows"] for r in results), "anomalies": sum(r["anomalies"] for r in results),
-        "max_psi": max_psi, "drift": drift, "retrain": None,
-        "top": sorted((t for r in results for t in r["top"]), key=lambda t: -t["anomaly_score"])[:TOP_N],
+        "dataset": dataset, "model_name": model_name, "model_version": version_number, "scores_key": model.scores_key,
+        "scored": [r.summary() for r in results], "skipped": plan.skipped,
+        "rows": sum(r.rows for r in results), "anomalies": sum(r.anomalies for r in results),
+        "max_psi": max_psi, "drift": drift, "retrain": None, "top": _top(results),
     }
-    log.info("scored %d batch(es), %d rows, %d anomalies; skipped %d", len(results), summary["rows"], summary["anomalies"], len(skipped))
+    log.info("scored %d batch(es), %d rows, %d anomalies; skipped %d", len(results), summary["rows"], summary["anomalies"], len(plan.skipped))
     if drift and retrain_on_drift:
         from pipelines.flows.retrain import retrain
 
@@ -209,10 +255,12 @@ def score(
     return summary
 
 
-def _score_parallel(dataset: str, pending: list[str], args: dict, workers: Optional[int], dask_address: Optional[str]) -> list[dict]:
+def _score_parallel(
+    dataset: str, pending: list[str], args: dict, workers: Optional[int], dask_address: Optional[str],
+) -> list[BatchScores]:
     """The batches as a Dask-run subflow, one task per batch."""
     @flow(name="score-partitions", task_runner=_task_runner(workers, dask_address))
-    def score_partitions() -> list[dict]:
+    def score_partitions() -> list[BatchScores]:
         futures = [score_batch.submit(dataset, b, **args) for b in pending]
         out = []
         for i, f in enumerate(futures, 1):

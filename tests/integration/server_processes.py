@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
-from typing import Mapping, Optional
+from typing import Any, Callable, Mapping, Optional, Union
 
 import pytest
 
@@ -61,20 +61,57 @@ def _environment(extra: Optional[Mapping[str, str]]) -> dict[str, str]:
     return env
 
 
+def wait_until(
+    condition: Callable[[], Any],
+    timeout: float,
+    failure: Union[str, Callable[[], str]],
+    interval: float = 1.0,
+    alive: Optional[Callable[[], None]] = None,
+) -> Any:
+    """Poll ``condition()`` until it returns something truthy; return that.
+
+    ``alive()``, if given, runs before each try (it fails the test when a process died). After
+    ``timeout`` seconds the test fails with ``failure`` (a callable is called then, so it can
+    read a log's tail at that moment).
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        if alive is not None:
+            alive()
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(failure() if callable(failure) else failure)
+        time.sleep(interval)
+
+
+def exited(proc: subprocess.Popen, what: str, log_file: Path) -> Callable[[], None]:
+    """An ``alive`` check for :func:`wait_until`: fails the test once ``proc`` has exited."""
+    def check() -> None:
+        if proc.poll() is not None:
+            pytest.fail(f"{what} exited with {proc.returncode}:\n{tail(log_file)}")
+
+    return check
+
+
+def answers(url: str) -> bool:
+    """True if ``url`` answers 200 within 2 s."""
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return r.status == 200
+    except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+        return False
+
+
 def wait_http(url: str, proc: subprocess.Popen, log_file: Path, timeout: float) -> float:
     """Poll ``url`` until it answers 200; seconds waited. Fails early if ``proc`` exits."""
     start = time.monotonic()
-    while time.monotonic() - start < timeout:
-        if proc.poll() is not None:
-            pytest.fail(f"{url}: the process exited with {proc.returncode}:\n{tail(log_file)}")
-        try:
-            with urllib.request.urlopen(url, timeout=2) as r:
-                if r.status == 200:
-                    return time.monotonic() - start
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
-            pass
-        time.sleep(0.5)
-    pytest.fail(f"{url} did not answer within {timeout:.0f} s:\n{tail(log_file)}")
+    wait_until(
+        lambda: answers(url), timeout, lambda: f"{url} did not answer within {timeout:.0f} s:\n{tail(log_file)}",
+        interval=0.5, alive=exited(proc, url + ": the process", log_file),
+    )
+    return time.monotonic() - start
 
 
 def stop_process(proc: subprocess.Popen, grace: float = 15.0) -> None:

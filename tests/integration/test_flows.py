@@ -258,3 +258,37 @@ def test_scoring_on_an_existing_dask_scheduler(env, tmp_path):
     b = src.read_scores("transactions", local["scores_key"])["anomaly_score"]
     assert len(a) == len(b) == 1900 and trained["version"] == remote["model_version"]
     np.testing.assert_allclose(a.to_numpy(), b.to_numpy(), rtol=1e-5, atol=1e-6)
+
+
+def test_mistyped_or_unsafe_model_names_fail_before_any_work(env):
+    """Issue 8 case 10: no training, no run, no registered model, no scores for a bad name."""
+    from pipelines import tracking
+    from pipelines.flows.retrain import retrain
+    from pipelines.flows.score import score
+    from pipelines.flows.train import train
+    from pipelines.lake import Lake, LakeError
+    from pipelines.tracking import TrackingError
+
+    client = tracking.client()
+    experiment = tracking.get_or_create_experiment("transactions")
+
+    def runs() -> int:
+        return len(client.search_runs([experiment], max_results=1000))
+
+    before = runs()
+    with pytest.raises(TrackingError, match="^no registered model 'txn-typo'"):
+        retrain("transactions", model_name="txn-typo", params=FAST, **env)
+    with pytest.raises(TrackingError, match="^invalid model name '../evil/x'"):
+        train("transactions", model_name="../evil/x", params=FAST, **env)
+    with pytest.raises(TrackingError, match="^no registered model 'txn-nope'"):
+        score("transactions", model_name="txn-nope", **env)
+    with pytest.raises(LakeError, match="invalid dataset"):  # a bad dataset name is bad input, not a model error
+        score("../../etc", **env)
+    assert runs() == before
+    assert client.search_registered_models("name='txn-typo'") == []
+    assert not any("txn-nope" in key for key in _scores_keys(Lake(env["lake_url"])))
+
+
+def _scores_keys(lake) -> set[str]:
+    scores = lake.read_scores("transactions")
+    return set(scores["model_version"]) if len(scores) else set()

@@ -25,8 +25,8 @@ from pipelines.lake import Lake
 from pipelines.nodes import score_label
 
 from server_processes import (
-    BIN, VAE_ANOMALY, clean_environ, free_port, mlflow_command, run_vae_anomaly, start_process, stop_process, tail,
-    wait_http,
+    BIN, VAE_ANOMALY, clean_environ, exited, free_port, mlflow_command, run_vae_anomaly, start_process, stop_process,
+    tail, wait_http, wait_until,
 )
 
 pytestmark = pytest.mark.slow
@@ -113,24 +113,22 @@ def test_served_scheduled_scoring_is_scheduled_and_runs(servers, tmp_path, sampl
     serve_started_at = datetime.now(timezone.utc)
     serve = start_process([str(VAE_ANOMALY), "serve", DATASET], serve_log, env)
     try:
-        def alive() -> None:
-            if serve.poll() is not None:
-                pytest.fail(f"`vae-anomaly serve` exited with {serve.returncode}:\n{tail(serve_log)}")
+        alive = exited(serve, "`vae-anomaly serve`", serve_log)
 
         with temporary_settings({PREFECT_API_URL: servers["prefect_url"]}), get_client(sync_client=True) as client:
             # both deployments appear on the server
-            deadline = time.monotonic() + 120
             stored = {}
-            while len(stored) < 2:
-                alive()
+
+            def both_stored() -> bool:
                 for d in (scoring, retraining):
                     try:
                         stored[d.name] = client.read_deployment_by_name(f"{d.flow_name}/{d.name}")
                     except ObjectNotFound:
                         pass
-                if time.monotonic() > deadline:
-                    pytest.fail(f"deployments {sorted(stored)} of 2 after 120 s:\n{tail(serve_log)}")
-                time.sleep(0.5)
+                return len(stored) == 2
+
+            wait_until(both_stored, 120, lambda: f"deployments {sorted(stored)} of 2 after 120 s:\n{tail(serve_log)}",
+                       interval=0.5, alive=alive)
             deployment = stored[scoring.name]
             assert [s.schedule.cron for s in deployment.schedules] == [score_cron]
             assert all(s.active for s in deployment.schedules) and not deployment.paused
@@ -139,21 +137,17 @@ def test_served_scheduled_scoring_is_scheduled_and_runs(servers, tmp_path, sampl
             # the server's scheduler turns the cron into future runs
             scheduled_filter = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])))
             by_deployment = DeploymentFilter(id=DeploymentFilterId(any_=[deployment.id]))
-            deadline = time.monotonic() + SCHEDULER_TIMEOUT
-            while True:
-                alive()
-                future = [
-                    r for r in client.read_flow_runs(flow_run_filter=scheduled_filter, deployment_filter=by_deployment)
-                    if r.auto_scheduled
-                ]
-                if future:
-                    break
-                if time.monotonic() > deadline:
-                    pytest.fail(
-                        f"no auto-scheduled run of {scoring.name} after {SCHEDULER_TIMEOUT} s; "
-                        f"Prefect server log:\n{tail(servers['prefect_log'])}"
-                    )
-                time.sleep(1)
+
+            def auto_scheduled() -> list:
+                runs = client.read_flow_runs(flow_run_filter=scheduled_filter, deployment_filter=by_deployment)
+                return [r for r in runs if r.auto_scheduled]
+
+            future = wait_until(
+                auto_scheduled, SCHEDULER_TIMEOUT,
+                lambda: f"no auto-scheduled run of {scoring.name} after {SCHEDULER_TIMEOUT} s; "
+                        f"Prefect server log:\n{tail(servers['prefect_log'])}",
+                alive=alive,
+            )
             times = sorted(r.expected_start_time for r in future)
             # hourly, on the hour, after serve started (not necessarily after now: the first may be
             # due already when the test runs seconds before the hour)
@@ -163,16 +157,16 @@ def test_served_scheduled_scoring_is_scheduled_and_runs(servers, tmp_path, sampl
             scheduled_seconds = time.monotonic() - started
 
             # a run for now: the served process picks it up and scores the batch
-            run = client.create_flow_run_from_deployment(deployment.id)
-            deadline = time.monotonic() + RUN_TIMEOUT
-            while True:
-                alive()
-                run = client.read_flow_run(run.id)
-                if run.state is not None and run.state.is_final():
-                    break
-                if time.monotonic() > deadline:
-                    pytest.fail(f"run {run.name} still {run.state_name} after {RUN_TIMEOUT} s:\n{tail(serve_log)}")
-                time.sleep(1)
+            created = client.create_flow_run_from_deployment(deployment.id)
+
+            def finished():
+                current = client.read_flow_run(created.id)
+                return current if current.state is not None and current.state.is_final() else None
+
+            run = wait_until(
+                finished, RUN_TIMEOUT,
+                lambda: f"run {created.name} not finished after {RUN_TIMEOUT} s:\n{tail(serve_log)}", alive=alive,
+            )
             assert run.state.is_completed(), f"run {run.name} ended {run.state_name}: {run.state.message}\n{tail(serve_log)}"
             assert run.parameters == {"dataset": DATASET}
             assert run.deployment_id == deployment.id
@@ -194,20 +188,13 @@ def test_served_scheduled_scoring_is_scheduled_and_runs(servers, tmp_path, sampl
         restart_log = tmp_path / "serve-restart.log"
         serve = start_process([str(VAE_ANOMALY), "serve", DATASET], restart_log, env)
         try:
-            deadline = time.monotonic() + SCHEDULER_TIMEOUT + 60
-            while True:
-                if serve.poll() is not None:
-                    pytest.fail(f"restarted `vae-anomaly serve` exited with {serve.returncode}:\n{tail(restart_log)}")
-                again = client.read_deployment(deployment.id)
-                future = [
-                    r for r in client.read_flow_runs(flow_run_filter=scheduled_filter, deployment_filter=by_deployment)
-                    if r.auto_scheduled
-                ]
-                if not again.paused and future:
-                    break
-                if time.monotonic() > deadline:
-                    pytest.fail(f"after a restart: paused={again.paused}, {len(future)} scheduled runs\n{tail(restart_log)}")
-                time.sleep(1)
+            wait_until(
+                lambda: not client.read_deployment(deployment.id).paused and auto_scheduled(),
+                SCHEDULER_TIMEOUT + 60,
+                lambda: f"after a restart: paused={client.read_deployment(deployment.id).paused}, "
+                        f"{len(auto_scheduled())} scheduled runs\n{tail(restart_log)}",
+                alive=exited(serve, "restarted `vae-anomaly serve`", restart_log),
+            )
         finally:
             stop_process(serve)
     print(

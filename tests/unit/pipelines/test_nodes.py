@@ -31,16 +31,6 @@ def test_feature_frame_drops_bookkeeping_and_names_unknown_exclusions():
         nodes.feature_frame(frame, ["nope"])
 
 
-def test_top_features_text():
-    expl = pd.DataFrame(
-        {"rank": [1, 2, 1], "feature": ["amount", "fee", "fee"], "share": [0.8, 0.2, 1.0],
-         "excess_nll": [5.0, 1.0, 3.0], "value": [912.5, 2.0, 9.0], "typical": ["", "", ""]},
-        index=["r1", "r1", "r2"],
-    )
-    text = nodes.top_features_text(expl)
-    assert text.to_dict() == {"r1": "amount=912.5 (80%), fee=2.0 (20%)", "r2": "fee=9.0 (100%)"}
-
-
 def test_holdout_split_is_seeded_and_takes_the_latest_times():
     frame = pd.DataFrame({"t": pd.date_range("2024-01-01", periods=100, freq="h"), "v": np.arange(100)})
     train, hold = nodes.holdout_split(frame, 0.2, seed=0, time_column="t")

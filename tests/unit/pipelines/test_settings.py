@@ -12,7 +12,7 @@ from pipelines.settings import PROJECT_ROOT, Settings, apply_prefect_env, apply_
 
 def test_settings_defaults_follow_home_and_project_root(tmp_path):
     settings = Settings.from_env({"VAE_ANOMALY_HOME": str(tmp_path / "state")})
-    assert settings.project_root == PROJECT_ROOT == Path(__file__).resolve().parents[2]
+    assert settings.project_root == PROJECT_ROOT == Path(__file__).resolve().parents[3]
     assert settings.lake_url == str(PROJECT_ROOT / "data" / "lake")
     assert settings.mlflow_tracking_uri == f"sqlite:///{tmp_path / 'state' / 'mlflow.db'}"
     assert settings.mlflow_artifact_root == (tmp_path / "state" / "mlartifacts").as_uri()
@@ -96,3 +96,15 @@ def test_apply_torch_threads_sets_the_calling_thread_and_leaves_torch_alone_when
         assert seen["unset"] == (None, target)  # unset: the count is not touched
     finally:
         torch.set_num_threads(before)
+
+
+def test_apply_mlflow_env_caps_http_retries_unless_set(monkeypatch):
+    from pipelines.settings import MLFLOW_HTTP_DEFAULTS, apply_mlflow_env
+
+    for name in MLFLOW_HTTP_DEFAULTS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "300")  # the user's choice wins
+    applied = apply_mlflow_env()
+    assert applied == {k: v for k, v in MLFLOW_HTTP_DEFAULTS.items() if k != "MLFLOW_HTTP_REQUEST_TIMEOUT"}
+    assert os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] == "2" and os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "300"
+    assert apply_mlflow_env() == {}

@@ -1,0 +1,47 @@
+"""The served model, logged as code (MLflow's models-from-code): MLflow runs this file.
+
+Never imported by the project: :func:`pipelines.tracking.pyfunc.log_pyfunc` passes this file's
+path as ``python_model``, MLflow copies it into the model and, on load, runs it with the model's
+``code/`` folder (the vae_core copy logged with it) on ``sys.path``. So no pickle is written or
+read, and a served model needs mlflow, pandas and vae_core only, never ``pipelines``.
+
+The model's config (``model_config``) names the artifact that holds the vae_core save folder
+(``detector_artifact``) and the default number of features in ``top_features`` (``top_k``).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+import mlflow
+import pandas as pd
+
+import vae_core
+
+
+class VAEAnomalyModel(mlflow.pyfunc.PythonModel):
+    """A vae_core detector behind MLflow's pyfunc ``predict``.
+
+    ``predict`` returns one row per input row: the score columns of the detector and
+    ``top_features`` (see :func:`vae_core.score_with_explanations`). The request param ``top_k``
+    sets how many features ``top_features`` lists.
+    """
+
+    def __init__(self) -> None:
+        self.detector: Any = None
+        self.top_k = 3
+
+    def load_context(self, context: Any) -> None:
+        config = context.model_config or {}
+        self.top_k = int(config.get("top_k", self.top_k))
+        self.detector = vae_core.load(context.artifacts[config.get("detector_artifact", "detector")])
+
+    # MLflow reads these type hints: pd.DataFrame means "no type-hint validation, signature from
+    # the input example" (it logs an INFO line saying so on load; without hints it warns).
+    def predict(self, context: Any, model_input: pd.DataFrame, params: Optional[dict] = None) -> pd.DataFrame:
+        if self.detector is None:
+            raise RuntimeError("the model is not loaded (load_context was not called)")
+        top_k = (params or {}).get("top_k") or self.top_k
+        return vae_core.score_with_explanations(self.detector, model_input, top_k=int(top_k))
+
+
+mlflow.models.set_model(VAEAnomalyModel())
