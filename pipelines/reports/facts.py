@@ -10,6 +10,8 @@ from typing import Any, Optional
 
 import numpy as np
 
+from vae_core.explain import typical_text
+
 DRIFT_BANDS = ((0.1, "stable", "no meaningful shift from the calibration scores"),
                (0.25, "moderate", "a moderate shift: worth a look if it persists"),
                (float("inf"), "major", "a major shift: the data no longer looks like the training data; consider retraining"))
@@ -99,7 +101,7 @@ def detector_facts(det: Any, model_name: str, version: str, aliases: tuple[str, 
             name=spec.name, kind=spec.kind,
             center=float(spec.center) if numeric else None,
             low=float(spec.low) if numeric else None, high=float(spec.high) if numeric else None,
-            typical=_typical(spec),
+            typical=typical_text(spec),
         )
     return ModelFacts(
         model_name=model_name, version=str(version), threshold=float(det.threshold_),
@@ -108,8 +110,3 @@ def detector_facts(det: Any, model_name: str, version: str, aliases: tuple[str, 
         time_column=getattr(det, "time_column_", None), series_column=getattr(det, "series_column_", None),
     )
 
-
-def _typical(spec: Any) -> str:
-    from vae_core.detector import typical_text  # moves to vae_core.explain with the vae_core split
-
-    return typical_text(spec)

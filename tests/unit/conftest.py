@@ -1,4 +1,4 @@
-"""Small, fast fixtures for the vae_core unit tests (helpers live in vae_fixtures.py)."""
+"""Small, fast fixtures shared by the unit tests (vae_core and the pure pipelines code; helpers in vae_fixtures.py)."""
 import pandas as pd
 import pytest
 
