@@ -63,3 +63,24 @@ def test_ingest_prints_a_hostile_file_and_column_name_literally():
               "rows_quarantined": 1, "quarantined_by_column": {"[/]col": 1}, "ignored_columns": [":warning:"], "skipped": False}
     out = printed(render_ingest(report), terminal=False)
     assert "/data/[red]x.csv" in out and "[/]col: 1" in out and ":warning:" in out
+
+
+def test_the_demo_summary_prints_values_from_data_literally():
+    from pipelines.cli.render import render_demo
+
+    evaluation = {"rows": 100, "injected": 2, "flagged": 3, "true_positives": 2, "precision": 2 / 3, "recall": 1.0,
+                  "roc_auc": 0.987654, "recall_by_kind": {"[/]spike": {"injected": 2, "flagged": 2}}}
+    summary = {
+        "seconds": 12.3, "lake": "/lake", "tracking_uri": "sqlite:///m.db", "prefect_api_url": None, "prefect_home": "/p",
+        "datasets": {"tx": {
+            "champion": "2", "scores_path": "/lake/tx/scores/[link=x]", "evaluation": evaluation,
+            "retrain": {"promoted": True, "challenger_version": "2", "challenger_nll": 1.23456, "champion_version": "1",
+                        "champion_nll": 1.5},
+            "top": [{"key": "[/]", "batch_id": "b-1", "anomaly_score": 9.87654, "top_features": HOSTILE_FEATURES,
+                     "injected": "[bold]spike"}],
+        }},
+    }
+    out = printed(render_demo(summary), terminal=True)
+    for text in ("[/]spike 2/2", "/lake/tx/scores/[link=x]", "[bold]spike", "category='[/]' (60%)", "9.877", "0.988"):
+        assert text in out
+    assert "\x1b]8;" not in out
