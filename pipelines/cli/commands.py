@@ -60,6 +60,7 @@ def _run_flow(args: argparse.Namespace, module: str, name: str, **kwargs: Any) -
 
 
 def cmd_ingest(args: argparse.Namespace) -> dict:
+    """``ingest``: the ingest flow on one source file (a missing local file fails first, exit 2)."""
     source = args.source
     if "://" not in source and not os.path.exists(source):  # fail before starting Prefect
         raise FileNotFoundError(2, "No such file or directory", source)
@@ -76,6 +77,7 @@ def cmd_lake(args: argparse.Namespace) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> dict:
+    """``train``: the train flow."""
     return _run_flow(
         args, "train", "train", dataset=args.dataset, model_name=args.model_name, batch_ids=args.batch,
         series_column=args.series_column, exclude_columns=args.exclude, params=_params(args.param), seed=args.seed,
@@ -83,6 +85,7 @@ def cmd_train(args: argparse.Namespace) -> dict:
 
 
 def cmd_score(args: argparse.Namespace) -> dict:
+    """``score``: the score flow."""
     return _run_flow(
         args, "score", "score", dataset=args.dataset, model_name=args.model_name, alias=args.alias,
         version=args.version, batch_ids=args.batch, batch_rows=args.batch_rows, workers=args.workers,
@@ -92,6 +95,7 @@ def cmd_score(args: argparse.Namespace) -> dict:
 
 
 def cmd_retrain(args: argparse.Namespace) -> dict:
+    """``retrain``: the retrain flow."""
     return _run_flow(
         args, "retrain", "retrain", dataset=args.dataset, model_name=args.model_name,
         recent_batches=args.recent_batches, holdout_fraction=args.holdout_fraction, tolerance=args.tolerance,
@@ -100,6 +104,7 @@ def cmd_retrain(args: argparse.Namespace) -> dict:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
+    """``serve``: the deployments, served from this process until it is stopped."""
     from pipelines import deployments
 
     deployments.serve_all(
@@ -110,6 +115,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
+    """``bench``: ``python -m benchmarks.run`` with the arguments the parser left over."""
     if not (PROJECT_ROOT / "benchmarks" / "run.py").exists():
         raise UsageError(f"no benchmarks/run.py under {PROJECT_ROOT}; `bench` runs from a source checkout")
     command = [sys.executable, "-m", "benchmarks.run", *args.passthrough]
@@ -117,6 +123,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> dict:
+    """``demo``: :func:`pipelines.demo.run`, its steps printed as they go unless ``--json``."""
     from pipelines import demo
 
     return demo.run(

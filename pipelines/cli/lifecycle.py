@@ -14,6 +14,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import uuid
 from typing import Optional
 
@@ -29,8 +30,10 @@ def _on_terminate(signum: int, frame) -> None:
 
 
 def install_signal_handlers() -> None:
-    """SIGTERM ends the command through :class:`Terminated` instead of killing it on the spot."""
-    signal.signal(signal.SIGTERM, _on_terminate)
+    """SIGTERM ends the command through :class:`Terminated` instead of killing it on the spot
+    (from the main thread only: Python runs signal handlers there)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _on_terminate)
 
 
 def guard_children() -> Optional[int]:

@@ -71,6 +71,7 @@ def _fit_options(p: argparse.ArgumentParser) -> None:
 
 
 def add_ingest(command: Command) -> None:
+    """The ``ingest`` subcommand."""
     p = command("ingest", "validate one CSV/Parquet/JSONL file and commit it as a batch of DATASET",
                 commands.cmd_ingest, render.render_ingest)
     _dataset(p)
@@ -91,6 +92,7 @@ def add_lake(command: Command) -> None:
 
 
 def add_train(command: Command) -> None:
+    """The ``train`` subcommand."""
     p = command("train", "train a model on DATASET, register it in MLflow (champion if it is the first)",
                 commands.cmd_train, render.render_train)
     _dataset(p)
@@ -100,6 +102,7 @@ def add_train(command: Command) -> None:
 
 
 def add_score(command: Command) -> None:
+    """The ``score`` subcommand."""
     p = command("score", "score the batches of DATASET not yet scored by the model version",
                 commands.cmd_score, render.render_score)
     _dataset(p)
@@ -117,6 +120,7 @@ def add_score(command: Command) -> None:
 
 
 def add_retrain(command: Command) -> None:
+    """The ``retrain`` subcommand."""
     p = command("retrain", "train a challenger on recent batches; promote it if it beats the champion",
                 commands.cmd_retrain, render.render_retrain)
     _dataset(p)
@@ -128,6 +132,7 @@ def add_retrain(command: Command) -> None:
 
 
 def add_serve(command: Command) -> None:
+    """The ``serve`` subcommand."""
     p = command("serve", "serve the scheduled-scoring and nightly-retraining deployments from this process",
                 commands.cmd_serve)
     _dataset(p, many=True)
@@ -138,12 +143,14 @@ def add_serve(command: Command) -> None:
 
 
 def add_bench(command: Command) -> None:
+    """The ``bench`` subcommand."""
     p = command("bench", "run the benchmark: python -m benchmarks.run with the other arguments (e.g. --quick, --only tabular)",
                 commands.cmd_bench)
     p.set_defaults(passthrough=[])
 
 
 def add_demo(command: Command) -> None:
+    """The ``demo`` subcommand."""
     p = command("demo", "ingest the sample data, train, score, retrain and print where to look",
                 commands.cmd_demo, render.render_demo)
     p.add_argument("--fresh", action="store_true", help="delete the demo's lake datasets and tracking state first")

@@ -78,6 +78,7 @@ def top_anomalies_table(top: list[dict], limit: int = 10, title: str = "top anom
 
 
 def render_ingest(r: dict) -> list:
+    """The result of ``ingest``: the batch, its source and its row counts."""
     quarantined = ", ".join(f"{c}: {n}" for c, n in (r.get("quarantined_by_column") or {}).items())
     status = "already in the lake (skipped)" if r.get("skipped") else "committed"
     return [key_values(f"ingest {r.get('dataset')}: {status}", [
@@ -88,6 +89,7 @@ def render_ingest(r: dict) -> list:
 
 
 def render_train(r: dict) -> list:
+    """The result of ``train``: the registered version, its aliases and the training figures."""
     return [key_values(f"train {r.get('dataset')}: registered {r.get('model_name')} v{r.get('version')}", [
         ("aliases", r.get("aliases")), ("model uri", r.get("model_uri")), ("run id", r.get("run_id")),
         ("rows", r.get("rows")), ("epochs", r.get("epochs")), ("threshold", r.get("threshold")),
@@ -96,6 +98,7 @@ def render_train(r: dict) -> list:
 
 
 def render_score(r: dict) -> list:
+    """The result of ``score``: one line per batch, the totals and drift, the top anomalies."""
     from rich.table import Table
 
     out: list = []
@@ -121,6 +124,7 @@ def render_score(r: dict) -> list:
 
 
 def render_retrain(r: dict) -> list:
+    """The result of ``retrain``: both models' held-out -log p and the decision."""
     return [key_values(f"retrain {r.get('dataset')}: {'promoted' if r.get('promoted') else 'kept the champion'}", [
         ("champion", f"v{r.get('champion_version')}  -log p {fmt(r.get('champion_nll'))}"),
         ("challenger", f"v{r.get('challenger_version')}  -log p {fmt(r.get('challenger_nll'))}"),
@@ -129,6 +133,7 @@ def render_retrain(r: dict) -> list:
 
 
 def render_demo(summary: dict) -> list:
+    """The demo's summary (:func:`pipelines.demo.render`)."""
     from pipelines import demo
 
     return demo.render(summary)

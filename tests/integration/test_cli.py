@@ -5,13 +5,20 @@ Each run gets its own state through the environment (``VAE_ANOMALY_HOME``, ``VAE
 """
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import numpy as np
+import psutil
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pytest
 
-from pipelines.cli import EXIT_ANOMALIES, EXIT_INPUT, EXIT_MODEL, EXIT_OK
+from pipelines.cli import EXIT_ANOMALIES, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, EXIT_TERMINATED
 from pipelines.lake import Lake
 
 COMMANDS = ("ingest", "train", "score", "retrain", "serve", "bench", "demo")
@@ -69,6 +76,12 @@ def test_bad_command_lines_exit_2_with_one_line(cli_env):
         assert_one_error_line(result)
 
 
+def test_score_of_an_unsafe_dataset_name_exits_2_before_any_model_lookup(cli_env):
+    result = vae_anomaly(cli_env, "score", "../../etc")
+    assert result.returncode == EXIT_INPUT
+    assert "invalid dataset name '../../etc'" in assert_one_error_line(result)
+
+
 def test_ingest_of_a_missing_file_exits_2(cli_env, tmp_path):
     missing = tmp_path / "nope.csv"
     result = vae_anomaly(cli_env, "ingest", "transactions", str(missing))
@@ -118,3 +131,119 @@ def test_train_then_score_with_fail_on_anomaly_exits_4(cli_env, samples_dir):
     again = vae_anomaly(cli_env, "score", "transactions", "--fail-on-anomaly", "--json")
     assert again.returncode == EXIT_OK, again.stderr  # nothing new to score, nothing flagged
     assert json.loads(again.stdout)["skipped"] == [batch]
+
+
+@pytest.mark.slow
+def test_score_prints_cell_values_that_look_like_markup_as_they_are(cli_env, tmp_path):
+    """A category ``[/]`` made `score` exit 1 with MarkupError after committing the scores."""
+    rng = np.random.default_rng(0)
+    n = 400
+    amount = np.round(rng.normal(50, 5, n), 2)
+    channel = rng.choice(["pos", "web"], n).astype(object)
+    amount[:4] = [900.0, 950.0, 990.0, 999.0]  # the rows the model flags
+    channel[:4] = ["[/]", "[link=https://evil.example]x[/link]", "[/]", "[link=https://evil.example]x[/link]"]
+    source = tmp_path / "markup.csv"
+    pa_csv.write_csv(pa.table({"amount": amount, "channel": channel.astype(str)}), source)
+    Lake(cli_env["VAE_ANOMALY_LAKE"]).ingest("markup", source)
+    trained = vae_anomaly(cli_env, "train", "markup", "--param", "max_epochs=5")
+    assert trained.returncode == EXIT_OK, trained.stderr
+
+    scored = vae_anomaly(cli_env, "score", "markup")  # tables, not JSON
+    assert scored.returncode == EXIT_OK, scored.stderr
+    assert "channel='[/]'" in scored.stdout or "channel='[link=https://evil.example]x[/link]'" in scored.stdout
+    assert "\x1b]8;" not in scored.stdout
+
+
+def _temporary_api(cli: psutil.Process):
+    """The uvicorn child of the CLI (Prefect's temporary API), or ``None``."""
+    for child in cli.children(recursive=True):
+        try:
+            if "uvicorn" in child.cmdline():
+                return child
+        except psutil.Error:
+            continue
+    return None
+
+
+def _answers(port: int) -> bool:
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
+
+
+def _wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.1)
+    pytest.fail(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def big_csv(tmp_path_factory) -> Path:
+    """1M rows: an ingest of it is still running a few seconds after the temporary API is up."""
+    path = tmp_path_factory.mktemp("big") / "big.csv"
+    rng = np.random.default_rng(0)
+    n = 1_000_000
+    pa_csv.write_csv(pa.table({"a": rng.normal(size=n), "b": rng.integers(0, 100, n), "c": rng.choice(["x", "y"], n)}), path)
+    return path
+
+
+#: exit code and stderr line of a CLI ended by each signal (SIGKILL: none, it runs no code)
+EXPECTED_ENDINGS = {
+    signal.SIGTERM: (EXIT_TERMINATED, "error: terminated (SIGTERM)"),
+    signal.SIGINT: (EXIT_INTERRUPTED, "error: interrupted"),
+}
+
+
+@pytest.mark.slow
+# SIGINT takes the same path as SIGTERM (an exception that unwinds the run): one run each of the
+# two kinds of ending keeps the suite's time down; add signal.SIGINT here to check it too
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_killed_ingest_leaves_no_process_behind(cli_env, big_csv, signum):
+    """Killing the CLI mid-ingest ends Prefect's temporary API (and every other child) with it."""
+    proc = subprocess.Popen([str(SCRIPT), "ingest", "big", str(big_csv)], env=cli_env, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    started: list[psutil.Process] = []
+    try:
+        cli = psutil.Process(proc.pid)
+        api = _wait_for(lambda: _temporary_api(cli), 300, "the temporary Prefect API to start")
+        port = int(api.cmdline()[api.cmdline().index("--port") + 1])
+        _wait_for(lambda: _answers(port), 300, f"the temporary API to listen on {port}")
+        started = cli.children(recursive=True)  # the API and the watchdog at least
+        assert proc.poll() is None, "the ingest ended before it could be killed; use a bigger file"
+        proc.send_signal(signum)
+        _, stderr = proc.communicate(timeout=120)
+        if signum in EXPECTED_ENDINGS:
+            code, line = EXPECTED_ENDINGS[signum]
+            assert proc.returncode == code, stderr
+            assert assert_one_error_line(subprocess.CompletedProcess([], code, "", stderr)) == line
+        else:
+            assert proc.returncode == -signal.SIGKILL
+        _, alive = psutil.wait_procs(started, timeout=60)
+        assert alive == [], [(p.pid, p.cmdline()) for p in alive]
+        assert not _answers(port)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for child in started:
+            if child.is_running():
+                child.kill()
+
+
+@pytest.mark.slow
+def test_the_score_flows_dask_cluster_listens_on_loopback_only():
+    """`score --workers N`: the scheduler's HTTP server (the dashboard when bokeh is installed) and
+    every other socket of the cluster listen on 127.0.0.1, not on 0.0.0.0:8787."""
+    from distributed import LocalCluster
+
+    from pipelines.flows.score import _task_runner
+
+    kwargs = dict(_task_runner(1, None).cluster_kwargs)
+    with LocalCluster(**kwargs) as cluster:
+        assert cluster.scheduler.http_server.address == "127.0.0.1"
+        processes = [psutil.Process(), *psutil.Process().children(recursive=True)]
+        listening = [c.laddr.ip for p in processes for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN]
+        assert listening and all(ip in ("127.0.0.1", "::1") for ip in listening), listening
