@@ -103,6 +103,32 @@ def cmd_retrain(args: argparse.Namespace) -> dict:
     )
 
 
+def cmd_report(args: argparse.Namespace) -> dict:
+    """``report``: rebuild the reports of scored batches."""
+    return _run_flow(args, "report", "report", dataset=args.dataset, model_name=args.model_name, alias=args.alias,
+                     version=args.version, batch_ids=args.batch)
+
+
+def cmd_threshold(args: argparse.Namespace) -> dict:
+    """``threshold``: a new version with the threshold set from the verdicts."""
+    if not (args.from_reviews or args.alerts_per_day):
+        raise UsageError("say where the threshold comes from: --from-reviews (best F1 on reviewed items) or --alerts-per-day N")
+    return _run_flow(args, "threshold", "threshold", dataset=args.dataset, model_name=args.model_name, alias=args.alias,
+                     alerts_per_day=args.alerts_per_day, promote=args.promote or None)
+
+
+def cmd_review(args: argparse.Namespace) -> int:
+    """``review``: the review web app, until it is stopped."""
+    from pipelines.review.serve import ReviewServerError, serve
+    from pipelines.settings import get_settings
+
+    try:
+        serve(args.lake or get_settings().lake_url, host=args.host, port=args.port, reviewer=args.reviewer, token=args.token)
+    except ReviewServerError as exc:
+        raise UsageError(str(exc)) from exc
+    return EXIT_OK
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     """``serve``: the deployments, served from this process until it is stopped."""
     from pipelines import deployments

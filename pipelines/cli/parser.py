@@ -131,6 +131,38 @@ def add_retrain(command: Command) -> None:
     _fit_options(p)
 
 
+def add_report(command: Command) -> None:
+    p = command("report", "write the review report (report.html and report.json) of scored batches again",
+                commands.cmd_report, render.render_report)
+    _dataset(p)
+    _model_options(p)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--alias", help="the version behind this alias (default: champion)")
+    which.add_argument("--version", help="this registry version")
+    p.add_argument("--batch", nargs="+", action="extend", metavar="ID", help="these batches (default: every scored one)")
+
+
+def add_review(command: Command) -> None:
+    p = command("review", "open the review page: reports of scored batches, and a verdict for each flag",
+                commands.cmd_review)
+    p.add_argument("--lake", help="lake root (default: VAE_ANOMALY_LAKE)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default %(default)s; another needs --token)")
+    p.add_argument("--port", type=int, default=8765, help="port (default %(default)s)")
+    p.add_argument("--reviewer", help="name stored with each verdict (default: the OS user)")
+    p.add_argument("--token", help="require this token on every request (?token=... once, or a Bearer header)")
+
+
+def add_threshold(command: Command) -> None:
+    p = command("threshold", "recalibrate a model's threshold from reviewers' verdicts (a new version, same weights)",
+                commands.cmd_threshold, render.render_threshold)
+    _dataset(p)
+    _model_options(p)
+    p.add_argument("--alias", help="the version to recalibrate (default: champion)")
+    p.add_argument("--from-reviews", action="store_true", help="best F1 on the reviewed items, within bounds")
+    p.add_argument("--alerts-per-day", type=float, metavar="N", help="instead: at most N review items per day")
+    p.add_argument("--promote", action="store_true", help="make the new version the champion (default: challenger only)")
+
+
 def add_serve(command: Command) -> None:
     """The ``serve`` subcommand."""
     p = command("serve", "serve the scheduled-scoring and nightly-retraining deployments from this process",
@@ -158,7 +190,8 @@ def add_demo(command: Command) -> None:
 
 #: The subcommands, in the order ``--help`` lists them.
 SUBCOMMANDS: tuple[Callable[[Command], None], ...] = (
-    add_ingest, add_lake, add_train, add_score, add_retrain, add_serve, add_bench, add_demo,
+    add_ingest, add_lake, add_train, add_score, add_report, add_review, add_threshold, add_retrain, add_serve,
+    add_bench, add_demo,
 )
 
 
@@ -178,7 +211,7 @@ def build_parser() -> argparse.ArgumentParser:
     """The ``vae-anomaly`` argument parser, with every subcommand of :data:`SUBCOMMANDS`."""
     formatter = argparse.RawDescriptionHelpFormatter
     parser = _Parser(
-        prog="vae-anomaly", description="Anomaly detection with a VAE: Parquet lake, Prefect flows, MLflow registry.",
+        prog="vae-anomaly", description="Anomaly detection with a VAE: Delta lake, Prefect flows, MLflow registry, review page.",
         epilog=EPILOG, formatter_class=formatter, parents=[_output_options(False)],
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)

@@ -123,6 +123,24 @@ def render_score(r: dict) -> list:
     return out
 
 
+def render_report(r: dict) -> list:
+    """The result of ``report``: where each batch's report is."""
+    return [key_values(f"report {r.get('dataset')} by {r.get('scores_key')}", list((r.get("reports") or {}).items()))]
+
+
+def render_threshold(r: dict) -> list:
+    """The result of ``threshold``: the old and new threshold, the rule, and precision/recall on reviewed items."""
+    pr = "precision {:.0%}, recall {:.0%}"
+    return [key_values(f"threshold {r.get('dataset')}: {r.get('model_name')} v{r.get('version')} ({', '.join(r.get('aliases') or [])})", [
+        ("threshold", f"{fmt(r.get('previous'))} -> {fmt(r.get('threshold'))}"),
+        ("rule", r.get("rule")),
+        ("reviewed items", f"{r.get('reviewed')} ({r.get('real')} real)"),
+        ("before", pr.format(r.get("precision_before", 0), r.get("recall_before", 0))),
+        ("after", pr.format(r.get("precision_after", 0), r.get("recall_after", 0))),
+        ("from version", r.get("from_version")),
+    ])]
+
+
 def render_retrain(r: dict) -> list:
     """The result of ``retrain``: both models' held-out -log p and the decision."""
     return [key_values(f"retrain {r.get('dataset')}: {'promoted' if r.get('promoted') else 'kept the champion'}", [

@@ -17,6 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from functools import lru_cache
+from pathlib import Path
 from typing import Any, Optional
 
 import pandas as pd
@@ -30,6 +31,7 @@ from pipelines import nodes, progress
 from pipelines.escaping import markdown as md
 from pipelines.flows.common import artifact_key, io_task, lake_for, tracking_for
 from pipelines.lake import BATCH_COLUMN, ROW_COLUMN
+from pipelines.reports.batch import ReportParts, write_batch_report
 from pipelines.settings import apply_torch_threads
 
 TOP_N = 20
@@ -61,10 +63,12 @@ class BatchScores:
     anomalies: int
     psi: float
     top: list[dict]
+    report: Optional[str] = None  # path of the batch's report.html (None if it could not be written)
 
     def summary(self) -> dict:
         """The batch's entry in the flow's ``scored`` list."""
-        return {"batch_id": self.batch_id, "rows": self.rows, "anomalies": self.anomalies, "psi": self.psi}
+        return {"batch_id": self.batch_id, "rows": self.rows, "anomalies": self.anomalies, "psi": self.psi,
+                "report": self.report}
 
 
 @lru_cache(maxsize=4)
@@ -91,6 +95,33 @@ def _context(lake, dataset: str, batch_id: str, det) -> pd.DataFrame:
     by = [det.series_column_] if det.series_column_ else None
     tail = prev.groupby(by, sort=False).tail(det.config_.window - 1) if by else prev.tail(det.config_.window - 1)
     return tail
+
+
+def scored_chunks(lake, dataset: str, batch_id: str, det, batch_rows: int):
+    """Yield ``(part, explanation, rows)`` per chunk of a batch: the keys and scores to write,
+    the flagged rows' explanation (by position in ``part``), and (time series) the feature rows.
+
+    A time-series batch is one chunk, scored after the previous batch's last ``window - 1``
+    points (its context); a table is streamed in Arrow record batches of ``batch_rows`` rows.
+    """
+    is_ts = getattr(det, "time_column_", None) is not None
+    if is_ts:  # windows need their neighbours: a time-series batch is scored whole
+        chunks = [lake.read(dataset, batch_ids=[batch_id])]
+    else:
+        chunks = (_frame(b) for b in lake.iter_record_batches(dataset, [batch_id], batch_size=batch_rows))
+    extra = ([det.time_column_] + ([det.series_column_] if det.series_column_ else [])) if is_ts else []
+    for chunk in chunks:
+        keys = chunk[list(nodes.KEY_COLUMNS)].reset_index(drop=True)
+        rows = nodes.feature_frame(chunk).reset_index(drop=True)
+        if is_ts:
+            context = nodes.feature_frame(_context(lake, dataset, batch_id, det))
+            scored, explanation = vae_core.score_and_explain(det, pd.concat([context, rows], ignore_index=True))
+            scored = scored.iloc[len(context):].reset_index(drop=True)
+            explanation = explanation[explanation.index >= len(context)]
+            explanation.index = explanation.index - len(context)
+        else:
+            scored, explanation = vae_core.score_and_explain(det, rows)
+        yield pd.concat([keys, chunk[extra].reset_index(drop=True), scored], axis=1), explanation, rows if is_ts else None
 
 
 @io_task("list-batches")
@@ -129,30 +160,17 @@ def score_batch(
     apply_torch_threads()
     det = _load(model.info, tracking_uri)
     lake = lake_for(lake_url)
-    is_ts = getattr(det, "time_column_", None) is not None
-    if is_ts:  # windows need their neighbours: a time-series batch is scored whole
-        chunks = [lake.read(dataset, batch_ids=[batch_id])]
-    else:
-        chunks = (_frame(b) for b in lake.iter_record_batches(dataset, [batch_id], batch_size=batch_rows))
     scored_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     drift_acc = nodes.PSI(det.calibration_.scores)
     anomalies, top = 0, None
+    parts = ReportParts(det)
     # each chunk is scored, written and dropped: memory stays bounded by one chunk, and the
     # batch's scores still become visible at once (or not at all) when the writer closes
     with lake.scores_writer(dataset, model.scores_key, batch_id) as writer:
-        for chunk in chunks:
-            keys = chunk[list(nodes.KEY_COLUMNS)].reset_index(drop=True)
-            extra = [det.time_column_] + ([det.series_column_] if det.series_column_ else []) if is_ts else []
-            rows = nodes.feature_frame(chunk).reset_index(drop=True)
-            if is_ts:
-                context = nodes.feature_frame(_context(lake, dataset, batch_id, det))
-                full = pd.concat([context, rows], ignore_index=True)
-                scored = vae_core.score_with_explanations(det, full).iloc[len(context):].reset_index(drop=True)
-            else:
-                scored = vae_core.score_with_explanations(det, rows)
-            part = pd.concat([keys, chunk[extra].reset_index(drop=True), scored], axis=1)
+        for part, explanation, rows in scored_chunks(lake, dataset, batch_id, det, batch_rows):
             part["scored_at"] = scored_at  # the scores key and batch_id live in the path
             writer.write(part)
+            parts.add(part, explanation, rows)
             drift_acc.update(part["anomaly_score"].to_numpy())
             flagged = part[part["is_anomaly"].to_numpy(bool)]
             anomalies += len(flagged)
@@ -160,8 +178,24 @@ def score_batch(
             progress.report("rows", f"{dataset} {batch_id}", writer.rows)
         drift = drift_acc.value()
         writer.set_constants({"psi": drift})
+    report = _write_report(lake, dataset, batch_id, model, det, parts, drift, tracking_uri)
     top_records = [] if top is None else top[TOP_COLUMNS].astype({ROW_COLUMN: "int64"}).to_dict("records")
-    return BatchScores(batch_id, writer.rows, anomalies, drift, top_records)
+    return BatchScores(batch_id, writer.rows, anomalies, drift, top_records, report)
+
+
+def _write_report(lake, dataset: str, batch_id: str, model: ScoreModel, det, parts: ReportParts, psi: float,
+                  tracking_uri: Optional[str]) -> Optional[str]:
+    """The batch's report beside its scores, logged to the version's MLflow run. The scores are
+    committed already: a failed report is a warning (rebuild it with `vae-anomaly report`)."""
+    try:
+        path = write_batch_report(lake, dataset, batch_id, model.scores_key, det, model.info, parts, psi)
+    except Exception as exc:  # noqa: BLE001 - the scores stand; say what failed and how to redo it
+        get_run_logger().warning("report of %s batch %s failed (%s); rebuild it with `vae-anomaly report %s`",
+                                 dataset, batch_id, exc, dataset)
+        return None
+    if model.info.run_id:
+        tracking_for(tracking_uri).log_report(model.info.run_id, path, f"reports/{dataset}/{batch_id}")
+    return path
 
 
 @task(name="publish-score-report", cache_policy=NO_CACHE)
@@ -178,12 +212,21 @@ def publish_report(
     lines = [
         f"# Scoring {md(dataset)} with {md(model_name)} v{md(version)}", "",
         f"{len(results)} batch(es) scored, {len(skipped)} already scored by this version.", "",
-        "| batch | rows | anomalies | rate | PSI |", "|---|---:|---:|---:|---:|",
+        "| batch | rows | anomalies | rate | PSI | report |", "|---|---:|---:|---:|---:|---|",
     ]
     for r in results:
         flag = " (drift)" if r.psi > drift_threshold else ""
-        lines.append(f"| {md(r.batch_id)} | {r.rows} | {r.anomalies} | {r.anomalies / max(r.rows, 1):.2%} | {r.psi:.3f}{flag} |")
+        lines.append(f"| {md(r.batch_id)} | {r.rows} | {r.anomalies} | {r.anomalies / max(r.rows, 1):.2%} | {r.psi:.3f}{flag} "
+                     f"| {_report_link(r.report)} |")
     create_markdown_artifact(key=artifact_key("score-summary", dataset), markdown="\n".join(lines))
+
+
+def _report_link(path: Optional[str]) -> str:
+    """A markdown link to a report (a file:// URI for a local lake; names in it passed the lake's rule)."""
+    if path is None:
+        return "not written (see the log)"
+    uri = Path(path).as_uri() if "://" not in path else path
+    return f"[report.html]({uri})"
 
 
 def _top(results: list[BatchScores]) -> list[dict]:

@@ -35,7 +35,7 @@ from pipelines.lake.storage import _to_pandas
 from pipelines.lake.validation import _check_name, validate_batch
 from pipelines.settings import get_settings
 
-TABLES = ("batches", "rows", "quarantine", "scores")
+TABLES = ("batches", "rows", "quarantine", "scores", "feedback")  # feedback: verdicts (pipelines.review)
 SCHEMES = frozenset({"file", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})  # what delta-rs opens
 
 
@@ -93,7 +93,7 @@ class Lake:
         return "/".join([self.root, _check_name("dataset", dataset), *parts])
 
     def table_uri(self, dataset: str, table: str) -> str:
-        """URI of one of a dataset's Delta tables (``batches``, ``rows``, ``quarantine``, ``scores``)."""
+        """URI of one of a dataset's Delta tables (``batches``, ``rows``, ``quarantine``, ``scores``, ``feedback``)."""
         if table not in TABLES:
             raise LakeError(f"unknown lake table {table!r}; one of {TABLES}")
         return f"{self._base}/{_check_name('dataset', dataset)}/{table}"

@@ -42,8 +42,11 @@ class NotFound(Exception):
 
 
 def feedback_store(lake: ReportStore, dataset: str) -> FeedbackStore:
-    """The feedback table of ``dataset`` under the lake root."""
-    return FeedbackStore(f"{lake.url.rstrip('/')}/{dataset}/feedback")
+    """The feedback table of ``dataset`` in the lake (a Delta table beside its rows and scores)."""
+    from pipelines.lake import Lake
+
+    table = Lake(lake.url)
+    return FeedbackStore(table.table_uri(dataset, "feedback"), table.delta_options)
 
 
 def create_app(lake_url: str, reviewer: str, token: Optional[str] = None) -> FastAPI:

@@ -35,13 +35,13 @@ from pipelines.tracking.registry import (
     resolve,
     set_alias,
 )
-from pipelines.tracking.runs import HISTOGRAM_FILE, TrainingRun, start_training_run
+from pipelines.tracking.runs import HISTOGRAM_FILE, TrainingRun, log_report, start_training_run
 from pipelines.tracking.store import TrackingError, client, configure, get_or_create_experiment
 
 __all__ = [
     "CHALLENGER", "CHAMPION", "DETECTOR_ARTIFACT", "HISTOGRAM_FILE", "SERVED_MODEL_FILE", "ModelVersionInfo",
     "TrackingError", "TrainingRun", "apply_new_version_aliases", "check_model_name", "client", "configure", "find_alias",
     "get_alias", "get_alias_version", "get_aliases", "get_or_create_experiment", "get_version",
-    "load_detector", "load_version", "model_uri", "promote", "register", "require_model", "resolve",
+    "load_detector", "load_version", "log_report", "model_uri", "promote", "register", "require_model", "resolve",
     "serving_requirements", "set_alias", "start_training_run",
 ]

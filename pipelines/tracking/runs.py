@@ -227,6 +227,16 @@ class TrainingRun:
             client().log_figure(self.run_id, calibration_histogram(detector), HISTOGRAM_FILE)
 
 
+def log_report(run_id: str, path: str, artifact_path: str) -> None:
+    """Attach a batch's report (``report.html`` on a local lake) to a model version's run."""
+    if "://" in path:  # a report in an object store stays there; the run keeps its link
+        with errors(f"cannot tag run {run_id} with its report"):
+            client().set_tag(run_id, f"report.{artifact_path.replace('/', '.')}", path)
+        return
+    with errors(f"cannot log the report {path} to run {run_id}"):
+        client().log_artifact(run_id, path, artifact_path)
+
+
 def start_training_run(
     experiment: str,
     run_name: Optional[str] = None,
