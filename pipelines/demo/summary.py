@@ -19,6 +19,8 @@ def where_to_look(summary: dict) -> list[tuple[str, str]]:
     for name, info in summary["datasets"].items():
         rows.append((f"{name} scores (v{info['champion']})", info["scores_path"]))
     rows.append(("quarantined rows", f"{summary['lake'].rstrip('/')}/transactions/quarantine"))
+    rows.append(("reports, one per scored batch", f"{summary['lake'].rstrip('/')}/<dataset>/reports/"))
+    rows.append(("review the flags in a browser", "vae-anomaly review   (then open http://127.0.0.1:8765)"))
     return rows
 
 
@@ -54,6 +56,19 @@ def render(summary: dict) -> list:
         kinds.append(f"  {name}: caught by kind: {caught or '-'}")
     out.append(quality)
     out.append(terminal("\n".join(kinds)))
+
+    loop = Table(title="review loop: verdicts on the history batches' flags, a threshold from them; "
+                       "flags on the later batches before and after", title_justify="left")
+    for name in ("dataset", "verdicts", "threshold", "precision", "recall"):
+        loop.add_column(name, justify="left" if name == "dataset" else "right")
+    for name, info in summary["datasets"].items():
+        r = info.get("review")
+        if r:
+            b, a = r["before"], r["after"]
+            loop.add_row(name, f"{r['verdicts']['anomaly']} real, {r['verdicts']['false_alarm']} false",
+                         f"{r['threshold_before']:.4g} -> {r['threshold_after']:.4g}",
+                         f"{pct(b['precision'])} -> {pct(a['precision'])}", f"{pct(b['recall'])} -> {pct(a['recall'])}")
+    out.append(loop)
 
     for name, info in summary["datasets"].items():
         retrain = info.get("retrain")

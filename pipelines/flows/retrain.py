@@ -23,8 +23,12 @@ from prefect.cache_policies import NO_CACHE
 
 from pipelines import nodes
 from pipelines.flows.common import (
-    TrainingSpec, fit_and_register, io_task, read_training_data, set_aliases, tracking_for,
+    TrainingSpec, fit_and_register, io_task, lake_for, read_training_data, set_aliases, tracking_for,
 )
+from pipelines.reports.store import ReportStore
+from pipelines.review.feedback import FeedbackStore
+from pipelines.review.labels import covered, reviewed_items, without_confirmed
+from pipelines.review.threshold import FALSE
 from pipelines.settings import apply_torch_threads
 
 
@@ -38,11 +42,15 @@ class Champion:
 
 @dataclass(frozen=True)
 class Holdout:
-    """Training rows, held-out rows, and how many rows the champion flagged and left out."""
+    """Training rows, held-out rows, how many rows the champion flagged and left out, and what
+    the reviewers' verdicts changed: confirmed anomalies left out (masked in a series), flagged
+    rows kept because a reviewer called them normal."""
 
     train: pd.DataFrame
     holdout: pd.DataFrame
     excluded: int
+    confirmed: int = 0
+    kept_by_review: int = 0
 
 
 @dataclass(frozen=True)
@@ -71,14 +79,31 @@ def load_champion(tracking_uri: Optional[str], model_name: str) -> Champion:
     return Champion(tracking.load_version(info), info.version)
 
 
+@io_task("read-verdicts")
+def read_verdicts(lake_url: Optional[str], dataset: str) -> pd.DataFrame:
+    """Every reviewed report item of ``dataset`` (any model version) with its current verdict."""
+    lake = lake_for(lake_url)
+    return reviewed_items(ReportStore(lake.url), FeedbackStore(lake.table_uri(dataset, "feedback"), lake.delta_options), dataset)
+
+
 @task(name="split-holdout", cache_policy=NO_CACHE)
-def split_holdout(frame: pd.DataFrame, champion: Champion, fraction: float, seed: int, time_column: Optional[str]) -> Holdout:
-    """Leave out the rows the champion flags, then hold out ``fraction`` of the rest."""
+def split_holdout(frame: pd.DataFrame, champion: Champion, fraction: float, seed: int, time_column: Optional[str],
+                  verdicts: pd.DataFrame, series_column: Optional[str]) -> Holdout:
+    """Leave out the rows the champion flags, except those a reviewer called normal
+    (``false_alarm``, ``new_normal``), and the confirmed anomalies (a series' are masked, so its
+    grid stays whole); then hold out ``fraction`` of the rest."""
+    frame = frame.reset_index(drop=True)
     flagged = np.zeros(len(frame), bool)
     if champion.detector is not None:
-        flagged = champion.detector.score(nodes.feature_frame(frame).reset_index(drop=True))["is_anomaly"].to_numpy()
+        flagged = champion.detector.score(nodes.feature_frame(frame))["is_anomaly"].to_numpy(bool)
+    normal = covered(frame, verdicts, FALSE, time_column, series_column)
+    kept = int((flagged & normal).sum())
+    flagged &= ~normal
+    frame, confirmed = without_confirmed(frame, verdicts, time_column, series_column)
+    if time_column is None:  # without_confirmed dropped the confirmed rows: align the flags
+        flagged = flagged[frame.index.to_numpy()]
     train, holdout = nodes.holdout_split(frame[~flagged], fraction, seed, time_column)
-    return Holdout(train, holdout, int(flagged.sum()))
+    return Holdout(train, holdout, int(flagged.sum()), confirmed, kept)
 
 
 @task(name="compare-models", cache_policy=NO_CACHE)
@@ -142,11 +167,13 @@ def retrain(
         if exclude_columns is None:
             used = set(champion.detector.feature_names_in_) | {data.time_column, series_column}
             exclude_columns = [c for c in nodes.feature_frame(data.frame).columns if c not in used]
-    parts = split_holdout(data.frame, champion, holdout_fraction, seed, data.time_column)
+    verdicts = read_verdicts(lake_url, dataset)
+    parts = split_holdout(data.frame, champion, holdout_fraction, seed, data.time_column, verdicts, series_column)
     spec = TrainingSpec(
         dataset=dataset, model_name=model_name, time_column=data.time_column, series_column=series_column,
         exclude_columns=exclude_columns, params=params, seed=seed, run_name=f"retrain-{dataset}",
-        tags={"trigger": "retrain", "champion_version": champion.version or ""},
+        tags={"trigger": "retrain", "champion_version": champion.version or "", "reviewed_items": str(len(verdicts)),
+              "rows_confirmed_left_out": str(parts.confirmed), "rows_kept_by_review": str(parts.kept_by_review)},
     )
     challenger = fit_and_register(parts.train, spec, tracking_uri)
     version = challenger.registered.version
@@ -164,4 +191,5 @@ def retrain(
         "champion_nll": decision.champion_nll, "challenger_nll": decision.challenger_nll,
         "promoted": decision.promoted or champion.detector is None, "rule": decision.rule,
         "rows_train": len(parts.train), "rows_excluded": parts.excluded, "rows_holdout": len(parts.holdout),
+        "reviewed_items": len(verdicts), "rows_confirmed_left_out": parts.confirmed, "rows_kept_by_review": parts.kept_by_review,
     }

@@ -37,6 +37,16 @@ ACCESS_KEYS = {"anomaly": "a", "expected": "e", "false_alarm": "f", "new_normal"
 STATUSES = ("unreviewed", "reviewed", "all")
 
 
+def record_verdict(lake: ReportStore, dataset: str, label: str, batch_id: str, key: str, verdict: str, reviewer: str,
+                   comment: str = "") -> None:
+    """Store one verdict on one item of a stored report: what the page's form does, and the
+    demo's reviewer (:class:`NotFound` when the report has no such item)."""
+    report = lake.report(ReportRef(dataset, label, batch_id))
+    if report is None or key not in {i["key"] for i in report.get("items", [])}:
+        raise NotFound()
+    feedback_store(lake, dataset).add([Verdict(key, batch_id, label, verdict, reviewer, comment)])
+
+
 class NotFound(Exception):
     """A page or item that does not exist (or a name that is not allowed)."""
 
@@ -148,12 +158,8 @@ def create_app(lake_url: str, reviewer: str, token: Optional[str] = None) -> Fas
         cookie = request.cookies.get(CSRF_COOKIE, "")
         if not cookie or not hmac.compare_digest(cookie.encode(), csrf.encode()):
             return PlainTextResponse("missing or wrong form token: reload the page and submit again", status_code=403)
-        ref = ReportRef(dataset, label, batch)
-        report = lake.report(ref)
-        if report is None or key not in {i["key"] for i in report.get("items", [])}:
-            raise NotFound()
         try:
-            feedback_store(lake, dataset).add([Verdict(key, batch, label, verdict, reviewer, comment.strip())])
+            record_verdict(lake, dataset, label, batch, key, verdict, reviewer, comment.strip())
         except FeedbackError as exc:
             return PlainTextResponse(str(exc), status_code=400)
         target = next if next.startswith("/") and not next.startswith("//") else "/"

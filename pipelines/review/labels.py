@@ -38,6 +38,28 @@ def reviewed_items(reports: ReportStore, feedback: FeedbackStore, dataset: str, 
     return items.assign(real=items["verdict"].isin(REAL).to_numpy(bool))
 
 
+def covered(frame: pd.DataFrame, items: pd.DataFrame, verdicts: tuple[str, ...], time_column: Optional[str] = None,
+            series_column: Optional[str] = None) -> np.ndarray:
+    """Which rows of ``frame`` (lake rows: ``batch_id``, ``_source_row``) the items whose current
+    verdict is in ``verdicts`` cover: a row item's row, or every point of an event's span."""
+    chosen = items[items["verdict"].isin(verdicts)]
+    hit = np.zeros(len(frame), bool)
+    if chosen.empty or frame.empty:
+        return hit
+    if time_column is None:
+        keys = set(zip(chosen["batch_id"], chosen["source_row"].astype("int64")))
+        return np.fromiter((k in keys for k in zip(frame["batch_id"], frame["_source_row"].astype("int64"))), bool, len(frame))
+    numeric = pd.api.types.is_numeric_dtype(frame[time_column])
+    times = frame[time_column] if numeric else pd.to_datetime(frame[time_column], utc=True)
+    for ev in chosen.itertuples(index=False):
+        start, end = (float(ev.start), float(ev.end)) if numeric else (_time(ev.start), _time(ev.end))
+        inside = (times >= start).to_numpy() & (times <= end).to_numpy() & (frame["batch_id"] == ev.batch_id).to_numpy()
+        if series_column:
+            inside &= (frame[series_column].astype(str).str.slice(0, 120) == str(ev.series)).to_numpy()
+        hit |= inside
+    return hit
+
+
 def without_confirmed(frame: pd.DataFrame, items: pd.DataFrame, time_column: Optional[str] = None,
                       series_column: Optional[str] = None, features: Optional[list[str]] = None) -> tuple[pd.DataFrame, int]:
     """Training rows with the confirmed anomalies left out; and how many rows were affected.
@@ -48,21 +70,11 @@ def without_confirmed(frame: pd.DataFrame, items: pd.DataFrame, time_column: Opt
     grid and the neighbouring windows stay intact. ``false_alarm`` and ``new_normal`` items stay
     in as normal data; ``expected`` ones stay too (real, but part of how the system runs).
     """
-    confirmed = items[items["verdict"] == "anomaly"]
-    if confirmed.empty or frame.empty:
+    hit = covered(frame, items, ("anomaly",), time_column, series_column)
+    if not hit.any():
         return frame, 0
     if time_column is None:
-        keys = set(zip(confirmed["batch_id"], confirmed["source_row"].astype("int64")))
-        hit = np.fromiter((k in keys for k in zip(frame["batch_id"], frame["_source_row"].astype("int64"))), bool, len(frame))
         return frame[~hit], int(hit.sum())
-    times = pd.to_datetime(frame[time_column], utc=True) if not pd.api.types.is_numeric_dtype(frame[time_column]) else frame[time_column]
-    hit = np.zeros(len(frame), bool)
-    for ev in confirmed.itertuples(index=False):
-        start, end = (_time(ev.start), _time(ev.end)) if not pd.api.types.is_numeric_dtype(frame[time_column]) else (float(ev.start), float(ev.end))
-        inside = (times >= start).to_numpy() & (times <= end).to_numpy() & (frame["batch_id"] == ev.batch_id).to_numpy()
-        if series_column:
-            inside &= (frame[series_column].astype(str).str.slice(0, 120) == str(ev.series)).to_numpy()
-        hit |= inside
     masked = frame.copy()
     cols = features or [c for c in frame.columns if c not in (time_column, series_column, "batch_id", "_source_row")]
     for c in cols:
