@@ -8,6 +8,7 @@ from typing import Any, Callable, ContextManager, Optional
 
 from pipelines.demo.evaluation import evaluate, labelled_scores, top_anomalies
 from pipelines.demo.reviewer import review_batches
+from pipelines.review.threshold import enough
 from pipelines.demo.samples import DATASETS, DEMO_PARAMS, DEMO_THREADS, RECENT_BATCHES, SampleDataset
 from pipelines.demo.state import load_state, save_state, wipe
 from pipelines.lake import Lake
@@ -121,6 +122,10 @@ def run(
         batches = [r.batch_id for r in lake.list_batches(ds.name)]
         history, later = batches[: len(ds.history)], batches[len(ds.history):]
         verdicts = review_batches(lake, ds, before_key, history, samples_dir)
+        if not enough(verdicts["anomaly"], verdicts["false_alarm"]):
+            say(f"   {ds.name}: {verdicts['anomaly']} confirmed and {verdicts['false_alarm']} false alarms on the history "
+                f"batches: too few verdicts to move the threshold (v{before_version} stays)")
+            return {"version": None, "from_version": before_version, "verdicts": verdicts}
         r = flow_run(threshold, ds.name, promote=True)
         flow_run(score, ds.name)  # every batch: the later ones are the test, the history was reviewed
         after_key = score_label(ds.name, r["version"])

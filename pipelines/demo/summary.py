@@ -63,7 +63,9 @@ def render(summary: dict) -> list:
         loop.add_column(name, justify="left" if name == "dataset" else "right")
     for name, info in summary["datasets"].items():
         r = info.get("review")
-        if r:
+        if r and r.get("version") is None:
+            loop.add_row(name, f"{r['verdicts']['anomaly']} real, {r['verdicts']['false_alarm']} false", "too few verdicts: kept", "-", "-")
+        elif r:
             b, a = r["before"], r["after"]
             loop.add_row(name, f"{r['verdicts']['anomaly']} real, {r['verdicts']['false_alarm']} false",
                          f"{r['threshold_before']:.4g} -> {r['threshold_after']:.4g}",

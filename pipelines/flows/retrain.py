@@ -95,7 +95,7 @@ def split_holdout(frame: pd.DataFrame, champion: Champion, fraction: float, seed
     frame = frame.reset_index(drop=True)
     flagged = np.zeros(len(frame), bool)
     if champion.detector is not None:
-        flagged = champion.detector.score(nodes.feature_frame(frame))["is_anomaly"].to_numpy(bool)
+        flagged = champion.detector.score(nodes.feature_frame(frame))["is_anomaly"].to_numpy(bool).copy()
     normal = covered(frame, verdicts, FALSE, time_column, series_column)
     kept = int((flagged & normal).sum())
     flagged &= ~normal

@@ -19,6 +19,7 @@ from typing import Optional
 
 import numpy as np
 
+MIN_REVIEWS, MIN_EACH = 10, 2  # verdicts needed before they may move a threshold
 REAL = ("anomaly", "expected")  # verdicts that say the flag was right
 FALSE = ("false_alarm", "new_normal")
 
@@ -59,9 +60,14 @@ def _between(a: float, b: float) -> float:
     return float(np.sqrt(a * b)) if a > 0 and b > 0 else (a + b) / 2.0
 
 
+def enough(n_real: int, n_false: int, min_reviews: int = MIN_REVIEWS, min_each: int = MIN_EACH) -> bool:
+    """Whether this many verdicts may set a threshold."""
+    return n_real + n_false >= min_reviews and n_real >= min_each and n_false >= min_each
+
+
 def _check(scores: np.ndarray, real: np.ndarray, min_reviews: int, min_each: int) -> None:
     n, k = len(scores), int(real.sum())
-    if n < min_reviews or k < min_each or n - k < min_each:
+    if not enough(k, n - k, min_reviews, min_each):
         raise ThresholdError(
             f"{n} reviewed item(s), {k} real and {n - k} false: at least {min_reviews} with {min_each} of each are needed"
         )
@@ -73,7 +79,7 @@ def _choice(scores, real, current, threshold, rule) -> ThresholdChoice:
 
 
 def best_f1_threshold(scores: np.ndarray, real: np.ndarray, current: float, calibration: np.ndarray,
-                      min_reviews: int = 10, min_each: int = 2, floor_quantile: float = 0.9) -> ThresholdChoice:
+                      min_reviews: int = MIN_REVIEWS, min_each: int = MIN_EACH, floor_quantile: float = 0.9) -> ThresholdChoice:
     """The threshold with the best F1 on reviewed items (ties: the higher threshold).
 
     Parameters
