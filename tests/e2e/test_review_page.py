@@ -107,6 +107,13 @@ def browser():
 @pytest.mark.slow
 def test_review_in_a_browser(tmp_path, browser):
     from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    def submit(card, verdict: str) -> None:
+        """Press a verdict button and wait for the page it redirects to."""
+        card.find_element(By.CSS_SELECTOR, f"button[value={verdict}]").click()
+        WebDriverWait(browser, 30).until(EC.staleness_of(card))
 
     from pipelines.reports.store import ReportStore
     from pipelines.review.app import feedback_store
@@ -128,12 +135,12 @@ def test_review_in_a_browser(tmp_path, browser):
         assert browser.title != "pwned" and SCRIPT in cards[0].text  # markup shown as text, never run
         first_key = report["items"][0]["key"]
         cards[0].find_element(By.NAME, "comment").send_keys("card skimming, confirmed")
-        cards[0].find_element(By.CSS_SELECTOR, "button[value=anomaly]").click()
+        submit(cards[0], "anomaly")
         # the page reloads with the confirmed item gone from the unreviewed list
         cards = browser.find_elements(By.CSS_SELECTOR, "article.card")
         assert len(cards) == len(report["items"]) - 1
         second_key = browser.find_elements(By.CSS_SELECTOR, "input[name=key]")[0].get_attribute("value")
-        cards[0].find_element(By.CSS_SELECTOR, "button[value=false_alarm]").click()
+        submit(cards[0], "false_alarm")
         ARTIFACTS.mkdir(parents=True, exist_ok=True)
         browser.get(base + "/review/pay?status=reviewed")
         assert len(browser.find_elements(By.CSS_SELECTOR, "article.card")) == 2
