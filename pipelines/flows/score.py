@@ -216,6 +216,14 @@ def score(
     ``workers``/``dask_address`` (or ``VAE_ANOMALY_DASK_ADDRESS``) run the batches on Dask.
     When a batch's PSI against the calibration scores exceeds ``drift_threshold`` and
     ``retrain_on_drift`` is set, the ``retrain`` flow runs afterwards.
+
+    Returns
+    -------
+    dict
+        ``dataset``, ``model_name``, ``model_version``, ``scores_key`` (the lake's key of these
+        scores), ``scored`` (per batch: ``batch_id``, ``rows``, ``anomalies``, ``psi``),
+        ``skipped``, ``rows``, ``anomalies``, ``max_psi``, ``drift``, ``retrain`` (the retrain
+        flow's result or None) and ``top`` (the highest-scoring anomalies).
     """
     from pipelines.settings import get_settings
 
