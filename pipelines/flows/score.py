@@ -28,7 +28,7 @@ from prefect.cache_policies import NO_CACHE
 import vae_core
 from pipelines import nodes, progress
 from pipelines.flows.common import artifact_key, io_task, lake_for, tracking_for
-from pipelines.lake import BATCH_COLUMN, ROW_COLUMN
+from pipelines.lake import BATCH_COLUMN, META_COLUMNS, ROW_COLUMN
 from pipelines.settings import apply_torch_threads
 
 TOP_N = 20
@@ -138,7 +138,7 @@ def score_batch(
     # batch's scores still become visible at once (or not at all) when the writer closes
     with lake.scores_writer(dataset, model.scores_key, batch_id) as writer:
         for chunk in chunks:
-            keys = chunk[list(nodes.KEY_COLUMNS)].reset_index(drop=True)
+            keys = chunk[list(META_COLUMNS)].reset_index(drop=True)  # the row's key in the lake
             extra = [det.time_column_] + ([det.series_column_] if det.series_column_ else []) if is_ts else []
             rows = nodes.feature_frame(chunk).reset_index(drop=True)
             if is_ts:
