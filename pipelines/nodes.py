@@ -14,7 +14,6 @@ import pandas as pd
 from pipelines.lake import META_COLUMNS
 from vae_core import DataError, TimeSeriesVAEDetector, VAEDetector
 
-KEY_COLUMNS = META_COLUMNS  # a scored row's key in the lake: (batch_id, _source_row)
 Detector = Union[VAEDetector, TimeSeriesVAEDetector]
 
 

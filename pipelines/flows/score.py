@@ -30,7 +30,7 @@ import vae_core
 from pipelines import nodes, progress
 from pipelines.escaping import markdown as md
 from pipelines.flows.common import artifact_key, io_task, lake_for, tracking_for
-from pipelines.lake import BATCH_COLUMN, ROW_COLUMN
+from pipelines.lake import BATCH_COLUMN, META_COLUMNS, ROW_COLUMN
 from pipelines.reports.batch import ReportParts, write_batch_report
 from pipelines.settings import apply_torch_threads
 
@@ -111,7 +111,7 @@ def scored_chunks(lake, dataset: str, batch_id: str, det, batch_rows: int):
         chunks = (_frame(b) for b in lake.iter_record_batches(dataset, [batch_id], batch_size=batch_rows))
     extra = ([det.time_column_] + ([det.series_column_] if det.series_column_ else [])) if is_ts else []
     for chunk in chunks:
-        keys = chunk[list(nodes.KEY_COLUMNS)].reset_index(drop=True)
+        keys = chunk[list(META_COLUMNS)].reset_index(drop=True)  # the row's key in the lake
         rows = nodes.feature_frame(chunk).reset_index(drop=True)
         if is_ts:
             context = nodes.feature_frame(_context(lake, dataset, batch_id, det))
@@ -262,6 +262,14 @@ def score(
     ``workers``/``dask_address`` (or ``VAE_ANOMALY_DASK_ADDRESS``) run the batches on Dask.
     When a batch's PSI against the calibration scores exceeds ``drift_threshold`` and
     ``retrain_on_drift`` is set, the ``retrain`` flow runs afterwards.
+
+    Returns
+    -------
+    dict
+        ``dataset``, ``model_name``, ``model_version``, ``scores_key`` (the lake's key of these
+        scores), ``scored`` (per batch: ``batch_id``, ``rows``, ``anomalies``, ``psi``),
+        ``skipped``, ``rows``, ``anomalies``, ``max_psi``, ``drift``, ``retrain`` (the retrain
+        flow's result or None) and ``top`` (the highest-scoring anomalies).
     """
     from pipelines.settings import get_settings
 

@@ -98,7 +98,7 @@ def find_alias(name: str, alias: str) -> Optional[ModelVersionInfo]:
         return _version_info(client().get_model_version_by_alias(name, alias))
     except MlflowException as e:
         if not_found(e):  # the registered model does not exist
-            raise TrackingError(f"no registered model {name!r}; {_HINT}") from e
+            raise TrackingError(f"no registered model {name!r} (looked for its {alias!r} version); {_HINT}") from e
         if "not found" in str(e.message):  # the model exists, the alias does not
             return None
         raise TrackingError(f"cannot read alias {alias!r} of model {name!r}: {one_line(e.message)}") from e
