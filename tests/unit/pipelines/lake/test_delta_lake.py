@@ -158,3 +158,11 @@ def test_the_tables_read_with_plain_delta_readers(lake, tmp_path):
     assert rows["id"].tolist() == list(range(8)) and set(rows["batch_id"]) == {batch}
     batches = DeltaTable(f"{lake.root}/d/batches").to_pandas()
     assert batches["batch_id"].tolist() == [batch] and json.loads(batches["schema"][0])["time_column"] == "ts"
+
+
+def test_s3_storage_options_are_passed_to_delta_rs_in_its_names():
+    lake = Lake("s3://bucket/lake", key="AK", secret="SK", client_kwargs={"endpoint_url": "http://127.0.0.1:9000"},
+                AWS_REGION="eu-west-1")
+    assert lake.delta_options == {"AWS_ACCESS_KEY_ID": "AK", "AWS_SECRET_ACCESS_KEY": "SK", "AWS_REGION": "eu-west-1",
+                                  "AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_ALLOW_HTTP": "true"}
+    assert lake.table_uri("d", "rows") == "s3://bucket/lake/d/rows"
