@@ -110,11 +110,12 @@ def test_lake_cli_lists_removes_and_restores(tmp_path):
     listed = cli(root, "lake", "list", "d", "--json")
     assert listed.returncode == 0, listed.stderr
     assert [b["batch_id"] for b in json.loads(listed.stdout)["batches"]] == [batch]
-    assert cli(root, "lake", "remove", "d", batch).returncode == 0 and Lake(root).list_batches("d") == []
+    removed = cli(root, "lake", "remove", "d", batch)
+    assert removed.returncode == 0 and Lake(root).list_batches("d") == [], removed.stderr
     restored = cli(root, "lake", "restore", "d", batch)
-    assert restored.returncode == 0 and f"restored batch {batch}" in restored.stdout
+    assert restored.returncode == 0 and f"restored batch {batch}" in " ".join(restored.stdout.split()), restored
     missing = cli(root, "lake", "remove", "d")
-    assert missing.returncode == 2 and missing.stderr.strip() == "error: `lake remove` needs BATCH_ID"
+    assert missing.returncode == 2 and missing.stderr.strip() == "error: `lake remove` needs BATCH_ID", missing
 
 
 def _old_layout(root: Path) -> str:
