@@ -10,7 +10,7 @@ import time
 from typing import Any, Callable, Optional, Union
 
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, write_deltalake
+from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from pipelines.lake import storage
@@ -18,6 +18,9 @@ from pipelines.lake.errors import LakeError
 
 #: How often a commit that lost a race (another writer committed first) is retried.
 COMMIT_ATTEMPTS = 20
+#: Rows per Parquet row group: a streaming reader decodes one at a time, so this bounds the
+#: memory of scoring a batch (delta-rs's default, 1M rows, held ~0.2 GB per group).
+ROW_GROUP_ROWS = 131072
 #: Operation key written into the commit info of every commit the lake makes.
 OP_KEY = "vae_anomaly.op"
 
@@ -96,6 +99,7 @@ def replace_partition(
                 partition_by=list(partition),
                 schema_mode="merge" if table is not None else None,
                 storage_options=options or None,
+                writer_properties=WriterProperties(max_row_group_size=ROW_GROUP_ROWS),
                 commit_properties=commit_properties(op, **partition),
             )
             break
