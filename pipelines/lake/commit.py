@@ -48,7 +48,7 @@ def commit_batch(lake: "Lake", batch: ValidatedBatch) -> IngestReport:
     """
     dataset, batch_id, digest = batch.dataset, batch.batch_id, batch.content_sha256
     uri = lake.table_uri(dataset, "batches")
-    written = False
+    written, race = False, None
     for attempt in range(delta.COMMIT_ATTEMPTS):
         table, records = lake._load(dataset)
         existing = find(records, sha256=digest)
@@ -63,7 +63,8 @@ def commit_batch(lake: "Lake", batch: ValidatedBatch) -> IngestReport:
         if not written:
             try:
                 write_data(lake, batch)
-            except SchemaRace:  # a concurrent first batch created the table: wait for its commit
+            except SchemaRace as exc:  # a concurrent first batch created the table: wait for its commit
+                race = exc
                 delta._backoff(attempt)
                 continue
             written = True
@@ -72,6 +73,11 @@ def commit_batch(lake: "Lake", batch: ValidatedBatch) -> IngestReport:
             storage._crash_point("batches")
             return IngestReport(**record.to_dict(), dataset=dataset)
         delta._backoff(attempt)
+    if not written and race is not None:
+        raise SchemaRace(
+            f"dataset {dataset!r} has no committed batch, but {race} (left by a killed first ingest?): "
+            "re-run that ingest, or delete the dataset's folder if nothing was committed"
+        )
     raise LakeError(f"dataset {dataset!r}: {delta.COMMIT_ATTEMPTS} commits of batch {batch_id!r} lost to concurrent writers")
 
 
@@ -86,8 +92,8 @@ def write_data(lake: "Lake", batch: ValidatedBatch) -> None:
         try:
             delta.replace_partition(lake.table_uri(batch.dataset, name), lake.delta_options, data, partition, "ingest", name)
         except delta.DeltaError as exc:
-            if "schema" in str(exc).lower() and batch.schema_is_new:
-                raise SchemaRace(f"dataset {batch.dataset!r}: the {name} table has another schema") from exc
+            if batch.schema_is_new and any(word in str(exc).lower() for word in ("schema", "cast")):
+                raise SchemaRace(f"the {name} table has other column types ({exc})") from exc
             raise LakeError(f"dataset {batch.dataset!r}, batch {batch.batch_id!r}: cannot write {name}: {exc}") from exc
 
 

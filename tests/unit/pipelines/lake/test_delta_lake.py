@@ -167,3 +167,22 @@ def test_s3_storage_options_are_passed_to_delta_rs_in_its_names():
     assert lake.delta_options == {"AWS_ACCESS_KEY_ID": "AK", "AWS_SECRET_ACCESS_KEY": "SK", "AWS_REGION": "eu-west-1",
                                   "AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_ALLOW_HTTP": "true"}
     assert lake.table_uri("d", "rows") == "s3://bucket/lake/d/rows"
+
+
+def test_a_killed_first_ingest_with_other_types_gets_a_clear_error(lake, tmp_path, monkeypatch):
+    import pipelines.lake.storage as lake_storage
+
+    ROWS.to_csv(tmp_path / "r.csv", index=False)
+
+    def crash(stage):
+        if stage == "rows":
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(lake_storage, "_crash_point", crash)
+    with pytest.raises(KeyboardInterrupt):
+        lake.ingest("d", tmp_path / "r.csv")
+    monkeypatch.undo()
+    (tmp_path / "other.csv").write_text("id,amount,kind,ts\nx1,a,b,c\nx2,d,e,f\n")  # every column text
+    with pytest.raises(LakeError, match="no committed batch.*killed first ingest.*re-run"):
+        lake.ingest("d", tmp_path / "other.csv")
+    assert lake.ingest("d", tmp_path / "r.csv").rows_accepted == 8  # the re-run completes
