@@ -88,7 +88,7 @@ def write_data(lake: "Lake", batch: ValidatedBatch) -> None:
         if name == "quarantine" and not table.num_rows:
             continue  # readers only look for quarantine rows the batch record counts
         column = pa.array([batch.batch_id] * table.num_rows, pa.string())
-        data = table.append_column(BATCH_COLUMN, column)
+        data = table.append_column(BATCH_COLUMN, column).combine_chunks()  # delta-rs keeps one batch's order
         try:
             delta.replace_partition(lake.table_uri(batch.dataset, name), lake.delta_options, data, partition, "ingest", name)
         except delta.DeltaError as exc:

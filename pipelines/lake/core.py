@@ -323,7 +323,7 @@ class Lake:
         schema = fixed.arrow_schema().append(pa.field(BATCH_COLUMN, pa.string()))
         table = self._table(dataset, "rows")
         parts = [
-            self._partition_data(table, r.batch_id, schema).to_table(columns=columns)
+            _in_source_order(self._partition_data(table, r.batch_id, schema).to_table(columns=columns))
             for r in self._selected(dataset, batch_ids) if r.rows_accepted
         ]
         empty = schema.empty_table().select(columns) if columns else schema.empty_table()
@@ -345,7 +345,7 @@ class Lake:
         )
         table = self._table(dataset, "quarantine")
         parts = [
-            self._partition_data(table, r.batch_id, schema).to_table()
+            _in_source_order(self._partition_data(table, r.batch_id, schema).to_table())
             for r in self._selected(dataset, batch_ids) if r.rows_quarantined
         ]
         return _to_pandas(pa.concat_tables([schema.empty_table(), *parts]))
@@ -391,3 +391,9 @@ class Lake:
         order = [r.batch_id for r in self._manifest(dataset)]
         version = None if model_version is None else str(model_version)
         return _to_pandas(scores.read_scores(self._table(dataset, "scores"), version, order))
+
+
+def _in_source_order(table: pa.Table) -> pa.Table:
+    """One batch's rows in source order (delta-rs may write a stream's record batches out of
+    order); tables without ``_source_row`` are left as they are."""
+    return table.sort_by(ROW_COLUMN) if ROW_COLUMN in table.column_names else table
