@@ -1,4 +1,4 @@
-"""The ``ingest`` flow: one source file into the Parquet lake, validated, bad rows quarantined.
+"""The ``ingest`` flow: one source file into the Delta lake, validated, bad rows quarantined.
 
 Tasks: ``read-source`` (I/O, retried) -> ``load-dataset-state`` (I/O, retried) ->
 ``validate-batch`` (pure) -> ``commit-batch`` (I/O, retried; safe to repeat) ->
@@ -67,7 +67,7 @@ def validate_batch_task(
 
 @io_task("commit-batch")
 def commit_batch(lake_url: str, validated: ValidatedBatch) -> IngestReport:
-    """Write the partitions, then the manifest."""
+    """Commit the rows, the quarantine, then the batch record (see :mod:`pipelines.lake`)."""
     return Lake(lake_url).commit(validated)
 
 

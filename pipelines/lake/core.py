@@ -7,7 +7,6 @@ from __future__ import annotations
 import os
 import posixpath
 from contextlib import contextmanager
-from datetime import datetime, timezone
 from typing import Any, Iterator, Optional, Union
 
 import fsspec
@@ -16,8 +15,8 @@ import pyarrow as pa
 import pyarrow.dataset as pds
 
 from pipelines.lake import batches as batches_table
-from pipelines.lake import delta, scores, storage
-from pipelines.lake.errors import LakeError
+from pipelines.lake import commit, delta, scores
+from pipelines.lake.errors import LakeError, SchemaRace
 from pipelines.lake.records import (
     BATCH_COLUMN,
     REASON_COLUMN,
@@ -37,11 +36,6 @@ from pipelines.settings import get_settings
 
 TABLES = ("batches", "rows", "quarantine", "scores", "feedback")  # feedback: verdicts (pipelines.review)
 SCHEMES = frozenset({"file", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})  # what delta-rs opens
-
-
-def _utc_now() -> str:
-    """Current UTC time, ISO 8601 with microseconds."""
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 class Lake:
@@ -144,7 +138,7 @@ class Lake:
         self, dataset: str, *, sha256: Optional[str] = None, batch_id: Optional[str] = None
     ) -> Optional[BatchRecord]:
         """The committed batch with this hash (of the content or of the file) or id, if any."""
-        return _find(self._manifest(dataset), sha256=sha256, batch_id=batch_id)
+        return commit.find(self._manifest(dataset), sha256=sha256, batch_id=batch_id)
 
     # -- writing
 
@@ -219,12 +213,8 @@ class Lake:
     def commit(self, batch: ValidatedBatch) -> IngestReport:
         """Commit a validated batch: its rows, its quarantine, then its row in ``batches``.
 
-        The rows and quarantine each replace the batch's partition in one Delta commit; the
-        batch becomes visible with the last commit, an append to the ``batches`` table that
-        succeeds only if no other writer committed since it was read (compare and swap). On
-        a lost race the table is read again: the same content committed by the other writer
-        makes this a no-op (``skipped``), anything else is retried. A run killed at any point
-        leaves every batch as it was; a re-run completes.
+        See :func:`pipelines.lake.commit.commit_batch` for the protocol (compare and swap on
+        the ``batches`` table; the same content committed concurrently makes this a no-op).
 
         Parameters
         ----------
@@ -237,75 +227,13 @@ class Lake:
         Raises
         ------
         LakeError
-            The batch id is taken by other content, or (:class:`SchemaRace`) another writer
-            committed the dataset's first batch, with another schema, since ``batch`` was
-            validated (a concurrent first batch with the same schema is fine).
         """
-        dataset, batch_id, digest = batch.dataset, batch.batch_id, batch.content_sha256
-        uri = self.table_uri(dataset, "batches")
-        written = False
-        for attempt in range(delta.COMMIT_ATTEMPTS):
-            table, records = self._load(dataset)
-            existing = _find(records, sha256=digest)
-            if existing is not None:
-                return self.skipped(dataset, existing, source=batch.source.source)
-            taken = _find(records, batch_id=batch_id)
-            if taken is not None:
-                raise LakeError(f"dataset {dataset!r}: batch id {batch_id!r} is already used by {taken.source!r}")
-            fixed = DatasetSchema.from_dict(records[0].schema) if records else None
-            if fixed is None and not batch.schema_is_new or fixed is not None and fixed != batch.schema:
-                raise SchemaRace(f"dataset {dataset!r}: another writer fixed its schema since this batch was validated")
-            if not written:
-                try:
-                    self._write_data(batch)
-                except SchemaRace:  # a concurrent first batch created the table: wait for its commit
-                    delta._backoff(attempt)
-                    continue
-                written = True
-            record = _record(batch, seq=max((r.seq for r in records), default=0) + 1)
-            if delta.cas_append(uri, self.delta_options, table, batches_table.to_table(record), "ingest", batch_id=batch_id):
-                storage._crash_point("batches")
-                return IngestReport(**record.to_dict(), dataset=dataset)
-            delta._backoff(attempt)
-        raise LakeError(f"dataset {dataset!r}: {delta.COMMIT_ATTEMPTS} commits of batch {batch_id!r} lost to concurrent writers")
-
-    def _write_data(self, batch: ValidatedBatch) -> None:
-        """Replace the batch's partitions of the rows and quarantine tables (not yet visible)."""
-        partition = {BATCH_COLUMN: batch.batch_id}
-        for name, table in (("rows", batch.accepted), ("quarantine", batch.quarantine)):
-            if name == "quarantine" and not table.num_rows:
-                continue  # readers only look for quarantine rows the batch record counts
-            column = pa.array([batch.batch_id] * table.num_rows, pa.string())
-            data = table.append_column(BATCH_COLUMN, column)
-            try:
-                delta.replace_partition(self.table_uri(batch.dataset, name), self.delta_options, data, partition, "ingest", name)
-            except delta.DeltaError as exc:
-                if "schema" in str(exc).lower() and batch.schema_is_new:
-                    raise SchemaRace(f"dataset {batch.dataset!r}: the {name} table has another schema") from exc
-                raise LakeError(f"dataset {batch.dataset!r}, batch {batch.batch_id!r}: cannot write {name}: {exc}") from exc
+        return commit.commit_batch(self, batch)
 
     def vacuum(self, dataset: str, retention_hours: Optional[int] = None) -> list[str]:
-        """Delete the data of batches missing from ``batches`` (left by killed ingests) and,
-        with ``retention_hours``, Delta-vacuum files older than that; return what was removed.
-
-        Run it when no ingest of the dataset is running: a running ingest's data is not
-        listed yet either. Vacuuming files drops the history that ``lake restore`` uses.
-        """
-        listed = [r.batch_id for r in self._manifest(dataset)]
-        keep = ", ".join(delta.quote(b) for b in listed) or "''"
-        removed = []
-        for name in ("rows", "quarantine", "scores"):
-            table = self._table(dataset, name)
-            if table is None:
-                continue
-            orphans = sorted({p[BATCH_COLUMN] for p in table.partitions()} - set(listed))
-            if orphans:
-                delta.delete_where(self.table_uri(dataset, name), self.delta_options, f"{BATCH_COLUMN} NOT IN ({keep})", "vacuum")
-                removed += [f"{name}/{BATCH_COLUMN}={b}" for b in orphans]
-            if retention_hours is not None:
-                table = self._table(dataset, name)
-                removed += table.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False)
-        return removed
+        """Delete data of batches missing from ``batches`` (left by killed ingests) and, with
+        ``retention_hours``, Delta-vacuum older files; see :func:`pipelines.lake.commit.vacuum`."""
+        return commit.vacuum(self, dataset, retention_hours)
 
     # -- reading
 
@@ -395,7 +323,7 @@ class Lake:
         schema = fixed.arrow_schema().append(pa.field(BATCH_COLUMN, pa.string()))
         table = self._table(dataset, "rows")
         parts = [
-            self._partition_data(table, r.batch_id, schema).to_table(columns=columns)
+            _in_source_order(self._partition_data(table, r.batch_id, schema).to_table(columns=columns))
             for r in self._selected(dataset, batch_ids) if r.rows_accepted
         ]
         empty = schema.empty_table().select(columns) if columns else schema.empty_table()
@@ -417,7 +345,7 @@ class Lake:
         )
         table = self._table(dataset, "quarantine")
         parts = [
-            self._partition_data(table, r.batch_id, schema).to_table()
+            _in_source_order(self._partition_data(table, r.batch_id, schema).to_table())
             for r in self._selected(dataset, batch_ids) if r.rows_quarantined
         ]
         return _to_pandas(pa.concat_tables([schema.empty_table(), *parts]))
@@ -425,24 +353,11 @@ class Lake:
     # -- scores (see pipelines.lake.scores)
 
     def write_scores(self, dataset: str, model_version: Union[str, int], batch_id: str, frame: pd.DataFrame) -> str:
-        """Atomically write one batch's scores for one model version (all at once).
+        """Atomically write (or replace) one batch's scores for one model version, all at once.
 
-        Parameters
-        ----------
-        dataset : str
-        model_version : str or int
-            Registered model version (or any safe label).
-        batch_id : str
-            The scored batch; writing it again replaces the previous scores.
-        frame : pandas.DataFrame
-            Scores, typically ``_source_row`` plus score columns. ``batch_id`` and
-            ``model_version`` columns, if present, must match the arguments; they are
-            stored as the partition.
-
-        Returns
-        -------
-        str
-            URI of the scores table.
+        ``frame`` holds ``_source_row`` plus score columns; ``batch_id`` / ``model_version``
+        columns, if present, must match the arguments (they are the partition). Returns the
+        scores table's URI.
         """
         with self.scores_writer(dataset, model_version, batch_id) as writer:
             writer.write(frame)
@@ -478,32 +393,7 @@ class Lake:
         return _to_pandas(scores.read_scores(self._table(dataset, "scores"), version, order))
 
 
-class SchemaRace(LakeError):
-    """Another writer committed the dataset's first batch (and so its schema) concurrently."""
-
-
-def _find(records: list[BatchRecord], *, sha256: Optional[str] = None, batch_id: Optional[str] = None) -> Optional[BatchRecord]:
-    """The record with this content or file hash, or this id."""
-    for record in records:
-        if (sha256 and sha256 in (record.sha256, record.file_sha256)) or (batch_id and record.batch_id == batch_id):
-            return record
-    return None
-
-
-def _record(batch: ValidatedBatch, seq: int) -> BatchRecord:
-    """The ``batches`` row of a validated batch."""
-    return BatchRecord(
-        batch_id=batch.batch_id,
-        source=batch.source.source,
-        format=batch.source.format,
-        sha256=batch.content_sha256,
-        file_sha256=batch.source.sha256,
-        rows_read=batch.source.rows_read,
-        rows_accepted=batch.accepted.num_rows,
-        rows_quarantined=batch.quarantine.num_rows,
-        schema=batch.schema.to_dict(),
-        ingested_at=_utc_now(),
-        quarantined_by_column=batch.quarantined_by_column,
-        ignored_columns=batch.ignored_columns,
-        seq=seq,
-    )
+def _in_source_order(table: pa.Table) -> pa.Table:
+    """One batch's rows in source order (delta-rs may write a stream's record batches out of
+    order); tables without ``_source_row`` are left as they are."""
+    return table.sort_by(ROW_COLUMN) if ROW_COLUMN in table.column_names else table

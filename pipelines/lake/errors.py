@@ -12,3 +12,8 @@ class SchemaError(LakeError):
 
 class SourceError(LakeError):
     """A source file cannot be read or parsed as a table."""
+
+
+class SchemaRace(LakeError):
+    """Another writer committed the dataset's first batch, with another schema, since this
+    batch was validated: validate it again."""

@@ -1,6 +1,6 @@
 """The ``scores`` Delta table: one partition per (``model_version``, ``batch_id``).
 
-A batch's scores are written part by part to a private temporary Parquet file (in the
+A batch's scores are written part by part to a private temporary Arrow IPC file (in the
 system's temp folder, never in a folder other writers use), then streamed into the table with
 one commit that replaces the partition. Concurrent score runs write different temporary files;
 two runs scoring the same batch each replace the partition whole, so it holds one run's rows.
@@ -14,14 +14,12 @@ from typing import Any, Iterator, Optional, Union
 
 import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from pipelines.lake import delta, storage
 from pipelines.lake.errors import LakeError
-from pipelines.lake.records import BATCH_COLUMN
+from pipelines.lake.records import BATCH_COLUMN, ROW_COLUMN
 
 VERSION_COLUMN = "model_version"
-_SPOOL_ROWS = 65536
 
 
 class ScoresWriter:
@@ -30,7 +28,7 @@ class ScoresWriter:
     def __init__(self, spool: str, model_version: str, batch_id: str, path: str):
         self.model_version, self.batch_id, self.path = model_version, batch_id, path
         self._spool = spool
-        self._writer: Optional[pq.ParquetWriter] = None
+        self._writer: Optional[pa.ipc.RecordBatchStreamWriter] = None
         self.schema: Optional[pa.Schema] = None
         self.rows = 0
         self.constants: dict[str, Any] = {}
@@ -51,7 +49,7 @@ class ScoresWriter:
             if self._writer is None:
                 self.schema = pa.schema([f.with_type(pa.string()) if pa.types.is_null(f.type) else f
                                          for f in table.schema.remove_metadata()])
-                self._writer = pq.ParquetWriter(self._spool, self.schema)
+                self._writer = pa.ipc.new_stream(self._spool, self.schema)  # cheap to write and read back
             elif table.schema.names != self.schema.names:
                 raise ValueError(f"columns {table.schema.names} differ from the first part's {self.schema.names}")
             self._writer.write_table(table.cast(self.schema))
@@ -77,10 +75,12 @@ class ScoresWriter:
         schema = pa.schema(list(base) + [pa.field(k, t) for k, t in types.items()])
 
         def batches() -> Iterator[pa.RecordBatch]:
-            parts = pq.ParquetFile(self._spool).iter_batches(batch_size=_SPOOL_ROWS) if self.schema is not None else []
-            for part in parts:
-                columns = list(part.columns) + [pa.array([extra[k]] * part.num_rows, types[k]) for k in types]
-                yield pa.RecordBatch.from_arrays(columns, schema=schema)
+            if self.schema is None:
+                return
+            with pa.memory_map(self._spool) as source:
+                for part in pa.ipc.open_stream(source):
+                    columns = list(part.columns) + [pa.array([extra[k]] * part.num_rows, types[k]) for k in types]
+                    yield pa.RecordBatch.from_arrays(columns, schema=schema)
 
         return pa.RecordBatchReader.from_batches(schema, batches())
 
@@ -89,7 +89,7 @@ class ScoresWriter:
 def spooled_writer(uri: str, options: dict[str, str], model_version: str, batch_id: str) -> Iterator[ScoresWriter]:
     """A :class:`ScoresWriter` whose rows are committed to the scores table when the block ends."""
     folder = tempfile.mkdtemp(prefix="vae-anomaly-scores-")
-    writer = ScoresWriter(f"{folder}/part.parquet", model_version, batch_id, uri)
+    writer = ScoresWriter(f"{folder}/part.arrows", model_version, batch_id, uri)
     try:
         yield writer
         writer._close()
@@ -127,7 +127,9 @@ def read_scores(table, model_version: Optional[str], order: list[str]) -> pa.Tab
         data = table.to_pyarrow_dataset(
             file_pruning_predicate=[(VERSION_COLUMN, "=", version), (BATCH_COLUMN, "=", batch_id)]
         ).to_table()
-        tables.append(data.select(names))
+        data = data.select(names)
+        # delta-rs may write a stream's record batches out of order: restore the rows' order
+        tables.append(data.sort_by(ROW_COLUMN) if ROW_COLUMN in data.column_names else data)
     if not tables:
         return pa.table({VERSION_COLUMN: pa.array([], pa.string()), BATCH_COLUMN: pa.array([], pa.string())})
     return pa.concat_tables(tables, promote_options="default")

@@ -110,11 +110,12 @@ def test_lake_cli_lists_removes_and_restores(tmp_path):
     listed = cli(root, "lake", "list", "d", "--json")
     assert listed.returncode == 0, listed.stderr
     assert [b["batch_id"] for b in json.loads(listed.stdout)["batches"]] == [batch]
-    assert cli(root, "lake", "remove", "d", batch).returncode == 0 and Lake(root).list_batches("d") == []
+    removed = cli(root, "lake", "remove", "d", batch)
+    assert removed.returncode == 0 and Lake(root).list_batches("d") == [], removed.stderr
     restored = cli(root, "lake", "restore", "d", batch)
-    assert restored.returncode == 0 and f"restored batch {batch}" in restored.stdout
+    assert restored.returncode == 0 and f"restored batch {batch}" in " ".join(restored.stdout.split()), restored
     missing = cli(root, "lake", "remove", "d")
-    assert missing.returncode == 2 and missing.stderr.strip() == "error: `lake remove` needs BATCH_ID"
+    assert missing.returncode == 2 and missing.stderr.strip() == "error: `lake remove` needs BATCH_ID", missing
 
 
 def _old_layout(root: Path) -> str:
@@ -158,3 +159,30 @@ def test_the_tables_read_with_plain_delta_readers(lake, tmp_path):
     assert rows["id"].tolist() == list(range(8)) and set(rows["batch_id"]) == {batch}
     batches = DeltaTable(f"{lake.root}/d/batches").to_pandas()
     assert batches["batch_id"].tolist() == [batch] and json.loads(batches["schema"][0])["time_column"] == "ts"
+
+
+def test_s3_storage_options_are_passed_to_delta_rs_in_its_names():
+    lake = Lake("s3://bucket/lake", key="AK", secret="SK", client_kwargs={"endpoint_url": "http://127.0.0.1:9000"},
+                AWS_REGION="eu-west-1")
+    assert lake.delta_options == {"AWS_ACCESS_KEY_ID": "AK", "AWS_SECRET_ACCESS_KEY": "SK", "AWS_REGION": "eu-west-1",
+                                  "AWS_ENDPOINT_URL": "http://127.0.0.1:9000", "AWS_ALLOW_HTTP": "true"}
+    assert lake.table_uri("d", "rows") == "s3://bucket/lake/d/rows"
+
+
+def test_a_killed_first_ingest_with_other_types_gets_a_clear_error(lake, tmp_path, monkeypatch):
+    import pipelines.lake.storage as lake_storage
+
+    ROWS.to_csv(tmp_path / "r.csv", index=False)
+
+    def crash(stage):
+        if stage == "rows":
+            raise KeyboardInterrupt("killed")
+
+    monkeypatch.setattr(lake_storage, "_crash_point", crash)
+    with pytest.raises(KeyboardInterrupt):
+        lake.ingest("d", tmp_path / "r.csv")
+    monkeypatch.undo()
+    (tmp_path / "other.csv").write_text("id,amount,kind,ts\nx1,a,b,c\nx2,d,e,f\n")  # every column text
+    with pytest.raises(LakeError, match="no committed batch.*killed first ingest.*re-run"):
+        lake.ingest("d", tmp_path / "other.csv")
+    assert lake.ingest("d", tmp_path / "r.csv").rows_accepted == 8  # the re-run completes

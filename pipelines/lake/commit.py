@@ -1,0 +1,148 @@
+"""The commit protocol of a batch (see :mod:`pipelines.lake`), and clean-up of what killed
+ingests leave behind."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Optional
+
+import pyarrow as pa
+
+from pipelines.lake import batches as batches_table
+from pipelines.lake import delta, storage
+from pipelines.lake.errors import LakeError, SchemaRace
+from pipelines.lake.records import BATCH_COLUMN, BatchRecord, DatasetSchema, IngestReport, ValidatedBatch
+
+if TYPE_CHECKING:
+    from pipelines.lake.core import Lake
+
+
+def _utc_now() -> str:
+    """Current UTC time, ISO 8601 with microseconds."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+def commit_batch(lake: "Lake", batch: ValidatedBatch) -> IngestReport:
+    """Commit a validated batch: its rows, its quarantine, then its row in ``batches``.
+
+    The rows and quarantine each replace the batch's partition in one Delta commit; the
+    batch becomes visible with the last commit, an append to the ``batches`` table that
+    succeeds only if no other writer committed since it was read (compare and swap). On
+    a lost race the table is read again: the same content committed by the other writer
+    makes this a no-op (``skipped``), anything else is retried. A run killed at any point
+    leaves every batch as it was; a re-run completes.
+
+    Parameters
+    ----------
+    batch : ValidatedBatch
+
+    Returns
+    -------
+    IngestReport
+
+    Raises
+    ------
+    LakeError
+        The batch id is taken by other content, or (:class:`SchemaRace`) another writer
+        committed the dataset's first batch, with another schema, since ``batch`` was
+        validated (a concurrent first batch with the same schema is fine).
+    """
+    dataset, batch_id, digest = batch.dataset, batch.batch_id, batch.content_sha256
+    uri = lake.table_uri(dataset, "batches")
+    written, race = False, None
+    for attempt in range(delta.COMMIT_ATTEMPTS):
+        table, records = lake._load(dataset)
+        existing = find(records, sha256=digest)
+        if existing is not None:
+            return lake.skipped(dataset, existing, source=batch.source.source)
+        taken = find(records, batch_id=batch_id)
+        if taken is not None:
+            raise LakeError(f"dataset {dataset!r}: batch id {batch_id!r} is already used by {taken.source!r}")
+        fixed = DatasetSchema.from_dict(records[0].schema) if records else None
+        if fixed is None and not batch.schema_is_new or fixed is not None and fixed != batch.schema:
+            raise SchemaRace(f"dataset {dataset!r}: another writer fixed its schema since this batch was validated")
+        if not written:
+            try:
+                write_data(lake, batch)
+            except SchemaRace as exc:  # a concurrent first batch created the table: wait for its commit
+                race = exc
+                delta._backoff(attempt)
+                continue
+            written = True
+        record = make_record(batch, seq=max((r.seq for r in records), default=0) + 1)
+        if delta.cas_append(uri, lake.delta_options, table, batches_table.to_table(record), "ingest", batch_id=batch_id):
+            storage._crash_point("batches")
+            return IngestReport(**record.to_dict(), dataset=dataset)
+        delta._backoff(attempt)
+    if not written and race is not None:
+        raise SchemaRace(
+            f"dataset {dataset!r} has no committed batch, but {race} (left by a killed first ingest?): "
+            "re-run that ingest, or delete the dataset's folder if nothing was committed"
+        )
+    raise LakeError(f"dataset {dataset!r}: {delta.COMMIT_ATTEMPTS} commits of batch {batch_id!r} lost to concurrent writers")
+
+
+def write_data(lake: "Lake", batch: ValidatedBatch) -> None:
+    """Replace the batch's partitions of the rows and quarantine tables (not yet visible)."""
+    partition = {BATCH_COLUMN: batch.batch_id}
+    for name, table in (("rows", batch.accepted), ("quarantine", batch.quarantine)):
+        if name == "quarantine" and not table.num_rows:
+            continue  # readers only look for quarantine rows the batch record counts
+        column = pa.array([batch.batch_id] * table.num_rows, pa.string())
+        data = table.append_column(BATCH_COLUMN, column).combine_chunks()  # delta-rs keeps one batch's order
+        try:
+            delta.replace_partition(lake.table_uri(batch.dataset, name), lake.delta_options, data, partition, "ingest", name)
+        except delta.DeltaError as exc:
+            if batch.schema_is_new and any(word in str(exc).lower() for word in ("schema", "cast")):
+                raise SchemaRace(f"the {name} table has other column types ({exc})") from exc
+            raise LakeError(f"dataset {batch.dataset!r}, batch {batch.batch_id!r}: cannot write {name}: {exc}") from exc
+
+
+def vacuum(lake: "Lake", dataset: str, retention_hours: Optional[int] = None) -> list[str]:
+    """Delete the data of batches missing from ``batches`` (left by killed ingests) and,
+    with ``retention_hours``, Delta-vacuum files older than that; return what was removed.
+
+    Run it when no ingest of the dataset is running: a running ingest's data is not
+    listed yet either. Vacuuming files drops the history that ``lake restore`` uses.
+    """
+    listed = [r.batch_id for r in lake._manifest(dataset)]
+    keep = ", ".join(delta.quote(b) for b in listed) or "''"
+    removed = []
+    for name in ("rows", "quarantine", "scores"):
+        table = lake._table(dataset, name)
+        if table is None:
+            continue
+        orphans = sorted({p[BATCH_COLUMN] for p in table.partitions()} - set(listed))
+        if orphans:
+            delta.delete_where(lake.table_uri(dataset, name), lake.delta_options, f"{BATCH_COLUMN} NOT IN ({keep})", "vacuum")
+            removed += [f"{name}/{BATCH_COLUMN}={b}" for b in orphans]
+        if retention_hours is not None:
+            table = lake._table(dataset, name)
+            removed += table.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False)
+    return removed
+
+
+def find(records: list[BatchRecord], *, sha256: Optional[str] = None, batch_id: Optional[str] = None) -> Optional[BatchRecord]:
+    """The record with this content or file hash, or this id."""
+    for record in records:
+        if (sha256 and sha256 in (record.sha256, record.file_sha256)) or (batch_id and record.batch_id == batch_id):
+            return record
+    return None
+
+
+def make_record(batch: ValidatedBatch, seq: int) -> BatchRecord:
+    """The ``batches`` row of a validated batch."""
+    return BatchRecord(
+        batch_id=batch.batch_id,
+        source=batch.source.source,
+        format=batch.source.format,
+        sha256=batch.content_sha256,
+        file_sha256=batch.source.sha256,
+        rows_read=batch.source.rows_read,
+        rows_accepted=batch.accepted.num_rows,
+        rows_quarantined=batch.quarantine.num_rows,
+        schema=batch.schema.to_dict(),
+        ingested_at=_utc_now(),
+        quarantined_by_column=batch.quarantined_by_column,
+        ignored_columns=batch.ignored_columns,
+        seq=seq,
+    )
