@@ -1,0 +1,103 @@
+"""What infra/smoke.sh verifies once the pipeline ran through the deployments: each check reads
+a server's own store (the Prefect API, MLflow's PostgreSQL tables, the S3 API, the Dask
+workers) and returns one line for the report, or raises :class:`CheckFailed`."""
+from __future__ import annotations
+
+from collections import Counter
+from typing import Iterable
+
+from infra.smoke.topology import ARTIFACT_BUCKET, LAKE_BUCKET, BUCKET_CREDENTIALS, Topology
+from server_processes import query
+
+
+class CheckFailed(AssertionError):
+    """A smoke check did not hold; the message says what was found."""
+
+
+def require(condition: bool, message: str) -> None:
+    if not condition:
+        raise CheckFailed(message)
+
+
+def flow_run(topology: Topology, run_id: str):
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings({PREFECT_API_URL: topology.prefect_url}), get_client(sync_client=True) as client:
+        return client.read_flow_run(run_id)
+
+
+def ran_on_pool(topology: Topology, run_id: str, pool: str, other_pools: Iterable[str]) -> str:
+    """The run is COMPLETED, belongs to ``pool`` and was submitted by that pool's worker only
+    (the worker logs ``Worker '<name>' submitting flow run '<id>'``)."""
+    run = flow_run(topology, run_id)
+    require(run.state_type.value == "COMPLETED", f"flow run {run.name} ({run_id}) is {run.state_type.value}: {run.state.message}")
+    require(run.work_pool_name == pool, f"flow run {run.name} is in pool {run.work_pool_name!r}, not {pool!r}")
+    submitted = f"submitting flow run '{run_id}'"
+    require(submitted in topology.log(f"worker-{pool}"), f"the {pool} worker's log does not show it submitting {run_id}")
+    for other in other_pools:
+        require(submitted not in topology.log(f"worker-{other}"), f"the {other} worker also submitted {run_id}")
+    return f"{run.name} ({run_id[:8]}): COMPLETED, pool {pool}, submitted by smoke-worker-{pool}"
+
+
+def registry_in_postgres(topology: Topology, model: str, versions: int) -> str:
+    """MLflow's PostgreSQL holds the model, ``versions`` READY versions, the champion and
+    challenger aliases and per-epoch metrics of every version's run."""
+    pg = topology.pg
+    require(query(pg, "mlflow", "SELECT name FROM registered_models") == [(model,)], "registered_models: not exactly the one model")
+    rows = query(pg, "mlflow", "SELECT version, run_id, status FROM model_versions WHERE name = %s ORDER BY version", (model,))
+    require([(v, s) for v, _, s in rows] == [(i, "READY") for i in range(1, versions + 1)], f"model_versions: {rows}")
+    aliases = dict(query(pg, "mlflow", "SELECT alias, version FROM registered_model_aliases WHERE name = %s", (model,)))
+    require({"champion", "challenger"} <= set(aliases), f"registered_model_aliases: {aliases}")
+    for _, run_id, _ in rows:
+        metrics = dict(query(pg, "mlflow", "SELECT key, count(*) FROM metrics WHERE run_uuid = %s GROUP BY key", (run_id,)))
+        require({"threshold", "epochs_trained"} <= set(metrics) and max(metrics.values()) >= 2, f"metrics of run {run_id}: {metrics}")
+    return f"MLflow PostgreSQL: model {model!r}, versions {[r[0] for r in rows]} READY, aliases {aliases}, per-epoch metrics"
+
+
+def s3_keys(topology: Topology, bucket: str) -> list[str]:
+    import boto3
+
+    s3 = boto3.client("s3", endpoint_url=topology.s3_url, region_name="us-east-1",
+                      aws_access_key_id=BUCKET_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=BUCKET_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+    keys = []
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket):
+        keys += [o["Key"] for o in page.get("Contents", [])]
+    return keys
+
+
+def objects_in_bucket(topology: Topology, versions: int, batches: int) -> str:
+    """The S3 API lists every model version's MLmodel in the artifact bucket, and the lake's
+    batch and score Parquet files (no leftover temporary files) in the lake bucket."""
+    artifacts = s3_keys(topology, ARTIFACT_BUCKET)
+    models = [k for k in artifacts if k.endswith("/MLmodel")]
+    require(len(models) >= versions, f"{ARTIFACT_BUCKET}: {len(models)} MLmodel files for {versions} versions: {artifacts[:20]}")
+    lake = s3_keys(topology, LAKE_BUCKET)
+    parquet = [k for k in lake if k.endswith(".parquet")]
+    score_files = [k for k in parquet if "score" in k]
+    require(len(parquet) - len(score_files) >= batches, f"{LAKE_BUCKET}: {len(parquet)} Parquet files for {batches} batches: {lake[:30]}")
+    require(score_files, f"{LAKE_BUCKET}: no score files: {lake[:30]}")
+    require(not [k for k in lake if "/.tmp-" in k], f"{LAKE_BUCKET}: temporary files left: {[k for k in lake if '/.tmp-' in k]}")
+    return (f"S3 {ARTIFACT_BUCKET}: {len(artifacts)} objects, {len(models)} MLmodel; "
+            f"S3 {LAKE_BUCKET}: {len(lake)} objects, {len(parquet)} Parquet ({len(score_files)} of scores)")
+
+
+def score_tasks_on_dask(topology: Topology, batches: int) -> str:
+    """Score-batch tasks ran on the Dask workers (at least one per scored batch)."""
+    from dask.utils import key_split
+    from distributed import Client
+
+    counts: Counter = Counter()
+
+    def finished(dask_worker) -> list[str]:
+        return [str(e[0]) for e in dask_worker.state.log if len(e) > 1 and e[1] == "put-in-memory"]
+
+    with Client(topology.dask_address, timeout=60) as client:
+        names = {a: w["name"] for a, w in client.scheduler_info()["workers"].items()}
+        for address, keys in client.run(finished).items():
+            for key in keys:
+                counts[(names.get(address, address), key_split(key))] += 1
+    scoring = {k: n for k, n in counts.items() if "score" in k[1]}
+    require(sum(scoring.values()) >= batches, f"Dask workers finished {dict(counts)}; expected {batches} score tasks")
+    return f"Dask: score tasks finished per worker {dict(sorted(scoring.items()))}"
