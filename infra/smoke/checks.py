@@ -3,10 +3,12 @@ a server's own store (the Prefect API, MLflow's PostgreSQL tables, the S3 API, t
 workers) and returns one line for the report, or raises :class:`CheckFailed`."""
 from __future__ import annotations
 
+import re
+import shlex
 from collections import Counter
 from typing import Iterable
 
-from infra.smoke.topology import ARTIFACT_BUCKET, LAKE_BUCKET, BUCKET_CREDENTIALS, Topology
+from infra.smoke.topology import ARTIFACT_BUCKET, BUCKET_CREDENTIALS, LAKE_BUCKET, ROOT, Topology
 from server_processes import query
 
 
@@ -101,3 +103,58 @@ def score_tasks_on_dask(topology: Topology, batches: int) -> str:
     scoring = {k: n for k, n in counts.items() if "score" in k[1]}
     require(sum(scoring.values()) >= batches, f"Dask workers finished {dict(counts)}; expected {batches} score tasks")
     return f"Dask: score tasks finished per worker {dict(sorted(scoring.items()))}"
+
+
+def scores_complete(topology: Topology, dataset: str, rows: dict[str, int]) -> str:
+    """Each scored batch has exactly one score row per ingested row (nothing half-written or
+    written twice by a killed Dask worker), read back through the lake's own API."""
+    from pipelines.lake import Lake
+
+    lake = Lake(f"s3://{LAKE_BUCKET}", endpoint_url=topology.s3_url, key=BUCKET_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+                secret=BUCKET_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
+    scores = lake.read_scores(dataset)
+    counts = scores.groupby(["model_version", "batch_id"]).size().to_dict()
+    expected = {(version, b): n for version in set(scores["model_version"]) for b, n in rows.items()}
+    require(counts == expected, f"score rows per (model version, batch) {counts}, expected {expected}")
+    return f"lake scores: {counts} rows, one per ingested row"
+
+
+README_SECTION = "## Running on servers"
+
+
+def readme_commands(text: str) -> list[list[str]]:
+    """The commands of the README's "Running on servers" section: every line of its ``sh``
+    blocks but comments, ``export`` lines and leading ``VAR=value`` assignments, split as a
+    shell would."""
+    section = text.split(README_SECTION, 1)[1].split("\n## ", 1)[0]
+    commands = []
+    for block in re.findall(r"```sh\n(.*?)```", section, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            tokens = shlex.split(line, comments=True)
+            while tokens and re.fullmatch(r"[A-Z_][A-Z0-9_]*=.*", tokens[0]):
+                tokens.pop(0)
+            if tokens and tokens[0] != "export":
+                commands.append(tokens)
+    return commands
+
+
+def shows(shown: list[str], ran: list[str]) -> bool:
+    """True if ``ran`` is the command ``shown`` (``<...>`` stands for any value), possibly
+    with more options: the same program, and ``shown``'s words in order."""
+    patterns = [re.compile(".+".join(re.escape(p) for p in re.split(r"<[^<>]+>", word))) for word in shown]
+    if not patterns or not patterns[0].fullmatch(ran[0]):
+        return False
+    i = 1
+    for word in ran[1:]:
+        if i < len(patterns) and patterns[i].fullmatch(word):
+            i += 1
+    return i == len(patterns)
+
+
+def readme_is_what_ran(topology: Topology) -> str:
+    """Every command the README shows for the topology is one this smoke ran."""
+    shown = readme_commands((ROOT / "README.md").read_text())
+    require(len(shown) >= 5, f"README.md's {README_SECTION!r} section shows {len(shown)} commands")
+    missing = [" ".join(c) for c in shown if not any(shows(c, ran) for ran in topology.commands)]
+    require(not missing, "README commands the smoke did not run: " + "; ".join(missing))
+    return f"the {len(shown)} commands of README.md's {README_SECTION!r} are among the {len(topology.commands)} the smoke ran"

@@ -28,7 +28,6 @@ from infra.smoke.topology import POOLS, ROOT, Topology
 from server_processes import PG_BINARIES, PG_OS_USER, tail
 
 DATASET = "transactions"
-SAMPLES = ROOT / "data" / "samples"
 TRAIN_PARAMETERS = {"exclude_columns": ["txn_id"], "params": {"max_epochs": 8}}
 RUN_TIMEOUT = 480
 IGNORED_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache"}
@@ -99,22 +98,55 @@ class Smoke:
             names = sorted(f"{client.read_flow(d.flow_id).name}/{d.name} ({d.work_pool_name})" for d in client.read_deployments())
         self.say(f"deployed from prefect.yaml: {', '.join(names)}")
 
-    def ingest(self, sample: str) -> str:
-        out = json.loads(self.topology.cli("vae-anomaly", "ingest", DATASET, str(SAMPLES / sample), "--json").stdout)
+    def ingest(self, sample: str) -> tuple[str, int]:
+        out = json.loads(self.topology.cli("vae-anomaly", "ingest", DATASET, f"data/samples/{sample}", "--json").stdout)
         self.say(f"ingested {sample}: batch {out['batch_id']}, {out['rows_accepted']} rows into s3://lake")
-        return out["batch_id"]
+        return out["batch_id"], out["rows_accepted"]
 
     def run_deployment(self, name: str, **parameters) -> str:
         """``prefect deployment run NAME -p k=v ... --watch``; the flow run's id."""
-        args = [f"{k}={json.dumps(v)}" for k, v in {"dataset": DATASET, **parameters}.items()]
-        out = self.topology.cli(
+        return self.finish_deployment(name, self.start_deployment(name, **parameters))
+
+    def start_deployment(self, name: str, **parameters):
+        args = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in {"dataset": DATASET, **parameters}.items()]
+        return self.topology.cli_start(
             "prefect", "deployment", "run", name, *[a for p in args for a in ("-p", p)],
-            "--watch", "--watch-interval", "2", "--watch-timeout", str(RUN_TIMEOUT), timeout=RUN_TIMEOUT + 60,
-        ).stdout
+            "--watch", "--watch-timeout", str(RUN_TIMEOUT),
+        )
+
+    def finish_deployment(self, name: str, proc) -> str:
+        out = self.topology.finish(proc, timeout=RUN_TIMEOUT + 60).stdout
         found = re.search(r"UUID:\s*([0-9a-f-]{36})", out)
         checks.require(found is not None, f"no flow run id in the output of `prefect deployment run {name}`:\n{out}")
         self.say(f"ran {name}: flow run {found.group(1)}")
         return found.group(1)
+
+    # ------------------------------------------------------------------ faults
+    def restart_mlflow(self) -> None:
+        """Fault: the MLflow server stops and starts again between training and scoring."""
+        self.topology.stop_one("mlflow")
+        self.topology.start_mlflow()()
+        self.say("FAULT the MLflow server was stopped and started again (same PostgreSQL, same bucket)")
+
+    def kill_a_dask_worker_mid_score(self, scoring) -> None:
+        """Fault: SIGKILL the process group (nanny and worker) of a Dask worker while it runs a
+        score task, then start it again; the scheduler gives the task to another worker."""
+        from distributed import Client
+
+        deadline = time.monotonic() + RUN_TIMEOUT
+        with Client(self.topology.dask_address, timeout=60) as client:
+            while scoring.poll() is None and time.monotonic() < deadline:
+                busy = [a for a, keys in client.processing().items() if any("score" in str(k) for k in keys)]
+                if busy:
+                    break
+                time.sleep(0.2)
+            checks.require(scoring.poll() is None and bool(busy), "no Dask worker was seen running a score task")
+            name = client.scheduler_info()["workers"][busy[0]]["name"]
+        proc = self.topology.procs.pop(name)
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=30)
+        self.say(f"FAULT {name} (pid {proc.pid}) killed with SIGKILL while running a score task")
+        self.topology.start_dask_worker(int(name.rsplit("-", 1)[1]))
 
     def wait_for_workers(self, timeout: float = 180) -> None:
         from prefect.client.orchestration import get_client
@@ -182,22 +214,28 @@ class Smoke:
                  f"Dask {t.dask_address} with 2 workers, process workers for pools {', '.join(POOLS)}")
         self.wait_for_workers()
         deploying = self.deploy()  # meanwhile, the data
-        batches = [self.ingest(f"transactions_batch{i}.{ext}") for i, ext in ((1, "csv"), (2, "parquet"))]
+        rows = dict(self.ingest(f"transactions_batch{i}.{ext}") for i, ext in ((1, "csv"), (2, "parquet")))
+        batches = list(rows)
         self.deployed(deploying)
 
         train = self.run_deployment("train/on-demand-training", **TRAIN_PARAMETERS)
         self.check("training on the gpu pool", checks.ran_on_pool, train, "gpu", ["cpu"])
-        score = self.run_deployment("score/scheduled-scoring")
+        self.restart_mlflow()
+        scoring = self.start_deployment("score/scheduled-scoring")
+        self.kill_a_dask_worker_mid_score(scoring)
+        score = self.finish_deployment("score/scheduled-scoring", scoring)
         self.check("scoring on the cpu pool", checks.ran_on_pool, score, "cpu", ["gpu"])
         self.check("scoring on the Dask cluster", checks.score_tasks_on_dask, len(batches))
+        self.check("scores complete in the lake", checks.scores_complete, DATASET, rows)
 
-        batches.append(self.ingest("transactions_batch3.jsonl"))
+        batches.append(self.ingest("transactions_batch3.jsonl")[0])
         retrain = self.run_deployment("retrain/nightly-retraining", params=TRAIN_PARAMETERS["params"])
         self.check("retraining on the gpu pool", checks.ran_on_pool, retrain, "gpu", ["cpu"])
         self.say(f"PASS the hourly schedule: {self.scheduled_run_is_picked_up()}")
 
         self.check("registry in MLflow's PostgreSQL", checks.registry_in_postgres, DATASET, 2)
         self.check("artifacts and lake in the bucket", checks.objects_in_bucket, 2, len(batches))
+        self.check("README", checks.readme_is_what_ran)
 
 
 def main(argv: list[str] | None = None) -> int:

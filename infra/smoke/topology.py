@@ -44,6 +44,9 @@ class Topology:
         self.root = root
         self.logs = root / "logs"
         self.logs.mkdir()
+        self.tmp = root / "tmp"
+        self.tmp.mkdir()
+        self.commands: list[list[str]] = []  # every command run, as a shell user would type it
         self.pg = Postgres(root / "pg")
         self.pg.root.mkdir()
         os.chmod(root, 0o755)  # the postgres OS user must reach root/pg
@@ -55,6 +58,10 @@ class Topology:
         self.dask_address = f"tcp://127.0.0.1:{self.ports['dask']}"
 
     # ------------------------------------------------------------------ environments
+    def base_env(self, **extra: str) -> dict[str, str]:
+        """This environment without Prefect/MLflow/vae-anomaly settings; temporary files under root."""
+        return {**clean_environ(), "TMPDIR": str(self.tmp), **extra}
+
     def bucket_env(self) -> dict[str, str]:
         """What boto3, s3fs (the lake), MLflow's S3 client and delta-rs read to reach the bucket."""
         return {
@@ -70,7 +77,7 @@ class Topology:
         """The environment of everything that runs the project's code (CLI, workers, flow runs,
         Dask workers): only the servers, the bucket and folders of this run."""
         return {
-            **clean_environ(), **self.bucket_env(),
+            **self.base_env(), **self.bucket_env(),
             "PREFECT_API_URL": self.prefect_url,
             "PREFECT_HOME": str(self.root / "prefect-client-home"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -88,7 +95,16 @@ class Topology:
         """Start ``cmd`` as ``name`` (log: logs/<name>.log); replaces a stopped one of that name."""
         proc = start_process(cmd, self.logs / f"{name}.log", env)
         self.procs[name] = proc
+        self.record(cmd)
         return proc
+
+    def record(self, cmd: list[str]) -> None:
+        """Note ``cmd`` as typed: ``prefect ...`` rather than this venv's path, ``mlflow ...``
+        rather than ``python -m mlflow ...``."""
+        args = [str(a) for a in cmd]
+        if args[:3] == [sys.executable, "-m", "mlflow"]:
+            args = ["mlflow", *args[3:]]
+        self.commands.append([Path(args[0]).name if args[0].startswith(str(BIN)) else args[0], *args[1:]])
 
     def log(self, name: str) -> str:
         return (self.logs / f"{name}.log").read_text(errors="replace")
@@ -116,6 +132,7 @@ class Topology:
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
         )
         proc.args_text = " ".join(args)
+        self.record(list(args))
         self.procs[f"cli-{proc.pid}"] = proc
         return proc
 
@@ -155,7 +172,7 @@ class Topology:
         return wait
 
     def start_s3(self):
-        self.spawn("s3", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.ports["s3"])], clean_environ())
+        self.spawn("s3", [str(BIN / "moto_server"), "-H", "127.0.0.1", "-p", str(self.ports["s3"])], self.base_env())
         return self._answers("s3", f"{self.s3_url}/moto-api/", self.create_buckets)
 
     def create_buckets(self) -> None:
@@ -169,7 +186,7 @@ class Topology:
 
     def start_prefect_server(self):
         env = {
-            **clean_environ(),
+            **self.base_env(),
             "PREFECT_API_DATABASE_CONNECTION_URL": self.pg.url("postgresql+asyncpg", "prefect"),
             "PREFECT_HOME": str(self.root / "prefect-server-home"),
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -187,20 +204,20 @@ class Topology:
             "--serve-artifacts", "--artifacts-destination", f"s3://{ARTIFACT_BUCKET}",
             "--host", "127.0.0.1", "--port", str(self.ports["mlflow"]), "--workers", "1",
         )
-        self.spawn("mlflow", cmd, {**clean_environ(), **self.bucket_env()})
+        self.spawn("mlflow", cmd, {**self.base_env(), **self.bucket_env()})
         return self._answers("mlflow", f"{self.mlflow_url}/health")
 
     def start_dask_scheduler(self):
         self.spawn("dask-scheduler", [
             str(BIN / "dask"), "scheduler", "--host", "127.0.0.1", "--port", str(self.ports["dask"]),
             "--dashboard-address", f"127.0.0.1:{self.ports['dask_dashboard']}",
-        ], clean_environ())
+        ], self.base_env())
         return self._answers("dask-scheduler", f"http://127.0.0.1:{self.ports['dask_dashboard']}/health")
 
     def start_dask_worker(self, i: int) -> None:
         self.spawn(f"dask-worker-{i}", [
             str(BIN / "dask"), "worker", self.dask_address, "--name", f"dask-worker-{i}", "--nthreads", "1",
-            "--host", "127.0.0.1", "--no-dashboard",
+            "--host", "127.0.0.1", "--no-dashboard", "--local-directory", str(self.tmp / f"dask-worker-{i}"),
         ], self.app_env())
 
     def start_worker(self, pool: str) -> None:
