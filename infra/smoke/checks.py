@@ -6,7 +6,8 @@ from __future__ import annotations
 import re
 import shlex
 from collections import Counter
-from typing import Iterable
+from contextlib import contextmanager
+from typing import Iterable, Iterator
 
 from infra.smoke.topology import ARTIFACT_BUCKET, BUCKET_CREDENTIALS, LAKE_BUCKET, ROOT, Topology
 from server_processes import query
@@ -21,11 +22,18 @@ def require(condition: bool, message: str) -> None:
         raise CheckFailed(message)
 
 
-def flow_run(topology: Topology, run_id: str):
+@contextmanager
+def prefect_client(topology: Topology) -> Iterator:
+    """A sync Prefect client on the topology's server."""
     from prefect.client.orchestration import get_client
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
     with temporary_settings({PREFECT_API_URL: topology.prefect_url}), get_client(sync_client=True) as client:
+        yield client
+
+
+def flow_run(topology: Topology, run_id: str):
+    with prefect_client(topology) as client:
         return client.read_flow_run(run_id)
 
 

@@ -28,6 +28,7 @@ from infra.smoke.topology import POOLS, ROOT, Topology
 from server_processes import PG_BINARIES, PG_OS_USER, tail
 
 DATASET = "transactions"
+SCHEDULED_SCORING = "score/scheduled-scoring"
 TRAIN_PARAMETERS = {"exclude_columns": ["txn_id"], "params": {"max_epochs": 8}}
 RUN_TIMEOUT = 480
 IGNORED_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache"}
@@ -91,10 +92,7 @@ class Smoke:
 
     def deployed(self, deploying) -> None:
         self.topology.finish(deploying)
-        from prefect.client.orchestration import get_client
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
-        with temporary_settings({PREFECT_API_URL: self.topology.prefect_url}), get_client(sync_client=True) as client:
+        with checks.prefect_client(self.topology) as client:
             names = sorted(f"{client.read_flow(d.flow_id).name}/{d.name} ({d.work_pool_name})" for d in client.read_deployments())
         self.say(f"deployed from prefect.yaml: {', '.join(names)}")
 
@@ -149,11 +147,8 @@ class Smoke:
         self.topology.start_dask_worker(int(name.rsplit("-", 1)[1]))
 
     def wait_for_workers(self, timeout: float = 180) -> None:
-        from prefect.client.orchestration import get_client
-        from prefect.settings import PREFECT_API_URL, temporary_settings
-
         deadline = time.monotonic() + timeout
-        with temporary_settings({PREFECT_API_URL: self.topology.prefect_url}), get_client(sync_client=True) as client:
+        with checks.prefect_client(self.topology) as client:
             while time.monotonic() < deadline:
                 online = {p for p in POOLS if any(w.status.value == "ONLINE" for w in self._workers(client, p))}
                 if online == set(POOLS):
@@ -174,29 +169,48 @@ class Smoke:
                 raise
             return []
 
+    @staticmethod
+    def cron_runs(client, deployment: str) -> list:
+        """The SCHEDULED runs the server's scheduler created for ``deployment``, soonest first."""
+        from prefect.client.schemas.filters import DeploymentFilter, FlowRunFilter
+        from prefect.client.schemas.sorting import FlowRunSort
+
+        found = client.read_deployment_by_name(deployment)
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id={"any_": [found.id]}),
+            flow_run_filter=FlowRunFilter(state={"type": {"any_": ["SCHEDULED"]}}),
+            sort=FlowRunSort.EXPECTED_START_TIME_ASC,
+        )
+        return [r for r in runs if r.auto_scheduled]
+
+    def hold_off_the_cron(self, horizon_minutes: int = 30) -> None:
+        """Cron runs that fall due while the smoke runs would race its own runs (an hourly run at
+        the top of the hour, scoring `sensors`, which it never ingests): they are cancelled once
+        the scheduler has created them; later ones stay scheduled."""
+        from datetime import datetime, timedelta, timezone
+
+        from prefect.states import Cancelled
+
+        with checks.prefect_client(self.topology) as client:
+            deadline = time.monotonic() + 90
+            while not self.cron_runs(client, SCHEDULED_SCORING) and time.monotonic() < deadline:
+                time.sleep(2)
+            horizon = datetime.now(timezone.utc) + timedelta(minutes=horizon_minutes)
+            soon = [r for d in (SCHEDULED_SCORING, "retrain/nightly-retraining") for r in self.cron_runs(client, d)
+                    if r.expected_start_time < horizon]
+            for run in soon:
+                client.set_flow_run_state(run.id, Cancelled(message="infra/smoke.sh: due during the smoke"), force=True)
+        self.say(f"cron runs due before {horizon:%H:%M} UTC cancelled: {len(soon)}")
+
     def scheduled_run_is_picked_up(self) -> str:
         """A run the server's scheduler created from scheduled-scoring's hourly cron (tagged
         auto-scheduled) is moved to start now; the cpu worker picks it up and completes it."""
-        from prefect.client.orchestration import get_client
-        from prefect.client.schemas.filters import DeploymentFilter, FlowRunFilter
-        from prefect.client.schemas.sorting import FlowRunSort
-        from prefect.settings import PREFECT_API_URL, temporary_settings
         from prefect.states import Scheduled
 
-        deadline = time.monotonic() + 90
-        with temporary_settings({PREFECT_API_URL: self.topology.prefect_url}), get_client(sync_client=True) as client:
-            deployment = client.read_deployment_by_name("score/scheduled-scoring")
-            while True:
-                runs = client.read_flow_runs(
-                    deployment_filter=DeploymentFilter(id={"any_": [deployment.id]}),
-                    flow_run_filter=FlowRunFilter(state={"type": {"any_": ["SCHEDULED"]}}),
-                    sort=FlowRunSort.EXPECTED_START_TIME_ASC,
-                )
-                mine = [r for r in runs if r.auto_scheduled and r.parameters.get("dataset") == DATASET]
-                if mine or time.monotonic() > deadline:
-                    break
-                time.sleep(2)
-            checks.require(bool(mine), f"the scheduler created no hourly run of scheduled-scoring ({len(runs)} scheduled)")
+        with checks.prefect_client(self.topology) as client:
+            runs = self.cron_runs(client, SCHEDULED_SCORING)
+            mine = [r for r in runs if r.parameters.get("dataset") == DATASET]
+            checks.require(bool(mine), f"the scheduler created no hourly run of scheduled-scoring for {DATASET}")
             run = mine[0]
             self.say(f"the scheduler created {len(runs)} scheduled runs of scheduled-scoring; "
                      f"{run.name} was due {run.expected_start_time.isoformat()}, moved to now")
@@ -217,6 +231,7 @@ class Smoke:
         rows = dict(self.ingest(f"transactions_batch{i}.{ext}") for i, ext in ((1, "csv"), (2, "parquet")))
         batches = list(rows)
         self.deployed(deploying)
+        self.hold_off_the_cron()
 
         train = self.run_deployment("train/on-demand-training", **TRAIN_PARAMETERS)
         self.check("training on the gpu pool", checks.ran_on_pool, train, "gpu", ["cpu"])
