@@ -127,6 +127,42 @@ def scores_complete(topology: Topology, dataset: str, rows: dict[str, int]) -> s
     return f"lake scores: {counts} rows, one per ingested row"
 
 
+def scores_match_serial(topology: Topology, dataset: str, version: str) -> str:
+    """The scores the Dask workers wrote (one of them killed mid-task) equal the model's scores
+    of the same rows computed here, serially in this process (one torch thread, as on the
+    workers): the flow's own steps, ``nodes.score_with_reasons`` on ``nodes.feature_frame``."""
+    import os
+
+    import numpy as np
+
+    os.environ.update(  # this process's settings: the run's servers, state under its folder
+        topology.bucket_env(), MLFLOW_TRACKING_URI=topology.mlflow_url, VAE_ANOMALY_HOME=str(topology.root / "home"),
+        VAE_ANOMALY_TORCH_THREADS="1", MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
+    )
+    from pipelines import nodes
+    from pipelines.flows.common import lake_for, tracking_for
+    from pipelines.settings import apply_torch_threads
+
+    apply_torch_threads()
+    tracking = tracking_for(topology.mlflow_url)
+    det, _ = tracking.load_detector(tracking.model_uri(dataset, version=version))
+    lake = lake_for(f"s3://{LAKE_BUCKET}")
+    stored = lake.read_scores(dataset, f"{dataset}-v{version}")
+    worst, compared = 0.0, 0
+    for batch_id, written in stored.groupby("batch_id"):
+        rows = lake.read(dataset, batch_ids=[batch_id]).reset_index(drop=True)
+        serial = nodes.score_with_reasons(det, nodes.feature_frame(rows))
+        serial.index = rows["_source_row"].to_numpy()
+        written = written.set_index("_source_row")
+        require(sorted(written.index) == sorted(serial.index), f"batch {batch_id}: the stored rows are not the batch's rows")
+        diff = np.abs(written["anomaly_score"].to_numpy(float) - serial.loc[written.index, "anomaly_score"].to_numpy(float))
+        worst, compared = max(worst, float(diff.max())), compared + len(diff)
+        flags = (written["is_anomaly"].to_numpy(bool) == serial.loc[written.index, "is_anomaly"].to_numpy(bool)).all()
+        require(bool(flags), f"batch {batch_id}: anomaly flags differ from the serial scoring")
+    require(compared > 0 and worst == 0.0, f"scores differ from the serial scoring by up to {worst:g} ({compared} rows)")
+    return f"{compared} scores identical to serial in-process scoring (max |difference| {worst:g}), flags equal"
+
+
 README_SECTION = "## Running on servers"
 
 

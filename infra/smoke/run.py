@@ -29,7 +29,7 @@ from server_processes import PG_BINARIES, PG_OS_USER, tail
 
 DATASET = "transactions"
 SCHEDULED_SCORING = "score/scheduled-scoring"
-TRAIN_PARAMETERS = {"exclude_columns": ["txn_id"], "params": {"max_epochs": 8}}
+TRAIN_PARAMETERS = {"exclude_columns": ["txn_id"], "params": {"max_epochs": 4}}
 RUN_TIMEOUT = 480
 IGNORED_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache"}
 
@@ -242,6 +242,7 @@ class Smoke:
         self.check("scoring on the cpu pool", checks.ran_on_pool, score, "cpu", ["gpu"])
         self.check("scoring on the Dask cluster", checks.score_tasks_on_dask, len(batches))
         self.check("scores complete in the lake", checks.scores_complete, DATASET, rows)
+        self.check("Dask scores equal serial ones", checks.scores_match_serial, DATASET, "1")
 
         batches.append(self.ingest("transactions_batch3.jsonl")[0])
         retrain = self.run_deployment("retrain/nightly-retraining", params=TRAIN_PARAMETERS["params"])

@@ -38,5 +38,6 @@ def test_smoke_passes_every_check():
     output = f"{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
     assert result.returncode == 0, output
     passed = [line for line in result.stdout.splitlines() if "] PASS " in line]
-    assert len(passed) >= 9, output  # every check reports one PASS line
+    assert len(passed) >= 10, output  # every check reports one PASS line
     assert "smoke: PASSED" in result.stdout, output
+    print(result.stdout)  # each check's line, for `pytest -rA` / `-s`
