@@ -63,10 +63,14 @@ def _ours(frame: synthetic.SyntheticFrame, window: int, seed: int) -> detectors.
     """Fit on the history; score each sensor's history tail + test period, keep the test rows."""
     tail = frame.history.groupby(_SERIES, sort=False).tail(window - 1)
     both = pd.concat([tail.assign(_test=False), frame.test.assign(_test=True)])
-    both = both.sort_values([_SERIES, _TIME], kind="mergesort", ignore_index=True)
-    res = detectors.run_vae_timeseries(frame.history, both.drop(columns="_test"), _TIME, seed, window,
-                                       series_column=_SERIES)
+    rank = {name: i for i, name in enumerate(frame.test[_SERIES].unique())}  # the test rows' sensor order
+    both = both.assign(_rank=both[_SERIES].map(rank)).sort_values(["_rank", _TIME], kind="mergesort",
+                                                                  ignore_index=True)
+    res = detectors.run_vae_timeseries(frame.history, both.drop(columns=["_test", "_rank"]), _TIME, seed,
+                                       window, series_column=_SERIES)
     keep = both["_test"].to_numpy()
+    if not np.array_equal(both.loc[keep, _TIME].to_numpy(), frame.test[_TIME].to_numpy()):
+        raise AssertionError("scored rows are not in the test frame's order")
     res.scores = {k: v[keep] for k, v in res.scores.items()}
     res.extra["is_anomaly"] = res.extra["is_anomaly"][keep]
     return res

@@ -8,6 +8,7 @@ from collections import defaultdict
 import numpy as np
 
 from .synthetic import KINDS
+from .vus import TSB_AD_THRESHOLDS
 
 __all__ = ["label", "md_table", "protocol_notes", "kinds_md", "render_markdown", "tabular_summary", "timeseries_summary",
            "tabular_speed"]
@@ -265,16 +266,11 @@ def protocol_notes(seeds, threads: int, train_cap, window: int, vus_buffer: int)
         "without letting scattered false alarms pass as detection. VUS-PR (Paparrizos et al. 2022, "
         "TSB-AD's headline metric): the range-based average precision, averaged over buffer lengths "
         f"0..{vus_buffer} (the widest buffer credits {vus_buffer // 2} points either side of a labelled "
-        "range), at TSB-AD's 250 rank-sampled thresholds (`benchmarks/vus.py`).",
+        f"range), at TSB-AD's {TSB_AD_THRESHOLDS} rank-sampled thresholds (`benchmarks/vus.py`).",
         f"Every torch-based detector runs with `torch.set_num_threads({threads})` (see "
         "benchmarks/README.md: 2 threads on this shared 2-core machine made small-model training "
         "6-40x slower under load). Timings are wall-clock on a shared machine and are noisy; "
         "single runs.",
-        "Kinds suite (`benchmarks/kinds.py`, `benchmarks/synthetic.py`): generated sensor frames, "
-        "one per seed; each detector flags at its own threshold (ours: `is_anomaly`, calibrated in "
-        "`fit`; baselines: the 99th percentile of their history scores). An event is recalled if a "
-        "flagged point lies in it or within 3 points (30 min) of it; precision counts flags in or "
-        "within 3 points of an event as correct.",
     ]
 
 
