@@ -100,7 +100,9 @@ def replace_partition(
                 schema_mode="merge" if table is not None else None,
                 storage_options=options or None,
                 writer_properties=WriterProperties(max_row_group_size=ROW_GROUP_ROWS),
-                commit_properties=commit_properties(op, **partition),
+                # creating the table must fail if another writer created it first: retried as
+                # an append, its rows would land beside the other writer's
+                commit_properties=commit_properties(op, retries=0 if table is None else None, **partition),
             )
             break
         except CommitFailedError:
