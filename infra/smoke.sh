@@ -17,5 +17,5 @@ export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
 
 "$PY" -m infra.smoke.run "$@" &
 child=$!
-trap 'kill -TERM "$child" 2>/dev/null; wait "$child"; exit 143' TERM INT HUP
+trap 'kill -TERM "$child" 2>/dev/null; wait "$child" || true; exit 143' TERM INT HUP
 wait "$child"

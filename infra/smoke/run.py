@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import pytest
 import yaml
 
 from infra.smoke import checks
@@ -34,8 +35,9 @@ RUN_TIMEOUT = 480
 IGNORED_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache"}
 
 
-class Interrupted(Exception):
-    """A signal asked the smoke to stop; the cleanup still runs."""
+class Interrupted(BaseException):
+    """A signal asked the smoke to stop; the cleanup still runs. A BaseException, like
+    KeyboardInterrupt, so that no library's ``except Exception`` retry loop swallows it."""
 
 
 def _interrupt(signum, frame):
@@ -270,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
         smoke = Smoke(root)
         smoke.run()
         status = 0
-    except (Exception, Interrupted) as error:  # report, then clean up below
+    except (Exception, Interrupted, pytest.fail.Exception) as error:  # (server_processes fails with pytest.fail)
         print(f"FAILED: {type(error).__name__}: {error}", file=sys.stderr)
         if smoke is not None:
             for log in sorted(smoke.topology.logs.glob("*.log")):

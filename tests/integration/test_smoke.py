@@ -17,7 +17,7 @@ import pytest
 pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-SMOKE_TIMEOUT = 900  # the smoke took 445 to 583 s on 2 busy cores
+SMOKE_TIMEOUT = 900  # the smoke took 227 to 583 s on 2 shared cores
 
 
 def test_smoke_passes_every_check():
