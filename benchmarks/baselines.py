@@ -213,12 +213,13 @@ class WindowIsolationForest:
         self.window = window
         self.seed = seed
 
-    def fit(self, values: np.ndarray) -> "WindowIsolationForest":
-        """Fit on all windows of ``values`` (n,) or (n, d)."""
+    def fit(self, values) -> "WindowIsolationForest":
+        """Fit on all windows of ``values`` (n,) or (n, d), or of each series in a list of them."""
         from sklearn.ensemble import IsolationForest
 
+        series = values if isinstance(values, (list, tuple)) else [values]
         self.model_ = IsolationForest(random_state=self.seed)
-        self.model_.fit(sliding_windows(values, self.window))
+        self.model_.fit(np.concatenate([sliding_windows(v, self.window) for v in series]))
         return self
 
     def decision_function(self, values: np.ndarray, context: np.ndarray | None = None) -> np.ndarray:

@@ -158,6 +158,7 @@ def run_vae_timeseries(
     time_column: str,
     seed: int,
     window: int,
+    series_column: str | None = None,
 ) -> Scored:
     """Fit ``TimeSeriesVAEDetector`` on ``train`` and score ``test``.
 
@@ -172,17 +173,20 @@ def run_vae_timeseries(
         Detector seed.
     window : int
         Detector window length.
+    series_column : str, optional
+        Column naming the series when the frames hold several (one model for all of them).
 
     Returns
     -------
     Scored
-        The four score columns, one row per ``test`` row.
+        The four score columns, one row per ``test`` row; ``extra["is_anomaly"]`` holds the
+        flags at the detector's calibrated threshold.
     """
     from vae_core import TimeSeriesVAEDetector
 
     det = TimeSeriesVAEDetector(seed=seed, window=window)
     t0 = time.perf_counter()
-    det.fit(train, time_column=time_column, series_column=None)
+    det.fit(train, time_column=time_column, series_column=series_column)
     fit_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     out = det.score(test)

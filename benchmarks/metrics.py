@@ -1,6 +1,6 @@
 """Detection metrics for the benchmark: ranking metrics and best-F1 scores.
 
-All functions take a binary label vector ``y`` (1 = anomaly) and a score
+The ranking and best-F1 functions take a binary label vector ``y`` (1 = anomaly) and a score
 vector ``s`` (higher = more anomalous) of the same length.  Scores may hold
 ``+inf``/``-inf`` (they are ranked like any other value); ``NaN`` scores are
 rejected, because no ranking of them is defensible — the caller decides what
@@ -26,6 +26,8 @@ __all__ = [
     "segments",
     "composite_f1",
     "best_composite_f1",
+    "event_hits",
+    "flag_precision",
 ]
 
 
@@ -304,3 +306,68 @@ def best_composite_f1(y, s) -> float:
     denom = precision + recall
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)
     return float(f1.max())
+
+
+def _binary(name: str, v) -> np.ndarray:
+    v = np.asarray(v)
+    if v.ndim != 1 or not np.isin(v, (0, 1)).all():
+        raise ValueError(f"{name} must be a 1-D 0/1 or boolean vector")
+    return v.astype(bool)
+
+
+def event_hits(events, pred, tolerance: int = 0) -> np.ndarray:
+    """Which events hold a flagged point, each widened by ``tolerance`` points on both sides.
+
+    Parameters
+    ----------
+    events : array_like of int, shape (k, 2)
+        ``[start, stop)`` row ranges of the events (e.g. from :func:`segments`).
+    pred : array_like of int or bool, shape (n,)
+        Flags, 1 = flagged.
+    tolerance : int, default 0
+        An event counts as recalled if a point in ``[start - tolerance, stop + tolerance)`` is
+        flagged (clipped to the series).
+
+    Returns
+    -------
+    numpy.ndarray of bool, shape (k,)
+    """
+    pred = _binary("pred", pred)
+    ev = np.asarray(events, dtype=np.int64).reshape(-1, 2)
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    if len(ev) and (ev[:, 0].min() < 0 or ev[:, 1].max() > len(pred) or (ev[:, 1] <= ev[:, 0]).any()):
+        raise ValueError(f"events must be non-empty [start, stop) ranges inside the {len(pred)} flags")
+    widened = np.stack([np.maximum(ev[:, 0] - tolerance, 0), np.minimum(ev[:, 1] + tolerance, len(pred))], axis=1)
+    return _segment_any(pred, widened)
+
+
+def flag_precision(y, pred, tolerance: int = 0) -> float:
+    """Share of the flagged points that are labelled (or within ``tolerance`` points of one).
+
+    Parameters
+    ----------
+    y : array_like of int, shape (n,)
+        Binary labels, 1 = anomaly.
+    pred : array_like of int or bool, shape (n,)
+        Flags.
+    tolerance : int, default 0
+        A flag up to this many points before or after a labelled point counts as correct, as
+        :func:`event_hits` counts it as finding the event.
+
+    Returns
+    -------
+    float
+        Precision in [0, 1]; ``nan`` when nothing is flagged.
+    """
+    y, pred = _binary("y", y), _binary("pred", pred)
+    if y.shape != pred.shape:
+        raise ValueError(f"y and pred must have the same shape, got {y.shape} and {pred.shape}")
+    if tolerance < 0:
+        raise ValueError(f"tolerance must be >= 0, got {tolerance}")
+    if not pred.any():
+        return float("nan")
+    c = np.concatenate(([0], np.cumsum(y, dtype=np.int64)))
+    i = np.arange(len(y))
+    near = c[np.minimum(i + tolerance + 1, len(y))] - c[np.maximum(i - tolerance, 0)] > 0
+    return float((pred & near).sum() / pred.sum())

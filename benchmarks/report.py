@@ -7,7 +7,10 @@ from collections import defaultdict
 
 import numpy as np
 
-__all__ = ["label", "md_table", "render_markdown", "tabular_summary", "timeseries_summary",
+from .synthetic import KINDS
+from .vus import TSB_AD_THRESHOLDS
+
+__all__ = ["label", "md_table", "protocol_notes", "kinds_md", "render_markdown", "tabular_summary", "timeseries_summary",
            "tabular_speed"]
 
 _LABELS = {
@@ -160,8 +163,9 @@ def _tabular_md(res: dict) -> list[str]:
     return parts
 
 
-_TS_METRICS = ("auroc", "auprc", "f1", "f1_composite", "f1_pa")
-_TS_HEAD = ["AUROC", "AUPRC", "best F1 (no PA)", "best composite F1", "best F1 (PA)"]
+_TS_METRICS = ("auroc", "auprc", "vus_pr", "f1", "f1_composite", "f1_pa")
+_TS_HEAD = ["AUROC", "AUPRC", "VUS-PR", "best F1 (no PA)", "best composite F1", "best F1 (PA)"]
+_TS_SHORT = ["AUROC", "AUPRC", "VUS-PR", "F1", "F1-C", "F1-PA"]
 
 
 def _timeseries_md(res: dict) -> list[str]:
@@ -180,7 +184,7 @@ def _timeseries_md(res: dict) -> list[str]:
     by = defaultdict(dict)
     for r in recs:
         by[(r["source"], r["series"])][r["key"]] = r
-    header = ["series", "rows", "anom %"] + [f"{label(k)} {h}" for k in main for h in ("AUROC", "AUPRC", "F1", "F1-C", "F1-PA")]
+    header = ["series", "rows", "anom %"] + [f"{label(k)} {h}" for k in main for h in _TS_SHORT]
     rows = []
     for (src, series), d in by.items():
         any_r = next(iter(d.values()))
@@ -228,6 +232,67 @@ def _speed_md(tab_speed: dict | None, big: dict | None) -> list[str]:
     return parts
 
 
+def protocol_notes(seeds, threads: int, train_cap, window: int, vus_buffer: int) -> list[str]:
+    """The protocol notes printed at the top of the report."""
+    cap = (f"the train part is capped at {train_cap:,} rows by a stratified subsample (same rows for "
+           "every detector; only shuttle, 34,367 train rows, is affected)" if train_cap else
+           "no cap on the train part")
+    return [
+        "Tabular: stratified 70/30 split (`train_test_split(stratify=label, random_state=seed)`), "
+        f"seeds {seeds}; detectors fit on the train part without labels and score the test part; "
+        f"{cap}. vae_core: `VAEDetector(seed=seed)`, four score columns from one `score()` call on "
+        "the raw feature frame.",
+        "Baselines use library defaults on raw features: PyOD `VAE` and `AutoEncoder` "
+        "(`random_state=seed`, `verbose=0`; they standardise inputs themselves, `preprocessing=True`), "
+        "sklearn `IsolationForest(random_state=seed)` scored as `-score_samples`, PyOD `ECOD()`.",
+        "NAB: only series with labelled anomalies (artificialNoAnomaly and "
+        "ec2_cpu_utilization_c6585a are skipped); no train split, so every detector is fitted on the "
+        "whole series without labels and scores the whole series. Labels are NAB's anomaly windows "
+        "(`label`), scored per point — these are not NAB scores.",
+        "SMD: fit on the `train` rows, score the `test` rows; the time column for vae_core is an "
+        "integer row index continuing from train into test. Baselines get the last 31 train rows as "
+        "context so every test point has a full window.",
+        f"Time-series detectors (seed {seeds[0]}, window {window}): "
+        "`TimeSeriesVAEDetector(seed, window=32)`; rolling robust z = |x − median| / (1.4826·MAD) "
+        "over the trailing 32 points including the current one (expanding at the start), max over "
+        "features; IsolationForest (sklearn defaults) on flattened 32-point windows, score given to "
+        "the window's last point, first 31 points padded with the first window's score (NAB).",
+        "Best F1 is the maximum over every threshold (all distinct scores); PA = point adjustment "
+        "(Xu et al. 2018). NaN scores would be ranked lowest and are listed under problems. "
+        "`random scores` (uniform, seeded per series) is the floor to read every column against: "
+        "point adjustment lifts even random scores to a high best F1 when anomalies come in long "
+        "segments, so F1 (PA) alone says little. Best composite F1 (Garg et al. 2021) pairs "
+        "point-wise precision with event-wise recall, so it credits finding an event by one point "
+        "without letting scattered false alarms pass as detection. VUS-PR (Paparrizos et al. 2022, "
+        "TSB-AD's headline metric): the range-based average precision, averaged over buffer lengths "
+        f"0..{vus_buffer} (the widest buffer credits {vus_buffer // 2} points either side of a labelled "
+        f"range), at TSB-AD's {TSB_AD_THRESHOLDS} rank-sampled thresholds (`benchmarks/vus.py`).",
+        f"Every torch-based detector runs with `torch.set_num_threads({threads})` (see "
+        "benchmarks/README.md: 2 threads on this shared 2-core machine made small-model training "
+        "6-40x slower under load). Timings are wall-clock on a shared machine and are noisy; "
+        "single runs.",
+    ]
+
+
+
+def kinds_md(res: dict) -> list[str]:
+    """The kinds suite: event recall per kind and flag precision at each detector's threshold."""
+    summ = res["summary"]
+    events = next(iter(summ.values()))["events"] if summ else {}
+    head = (["detector"] + [f"{k} ({events.get(k, 0)})" for k in KINDS]
+            + ["mean recall", "flag precision", "flagged %", "AUROC", "VUS-PR"])
+    rows = [[label(key)] + [v["recall"][k] for k in KINDS]
+            + [v["mean_recall"], v["flag_precision"], 100 * v["flag_rate"], v["auroc"], v["vus_pr"]]
+            for key, v in summ.items()]
+    return [f"## Synthetic kinds suite (seeds {res['seeds']})", "",
+            "Event recall per kind (events in brackets) at each detector's own threshold; an event "
+            f"counts as found if a flagged point is in it or within {res['tolerance']} points. Flag "
+            "precision = flagged points in or within that tolerance of an event / flagged points. "
+            f"Baselines flag above the {100 * res['quantile']:g}th percentile of their history scores; "
+            "ours at its calibrated threshold (`is_anomaly`). AUROC and VUS-PR per point, mean over "
+            "frames.", "", md_table(head, rows, 3), ""]
+
+
 def render_markdown(result: dict) -> str:
     """Render the whole result dict as a markdown report."""
     m = result["meta"]
@@ -256,6 +321,8 @@ def render_markdown(result: dict) -> str:
         parts += ["## Tabular (ADBench protocol)", ""] + _tabular_md(result["tabular"])
     if "timeseries" in result:
         parts += ["## Time series (NAB, SMD)", ""] + _timeseries_md(result["timeseries"])
+    if "kinds" in result:
+        parts += kinds_md(result["kinds"])
     tab_speed = result.get("tabular", {}).get("speed")
     big = result.get("speed")
     if tab_speed or big:

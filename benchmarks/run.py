@@ -22,10 +22,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import baselines, data, detectors, metrics, report, speed
+from . import baselines, data, detectors, kinds, metrics, report, speed, vus
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TS_WINDOW = 32
+#: Largest VUS-PR buffer length (TSB-AD passes each series' estimated period; we fix it to the
+#: detectors' window, so the widest buffer reaches 16 points either side of a labelled range).
+VUS_MAX_BUFFER = TS_WINDOW
 #: Train rows kept per tabular split (stratified subsample) -- see --train-cap.
 DEFAULT_TRAIN_CAP = 20_000
 QUICK_TABULAR = ("pima", "vowels", "cardio")
@@ -144,6 +147,7 @@ def _ts_record(source, series, key, y, s, fit_s, score_s, n_fit) -> dict:
     rec["f1"] = metrics.best_f1(y, sf)
     rec["f1_pa"] = metrics.best_f1_pa(y, sf)
     rec["f1_composite"] = metrics.best_composite_f1(y, sf)
+    rec["vus_pr"] = vus.vus_pr(y, sf, VUS_MAX_BUFFER)
     return rec
 
 
@@ -235,49 +239,11 @@ def _machine() -> dict:
             "sklearn": sklearn.__version__, "pyod": pyod_v, "platform": platform.platform()}
 
 
-def _notes(args, train_cap) -> list[str]:
-    cap = (f"the train part is capped at {train_cap:,} rows by a stratified subsample (same rows for "
-           "every detector; only shuttle, 34,367 train rows, is affected)" if train_cap else
-           "no cap on the train part")
-    return [
-        "Tabular: stratified 70/30 split (`train_test_split(stratify=label, random_state=seed)`), "
-        f"seeds {args.seeds}; detectors fit on the train part without labels and score the test part; "
-        f"{cap}. vae_core: `VAEDetector(seed=seed)`, four score columns from one `score()` call on "
-        "the raw feature frame.",
-        "Baselines use library defaults on raw features: PyOD `VAE` and `AutoEncoder` "
-        "(`random_state=seed`, `verbose=0`; they standardise inputs themselves, `preprocessing=True`), "
-        "sklearn `IsolationForest(random_state=seed)` scored as `-score_samples`, PyOD `ECOD()`.",
-        "NAB: only series with labelled anomalies (artificialNoAnomaly and "
-        "ec2_cpu_utilization_c6585a are skipped); no train split, so every detector is fitted on the "
-        "whole series without labels and scores the whole series. Labels are NAB's anomaly windows "
-        "(`label`), scored per point — these are not NAB scores.",
-        "SMD: fit on the `train` rows, score the `test` rows; the time column for vae_core is an "
-        "integer row index continuing from train into test. Baselines get the last 31 train rows as "
-        "context so every test point has a full window.",
-        f"Time-series detectors (seed {args.seeds[0]}, window {TS_WINDOW}): "
-        "`TimeSeriesVAEDetector(seed, window=32)`; rolling robust z = |x − median| / (1.4826·MAD) "
-        "over the trailing 32 points including the current one (expanding at the start), max over "
-        "features; IsolationForest (sklearn defaults) on flattened 32-point windows, score given to "
-        "the window's last point, first 31 points padded with the first window's score (NAB).",
-        "Best F1 is the maximum over every threshold (all distinct scores); PA = point adjustment "
-        "(Xu et al. 2018). NaN scores would be ranked lowest and are listed under problems. "
-        "`random scores` (uniform, seeded per series) is the floor to read every column against: "
-        "point adjustment lifts even random scores to a high best F1 when anomalies come in long "
-        "segments, so F1 (PA) alone says little. Best composite F1 (Garg et al. 2021) pairs "
-        "point-wise precision with event-wise recall, so it credits finding an event by one point "
-        "without letting scattered false alarms pass as detection.",
-        f"Every torch-based detector runs with `torch.set_num_threads({args.threads})` (see "
-        "benchmarks/README.md: 2 threads on this shared 2-core machine made small-model training "
-        "6-40x slower under load). Timings are wall-clock on a shared machine and are noisy; "
-        "single runs.",
-    ]
-
-
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m benchmarks.run", description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true",
-                   help="smoke test: 1 seed, 3 small tables, 3 NAB series, no SMD, no 1M-row pass")
-    p.add_argument("--only", choices=("tabular", "timeseries", "speed"), help="run one part")
+                   help="smoke test: 1 seed, 3 small tables, 3 NAB series, no SMD, 1 kinds frame, no 1M-row pass")
+    p.add_argument("--only", choices=("tabular", "timeseries", "kinds", "speed"), help="run one part")
     p.add_argument("--datasets", help="comma-separated dataset/series/machine names to run (all parts)")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; quick: 0)")
     p.add_argument("--train-cap", type=int, default=DEFAULT_TRAIN_CAP,
@@ -336,7 +302,7 @@ def main(argv=None) -> int:
     _log("vae_core available" if vae_ok else f"vae_core NOT available ({vae_err}): baselines only", t0)
     problems: list[str] = []
     result: dict = {}
-    parts = [args.only] if args.only else ["tabular", "timeseries", "speed"]
+    parts = [args.only] if args.only else ["tabular", "timeseries", "kinds", "speed"]
     part_s = {}
     # The speed pass runs first: its detectors import vae_core in fresh processes, and
     # vae_core may be edited while a long run goes on; this keeps all imports close together.
@@ -363,6 +329,13 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             result["timeseries"] = run_timeseries(nab, smd, args.seeds[0], vae_ok, problems, t0)
             part_s["timeseries"] = time.perf_counter() - t
+    if "kinds" in parts and wanted is None:
+        t = time.perf_counter()
+        seeds, spec = (kinds.QUICK_SEEDS, kinds.QUICK_SPEC) if args.quick else (kinds.FULL_SEEDS, kinds.FULL_SPEC)
+        result["kinds"] = kinds.run_kinds(seeds, TS_WINDOW, vae_ok, lambda m: _log(m, t0), spec)
+        problems += [f"kinds seed {r['seed']} {report.label(r['key'])}: {r['error']}"
+                     for r in result["kinds"]["records"] if "error" in r]
+        part_s["kinds"] = time.perf_counter() - t
     wall = time.perf_counter() - t0
     result["meta"] = {
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
@@ -374,7 +347,7 @@ def main(argv=None) -> int:
         "vae_core": {"available": vae_ok, "error": vae_err, "source": vae_fp},
         "data_root": str(data.benchdata_root()),
         "options": {k: v for k, v in vars(args).items()},
-        "notes": _notes(args, train_cap),
+        "notes": report.protocol_notes(args.seeds, args.threads, train_cap, TS_WINDOW, VUS_MAX_BUFFER),
         "problems": problems,
     }
     md = report.render_markdown(result)
