@@ -1,0 +1,120 @@
+"""The report's figures, drawn with matplotlib into self-contained strings.
+
+Small figures are inline SVG (text kept as text, so they stay small); a series of more than
+``PNG_POINTS`` points becomes a base64 PNG, since an SVG grows with every point. Only the
+object-oriented API is used (``matplotlib.figure.Figure``): no pyplot state, no backend switch.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import re
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+PNG_POINTS = 1500
+CONTEXT_POINTS = 48  # points of a series drawn on each side of an event
+OBSERVED, SCORE, CALIBRATION, THRESHOLD, SHADE = "#1f4e79", "#b03a2e", "#9aa5b1", "#b03a2e", "#f5b7b1"
+_RC = {"svg.fonttype": "none", "font.size": 8, "axes.spines.top": False, "axes.spines.right": False}
+
+
+def _encode(fig: Figure, png: bool = False) -> str:
+    """The figure as an HTML fragment: an ``<svg>`` element, or an ``<img>`` with a data URI."""
+    buf = io.BytesIO()
+    if png:
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        return f'<img alt="plot" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+    text = buf.getvalue().decode("utf-8")
+    text = text[text.index("<svg"):]  # drop the XML prologue and doctype: inline in HTML
+    return re.sub(r"<metadata>.*?</metadata>", "", text, count=1, flags=re.S)
+
+
+def _figure(width: float, height: float, rows: int = 1, **kwargs: Any):
+    import matplotlib
+
+    with matplotlib.rc_context(_RC):
+        fig = Figure(figsize=(width, height), layout="constrained")
+        axes = fig.subplots(rows, 1, sharex=True, **kwargs)
+    return fig, axes
+
+
+def distribution_plot(dist: dict) -> str:
+    """The batch's score histogram over the calibration scores', the threshold marked."""
+    import matplotlib
+
+    with matplotlib.rc_context(_RC):
+        fig, ax = _figure(6.0, 2.2)
+        edges = np.asarray(dist["edges"])
+        for counts, color, label in ((dist["calibration"], CALIBRATION, "calibration (held-out normal rows)"),
+                                     (dist["batch"], OBSERVED, "this batch")):
+            counts = np.asarray(counts, float)
+            density = counts / max(counts.sum(), 1.0)
+            ax.stairs(density, edges, color=color, fill=color == CALIBRATION, alpha=0.6 if color == CALIBRATION else 1.0, label=label)
+        ax.axvline(dist["threshold"], color=THRESHOLD, linestyle="--", linewidth=1.2, label="threshold")
+        ax.set_xlabel("anomaly score (nats)")
+        ax.set_ylabel("share of rows")
+        ax.legend(frameon=False, loc="upper right")
+        return _encode(fig)
+
+
+def shares_plot(features: list[dict]) -> str:
+    """Each top feature's share of the item's excess negative log-likelihood."""
+    import matplotlib
+
+    with matplotlib.rc_context(_RC):
+        fig, ax = _figure(3.6, 0.35 + 0.3 * max(len(features), 1))
+        names = [f["feature"][:24] for f in features][::-1]
+        shares = [100 * f["share"] for f in features][::-1]
+        ax.barh(range(len(names)), shares, color=OBSERVED)
+        ax.set_yticks(range(len(names)), names)
+        ax.set_xlim(0, 100)
+        ax.set_xlabel("share of the excess score (%)")
+        return _encode(fig)
+
+
+def event_plot(rows: pd.DataFrame, scores: pd.DataFrame, item: dict, time_column: str,
+               series_column: Optional[str], threshold: float) -> str:
+    """The series around an event (the event shaded) with the score track beneath.
+
+    Draws the item's top feature (or the first numeric one) for the event's series, from
+    ``CONTEXT_POINTS`` points before the event to as many after it.
+    """
+    import matplotlib
+
+    frame = rows.assign(_score=scores["anomaly_score"].to_numpy(float))
+    if series_column:
+        frame = frame[frame[series_column].astype(str).str.slice(0, 120) == str(item["series"])]
+    frame = frame.sort_values(time_column, kind="stable")
+    if pd.api.types.is_numeric_dtype(frame[time_column]):
+        times, start, end = frame[time_column], float(item["start"]), float(item["end"])
+    else:
+        times, start, end = pd.to_datetime(frame[time_column], utc=True), _utc(item["start"]), _utc(item["end"])
+    inside = np.flatnonzero((times >= start).to_numpy() & (times <= end).to_numpy())
+    lo = max(int(inside[0]) - CONTEXT_POINTS, 0) if len(inside) else 0
+    hi = min(int(inside[-1]) + CONTEXT_POINTS + 1, len(frame)) if len(inside) else len(frame)
+    window, wtimes = frame.iloc[lo:hi], times.iloc[lo:hi]
+    numeric = [c for c in window.columns if c not in (time_column, series_column, "_score", "batch_id", "_source_row")
+               and pd.api.types.is_numeric_dtype(window[c]) and not pd.api.types.is_bool_dtype(window[c])]
+    top = [f["feature"] for f in item.get("features", []) if f["feature"] in numeric]
+    feature = top[0] if top else (numeric[0] if numeric else None)
+    with matplotlib.rc_context(_RC):
+        fig, (ax, sx) = _figure(6.0, 2.8, rows=2, gridspec_kw={"height_ratios": [2, 1]})
+        if feature is not None:
+            ax.plot(wtimes, window[feature].to_numpy(float), color=OBSERVED, linewidth=1.0)
+            ax.set_ylabel(feature[:24])
+        ax.axvspan(start, end, color=SHADE, alpha=0.6, linewidth=0, label="event")
+        sx.plot(wtimes, window["_score"].to_numpy(float), color=SCORE, linewidth=1.0)
+        sx.axhline(threshold, color=THRESHOLD, linestyle="--", linewidth=0.8)
+        sx.axvspan(start, end, color=SHADE, alpha=0.6, linewidth=0)
+        sx.set_ylabel("score")
+        fig.autofmt_xdate()
+        return _encode(fig, png=len(window) > PNG_POINTS)
+
+
+def _utc(text: str) -> pd.Timestamp:
+    t = pd.Timestamp(text)
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")

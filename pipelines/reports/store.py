@@ -1,0 +1,84 @@
+"""Where reports live in the lake: ``<dataset>/reports/model_version=<label>/batch_id=<id>/``.
+
+Each folder holds ``report.html`` (what a person opens), ``report.json`` (the same content for
+tools) and ``figures.json`` (the figures as HTML fragments, which the review page shows beside
+each item). Each file is written atomically; ``report.json`` is written last, so a folder with
+a ``report.json`` is complete. Names are checked by the lake's rule before they touch a path.
+"""
+from __future__ import annotations
+
+import json
+import posixpath
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import fsspec
+
+from pipelines.lake.storage import _atomic_write
+from pipelines.lake.validation import _check_name
+
+FILES = ("report.html", "figures.json", "report.json")  # in write order
+
+
+@dataclass(frozen=True)
+class ReportRef:
+    """One stored report."""
+
+    dataset: str
+    label: str  # the scores' model version key, e.g. transactions-v3
+    batch_id: str
+
+
+class ReportStore:
+    """Reports under a lake root (a local path or fsspec URL)."""
+
+    def __init__(self, lake_url: str, **storage_options: Any):
+        self.url = str(lake_url)
+        self.fs, root = fsspec.core.url_to_fs(self.url, **storage_options)
+        self.root = root.rstrip("/") or "/"
+
+    def folder(self, ref: ReportRef) -> str:
+        return "/".join([
+            self.root, _check_name("dataset", ref.dataset), "reports",
+            f"model_version={_check_name('model version', ref.label)}", f"batch_id={_check_name('batch', ref.batch_id)}",
+        ])
+
+    def write(self, ref: ReportRef, html: str, report_json: str, figures: dict[str, Any]) -> str:
+        """Store one report's files; returns the path of ``report.html``."""
+        folder = self.folder(ref)
+        payloads = {"report.html": html.encode("utf-8"), "figures.json": json.dumps(figures).encode("utf-8"),
+                    "report.json": report_json.encode("utf-8")}
+        for name in FILES:
+            _atomic_write(self.fs, f"{folder}/{name}", payloads[name], stage=f"report-{name}")
+        return f"{folder}/report.html"
+
+    def list(self, dataset: Optional[str] = None) -> list[ReportRef]:
+        """Every complete report (or those of ``dataset``), sorted by dataset, label and batch."""
+        pattern = f"{self.root}/{_check_name('dataset', dataset) if dataset else '*'}/reports/model_version=*/batch_id=*/report.json"
+        refs = []
+        for path in self.fs.glob(pattern):
+            batch_dir = posixpath.dirname(path)
+            label_dir = posixpath.dirname(batch_dir)
+            dataset_dir = posixpath.dirname(posixpath.dirname(label_dir))
+            refs.append(ReportRef(posixpath.basename(dataset_dir), posixpath.basename(label_dir).split("=", 1)[1],
+                                  posixpath.basename(batch_dir).split("=", 1)[1]))
+        return sorted(refs, key=lambda r: (r.dataset, r.label, r.batch_id))
+
+    def _read(self, ref: ReportRef, name: str) -> Optional[bytes]:
+        path = f"{self.folder(ref)}/{name}"
+        if not self.fs.exists(path):
+            return None
+        with self.fs.open(path, "rb") as handle:
+            return handle.read()
+
+    def report(self, ref: ReportRef) -> Optional[dict]:
+        """The report's data, or None if there is none."""
+        data = self._read(ref, "report.json")
+        return None if data is None else json.loads(data)
+
+    def figures(self, ref: ReportRef) -> dict:
+        data = self._read(ref, "figures.json")
+        return {} if data is None else json.loads(data)
+
+    def html(self, ref: ReportRef) -> Optional[bytes]:
+        return self._read(ref, "report.html")

@@ -1,0 +1,1 @@
+"""Reviewing anomaly reports: the feedback table (verdicts) and the review web app."""

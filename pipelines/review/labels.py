@@ -1,0 +1,75 @@
+"""Verdicts as labels: which reviewed items were real, and the training data without them.
+
+Joins the feedback table's current verdicts with the items of the stored reports (an item's
+rows, or an event's series and time span) and turns them into what retraining and threshold
+recalibration need.
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from pipelines.reports.store import ReportStore
+from pipelines.review.feedback import FeedbackStore
+from pipelines.review.threshold import REAL
+
+ITEM_COLUMNS = ["key", "kind", "label", "batch_id", "score", "verdict", "source_row", "series", "start", "end"]
+
+
+def reviewed_items(reports: ReportStore, feedback: FeedbackStore, dataset: str, label: Optional[str] = None) -> pd.DataFrame:
+    """Every reviewed item of ``dataset``'s reports (of model version ``label``, if given) with
+    its current verdict, one row per item (columns ``ITEM_COLUMNS``; ``real`` added)."""
+    current = feedback.current()
+    rows = []
+    for ref in reports.list(dataset):
+        if label is not None and ref.label != label:
+            continue
+        for item in (reports.report(ref) or {}).get("items", []):
+            if item["key"] in current.index:
+                rows.append({
+                    "key": item["key"], "kind": item["kind"], "label": ref.label, "batch_id": ref.batch_id,
+                    "score": item["score"], "verdict": current.loc[item["key"], "verdict"],
+                    "source_row": item.get("source_row"), "series": item.get("series"),
+                    "start": item.get("start"), "end": item.get("end"),
+                })
+    items = pd.DataFrame(rows, columns=ITEM_COLUMNS)
+    return items.assign(real=items["verdict"].isin(REAL).to_numpy(bool))
+
+
+def without_confirmed(frame: pd.DataFrame, items: pd.DataFrame, time_column: Optional[str] = None,
+                      series_column: Optional[str] = None, features: Optional[list[str]] = None) -> tuple[pd.DataFrame, int]:
+    """Training rows with the confirmed anomalies left out; and how many rows were affected.
+
+    Tables: the rows of ``anomaly`` items (by ``batch_id`` and ``_source_row``) are dropped.
+    Time series: the feature values of each ``anomaly`` event (its series, from start to end)
+    are set missing, so the model masks them out of the likelihood (Donut's M-ELBO) while the
+    grid and the neighbouring windows stay intact. ``false_alarm`` and ``new_normal`` items stay
+    in as normal data; ``expected`` ones stay too (real, but part of how the system runs).
+    """
+    confirmed = items[items["verdict"] == "anomaly"]
+    if confirmed.empty or frame.empty:
+        return frame, 0
+    if time_column is None:
+        keys = set(zip(confirmed["batch_id"], confirmed["source_row"].astype("int64")))
+        hit = np.fromiter((k in keys for k in zip(frame["batch_id"], frame["_source_row"].astype("int64"))), bool, len(frame))
+        return frame[~hit], int(hit.sum())
+    times = pd.to_datetime(frame[time_column], utc=True) if not pd.api.types.is_numeric_dtype(frame[time_column]) else frame[time_column]
+    hit = np.zeros(len(frame), bool)
+    for ev in confirmed.itertuples(index=False):
+        start, end = (_time(ev.start), _time(ev.end)) if not pd.api.types.is_numeric_dtype(frame[time_column]) else (float(ev.start), float(ev.end))
+        inside = (times >= start).to_numpy() & (times <= end).to_numpy() & (frame["batch_id"] == ev.batch_id).to_numpy()
+        if series_column:
+            inside &= (frame[series_column].astype(str).str.slice(0, 120) == str(ev.series)).to_numpy()
+        hit |= inside
+    masked = frame.copy()
+    cols = features or [c for c in frame.columns if c not in (time_column, series_column, "batch_id", "_source_row")]
+    for c in cols:
+        masked[c] = masked[c].mask(hit)
+    return masked, int(hit.sum())
+
+
+def _time(text: str) -> pd.Timestamp:
+    t = pd.Timestamp(text)
+    return t.tz_localize("UTC") if t.tzinfo is None else t.tz_convert("UTC")

@@ -1,0 +1,118 @@
+"""pipelines.reports: report data and HTML from real (small) fitted detectors."""
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines.reports import BatchFacts, build_report, detector_facts, drift_verdict, figures, render_html, to_json
+from pipelines.reports.build import MAX_ITEMS, short_text
+
+SCRIPT = "<script>alert('x')</script>"
+
+
+def _tabular_report(fitted, frame, psi=0.05):
+    batch = frame.iloc[:200].copy()
+    batch.loc[batch.index[:3], "amount"] = [5_000.0, -3_000.0, 9_000.0]  # three clear outliers
+    batch.loc[batch.index[0], "channel"] = SCRIPT  # an unseen category holding markup
+    scores = fitted.score(batch)
+    scores["_source_row"] = np.arange(len(batch))
+    flagged = scores.index[scores["is_anomaly"].to_numpy(bool)]
+    explanations = fitted.explain(batch.loc[flagged])
+    explanations.index = scores.index.get_indexer(explanations.index)  # positions in the scores frame
+    facts = detector_facts(fitted, "fraud", "7", aliases=("champion",), run_id="run123")
+    report = build_report(scores.reset_index(drop=True), batch, explanations, facts,
+                          BatchFacts(dataset="tx", batch_id="b1", rows=len(batch), quarantined=4, psi=psi))
+    return report, scores
+
+
+def test_tabular_report_header_items_and_cards(fitted, frame):
+    report, scores = _tabular_report(fitted, frame)
+    s = report["summary"]
+    assert s["rows"] == 200 and s["flagged"] == int(scores["is_anomaly"].sum()) >= 3
+    assert s["n_items"] == s["flagged"] == len(report["items"])  # one item per flagged row
+    assert s["threshold"] == pytest.approx(fitted.threshold_)
+    assert "99th percentile" in s["threshold_rule"]
+    assert report["model"]["aliases"] == ["champion"] and report["model"]["run_id"] == "run123"
+    top = report["items"][0]
+    assert top["score"] == max(i["score"] for i in report["items"])  # highest first
+    assert top["margin"] == pytest.approx(top["score"] - fitted.threshold_)
+    assert top["features"][0]["feature"] == "amount" and top["features"][0]["outside_range"]
+    assert "4 row(s)" in report["quality"][0]
+    html = render_html(report, figures(report, None, None))
+    assert html.count('<article class="card"') == len(report["items"])
+    cards = re.findall(r'<article class="card".*?</article>', html, flags=re.S)
+    assert all("<svg" in c or "<img" in c for c in cards)  # a plot per card
+    # offline: nothing to fetch (no src/href to the network, no CSS url(), no <link>), and no script
+    assert not re.search(r"""(src|href)=["']?(https?:)?//|url\((?!#)|<link|@import""", html) and "<script" not in html
+
+
+def test_values_from_data_are_escaped_and_cut(fitted, frame):
+    report, _ = _tabular_report(fitted, frame)
+    report["items"][0]["features"][0]["value"] = SCRIPT  # whatever a value holds
+    report["batch"]["source"] = SCRIPT
+    html = render_html(report, figures(report, None, None))
+    assert "<script" not in html and "&lt;script&gt;" in html
+    assert len(short_text("x" * 200_000)) == 80 and short_text(0.1 + 0.2) == "0.3"
+
+
+def test_json_has_the_same_items(fitted, frame):
+    report, _ = _tabular_report(fitted, frame)
+    back = json.loads(to_json(report))
+    assert [i["key"] for i in back["items"]] == [i["key"] for i in report["items"]]
+    assert back["summary"] == json.loads(json.dumps(report["summary"]))
+
+
+def test_drift_verdicts():
+    assert drift_verdict(0.05)["level"] == "stable"
+    assert drift_verdict(0.2)["level"] == "moderate"
+    assert drift_verdict(0.4)["level"] == "major"
+    assert drift_verdict(None)["level"] == "unknown"
+
+
+@pytest.fixture(scope="module")
+def series_case():
+    from vae_core import TimeSeriesVAEDetector
+
+    rng = np.random.default_rng(0)
+    t = pd.date_range("2026-01-01", periods=600, freq="5min", tz="UTC")
+
+    def frame(shift_at=None):
+        parts = []
+        for name, phase in (("s1", 0.0), ("s2", 1.0)):
+            v = np.sin(np.arange(len(t)) * 2 * np.pi / 96 + phase) + rng.normal(scale=0.05, size=len(t))
+            if shift_at is not None and name == "s2":
+                v[shift_at : shift_at + 30] += 4.0  # a level shift of 30 points
+            parts.append(pd.DataFrame({"ts": t, "host": name, "load": v}))
+        return pd.concat(parts, ignore_index=True)
+
+    det = TimeSeriesVAEDetector(seed=0, window=16, max_epochs=6).fit(frame(), time_column="ts", series_column="host")
+    batch = frame(shift_at=300)
+    scores = det.score(batch)
+    scores["_source_row"] = np.arange(len(batch))
+    return det, batch, scores
+
+
+def test_timeseries_report_groups_flags_into_events(series_case):
+    det, batch, scores = series_case
+    facts = detector_facts(det, "load", "1")
+    report = build_report(scores, batch, None, facts, BatchFacts(dataset="hosts", batch_id="b2", rows=len(batch)))
+    events = report["items"]
+    assert 1 <= report["summary"]["n_items"] < report["summary"]["flagged"]  # grouped, not per point
+    shift = next(e for e in events if e["series"] == "s2" and e["start"] <= "2026-01-02T01:30" <= e["end"])
+    assert shift["flagged_points"] >= 10
+    html = render_html(report, figures(report, batch, scores))
+    assert html.count('<article class="card"') == len(events)
+    assert len(html.encode()) < 2_000_000
+    with pytest.raises(ValueError, match="rows"):
+        build_report(scores, None, None, facts, BatchFacts(dataset="hosts", batch_id="b2", rows=len(batch)))
+
+
+def test_many_flags_are_capped(fitted, frame):
+    batch = frame.copy()
+    batch["amount"] = batch["amount"] * 50  # every row flagged
+    scores = fitted.score(batch).assign(_source_row=np.arange(len(batch)))
+    report = build_report(scores, batch, None, detector_facts(fitted, "m", "1"),
+                          BatchFacts(dataset="d", batch_id="b", rows=len(batch)))
+    assert report["summary"]["flagged"] > MAX_ITEMS == len(report["items"]) == report["summary"]["items_shown"]

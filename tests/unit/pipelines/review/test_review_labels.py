@@ -1,0 +1,32 @@
+"""pipelines.review.labels: verdicts to labels, and training data without confirmed anomalies."""
+import numpy as np
+import pandas as pd
+
+from pipelines.review.labels import ITEM_COLUMNS, without_confirmed
+
+
+def items(rows):
+    return pd.DataFrame([dict(zip(ITEM_COLUMNS, r)) for r in rows], columns=ITEM_COLUMNS)
+
+
+def test_tables_drop_confirmed_rows_only():
+    frame = pd.DataFrame({"batch_id": ["b1"] * 4 + ["b2"] * 2, "_source_row": [0, 1, 2, 3, 0, 1], "x": np.arange(6.0)})
+    verdicts = items([
+        ("k1", "row", "m-v1", "b1", 9.0, "anomaly", 1, None, None, None),
+        ("k2", "row", "m-v1", "b1", 8.0, "false_alarm", 2, None, None, None),
+        ("k3", "row", "m-v1", "b2", 7.0, "anomaly", 0, None, None, None),
+    ])
+    kept, n = without_confirmed(frame, verdicts)
+    assert n == 2 and kept["x"].tolist() == [0.0, 2.0, 3.0, 5.0]
+
+
+def test_series_mask_the_confirmed_event_of_its_series_only():
+    t = pd.date_range("2026-01-01", periods=6, freq="h", tz="UTC")
+    frame = pd.DataFrame({"batch_id": "b1", "_source_row": range(12), "ts": list(t) * 2,
+                          "host": ["a"] * 6 + ["b"] * 6, "load": np.arange(12.0)})
+    verdicts = items([("k", "event", "m-v1", "b1", 9.0, "anomaly", None, "a", t[2].isoformat(), t[3].isoformat()),
+                      ("k2", "event", "m-v1", "b1", 9.0, "new_normal", None, "b", t[0].isoformat(), t[5].isoformat())])
+    masked, n = without_confirmed(frame, verdicts, time_column="ts", series_column="host")
+    assert n == 2 and len(masked) == 12
+    assert masked["load"].isna().tolist() == [False, False, True, True] + [False] * 8
+    assert masked["ts"].equals(frame["ts"])  # the grid stays: only values are masked
