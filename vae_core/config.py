@@ -99,5 +99,13 @@ class TimeSeriesConfig(VAEConfig):
         'window-1 later points), or "last": from the one window that ends at it (past points only, so '
         "scores never change when later data arrives: the streaming choice)",
     )
+    calendar: bool = Field(
+        True,
+        description="Condition the encoder and decoder on the time of day (and day of week, when training spans two "
+        "weeks) at each window's end, as sin/cos: datetime times only",
+    )
+    condition_on_series: bool = Field(
+        True, description="Condition on which series a window is from (one-hot; fleets of 2 to 64 series)"
+    )
     train_stride: int = Field(1, ge=1, description="Step between training windows")
     max_train_windows: Optional[int] = Field(20000, ge=10)

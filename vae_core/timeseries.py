@@ -4,8 +4,10 @@ Each series is laid on a regular time grid (the step is the median spacing seen 
 Timestamps missing from the grid and missing values are masked out of the likelihood rather
 than imputed into it (as Donut does). Two rows of one series with the same time are refused;
 distinct times that fall on one grid point are averaged. A window of ``W`` grid points and ``d`` value columns is
-one row of ``W * d`` numeric features for the shared VAE; every timestamp is scored from all
-the windows that cover it.
+one row of ``W * d`` numeric features for the shared VAE, conditioned on where the window ends
+in the day (and week) and on which series it is (:mod:`vae_core.calendar`). Every timestamp is
+scored from its own terms in the windows that cover it (:mod:`vae_core.series_scores`), so one
+bad point stands out rather than raising its neighbours' scores.
 """
 from __future__ import annotations
 
@@ -15,17 +17,20 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from .config import TimeSeriesConfig
 from .base import DetectorBase, resolve_config
+from .calendar import calendar_periods, cycle_features, series_one_hot
+from .config import TimeSeriesConfig
+from .events import find_events
 from .explain import Attribution, explain_rows
 from .engine import Engine, build_model
 from .errors import DataError
 from .preprocess import Encoded, Preprocessor, check_frame
 from .seeds import numpy_rng
+from .series_scores import score_series, sliding_windows
 from .train import EpochCallback
 
 MAX_GRID_GROWTH = 50  # a series whose grid is this many times longer than its rows is refused
-CHUNK_WINDOWS = 20000
+MAX_SERIES_CONDITION = 64  # more series than this in training: no series one-hot
 
 
 @dataclass
@@ -35,14 +40,8 @@ class SeriesGrid:
     rows: np.ndarray  # positions of this series' rows in the input frame
     points: np.ndarray  # grid position of each of those rows (after left padding)
     values: np.ndarray  # (L, d) float32, NaN where missing
-
-
-def sliding_windows(values: np.ndarray, window: int, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """(n_windows, window * d) flattened windows and their start positions."""
-    view = np.lib.stride_tricks.sliding_window_view(values, window, axis=0)  # (L-W+1, d, W)
-    starts = np.arange(0, view.shape[0], stride)
-    flat = view[starts].transpose(0, 2, 1).reshape(len(starts), -1)
-    return flat, starts
+    origin: float  # time of grid position 0
+    code: Optional[int]  # position of the series among the fitted ones (None: unseen)
 
 
 class TimeSeriesVAEDetector(DetectorBase):
@@ -111,6 +110,9 @@ class TimeSeriesVAEDetector(DetectorBase):
         times = _parse_times(frame, time_column)
         self.time_kind_ = "datetime" if _is_datetime(frame[time_column]) else "numeric"
         self.step_ = _infer_step(times, _series_codes(frame, series_column))
+        self.series_names_ = _series_names(frame, series_column)
+        span = max(float(np.ptp(times[_series_codes(frame, series_column) == c])) for c in range(len(self.series_names_)))
+        self.periods_ = calendar_periods(self.time_kind_, self.step_, span, cfg.calendar)
         grids = self._grids(frame, times)
 
         # time-ordered split: the last `validation_fraction` of each series is held out
@@ -118,16 +120,20 @@ class TimeSeriesVAEDetector(DetectorBase):
         W = cfg.window
         for g in grids:
             flat, starts = sliding_windows(g.values, W, cfg.train_stride)
+            flat = np.concatenate([flat, self._window_cond(g, starts)], 1)  # cond split off below
             cut = int(round(len(g.values) * (1 - cfg.validation_fraction)))
-            observed = np.isfinite(flat).any(1)
+            observed = np.isfinite(flat[:, : W * len(self.value_columns_)]).any(1)
             train_w.append(flat[(starts + W <= cut) & observed])
             val_w.append(flat[(starts >= cut - W // 2) & observed])
             cal_points.append(g.points >= cut)
         train = np.concatenate(train_w)
         val = np.concatenate(val_w)
         if len(train) < 2 or len(val) < 1:
-            every = np.concatenate([sliding_windows(g.values, W, cfg.train_stride)[0] for g in grids])
-            every = every[np.isfinite(every).any(1)]
+            every = np.concatenate([
+                np.concatenate([f, self._window_cond(g, st)], 1)
+                for g in grids for f, st in [sliding_windows(g.values, W, cfg.train_stride)]
+            ])
+            every = every[np.isfinite(every[:, : W * len(self.value_columns_)]).any(1)]
             if len(every) < 2:
                 raise DataError(f"too few points to fit: need at least {W + 1} points for window={W}")
             perm = numpy_rng(cfg.seed, "split").permutation(len(every))
@@ -137,9 +143,12 @@ class TimeSeriesVAEDetector(DetectorBase):
             keep = np.sort(numpy_rng(cfg.seed, "subsample").choice(len(train), cfg.max_train_windows, replace=False))
             train = train[keep]
 
-        model = build_model(train.shape[1], 0, [], cfg)
+        n_val = W * len(self.value_columns_)
+        n_cond = train.shape[1] - n_val
+        model = build_model(n_val, 0, [], cfg, n_cond)
         self.engine_ = Engine(model, cfg)
-        self.history_ = [m.as_dict() for m in self.engine_.fit(Encoded.numeric(train), Encoded.numeric(val), callback)]
+        split = lambda a: Encoded.numeric(a[:, :n_val], a[:, n_val:] if n_cond else None)  # noqa: E731
+        self.history_ = [m.as_dict() for m in self.engine_.fit(split(train), split(val), callback)]
 
         raw, feat, feat_sq = self._score_grids(grids, len(frame))
         tail = np.zeros(len(frame), bool)
@@ -150,6 +159,42 @@ class TimeSeriesVAEDetector(DetectorBase):
         self.attribution_ = Attribution.fit(feat[tail], feat_sq[tail], len(self.value_columns_))
         self._calibrate(self._anomaly_score(raw)[tail])
         return self
+
+    def _window_cond(self, g: SeriesGrid, starts: np.ndarray) -> np.ndarray:
+        """Conditioning inputs of the windows starting at ``starts``: the calendar phase of each
+        window's last point and the series one-hot (width 0 when neither applies)."""
+        W = self.config_.window
+        ends = g.origin + (starts + W - 1) * self.step_
+        n_series = len(self.series_names_) if self._series_condition() else 0
+        parts = [cycle_features(ends, self.periods_), series_one_hot(g.code, n_series, len(starts))]
+        return np.concatenate(parts, 1)
+
+    def _series_condition(self) -> bool:
+        return self.config_.condition_on_series and 1 < len(self.series_names_) <= MAX_SERIES_CONDITION
+
+    def events(self, frame: pd.DataFrame, scores: Optional[pd.DataFrame] = None, max_gap: int = 2) -> pd.DataFrame:
+        """The flagged runs of points of each series as events (see :func:`vae_core.events.find_events`).
+
+        Parameters
+        ----------
+        frame : DataFrame
+            The scored frame (its time and series columns are read).
+        scores : DataFrame, optional
+            ``score(frame)``; computed when omitted.
+        max_gap : int
+            Unflagged points allowed inside one event.
+
+        Returns
+        -------
+        DataFrame
+            One row per event: ``event_id``, ``series``, ``start``, ``end``, ``peak`` (time of the
+            highest score), ``peak_score``, ``points``, ``flagged_points``.
+        """
+        scores = self.score(frame) if scores is None else scores
+        series = frame[self.series_column_] if self.series_column_ else None
+        events, _ = find_events(frame[self.time_column_], scores["is_anomaly"].to_numpy(),
+                                scores["anomaly_score"].to_numpy(), series, max_gap)
+        return events
 
     # ---------------------------------------------------------------- scoring
     def score(self, frame: pd.DataFrame) -> pd.DataFrame:
@@ -197,6 +242,7 @@ class TimeSeriesVAEDetector(DetectorBase):
         values = np.where(enc.num_mask > 0, enc.num, np.nan).astype(np.float32)
         codes = _series_codes(frame, self.series_column_)
         label = frame[self.series_column_] if self.series_column_ else None
+        known = {name: i for i, name in enumerate(self.series_names_)}
         grids = []
         W = self.config_.window
         for code in np.unique(codes):
@@ -222,7 +268,9 @@ class TimeSeriesVAEDetector(DetectorBase):
             np.add.at(counts, pos, seen)
             with np.errstate(invalid="ignore", divide="ignore"):
                 dense = np.where(counts > 0, sums / counts, np.nan).astype(np.float32)
-            grids.append(SeriesGrid(rows, pos, dense))
+            key = str(label.iloc[rows[0]]) if label is not None else ""
+            origin = float(t.min()) - pad * self.step_
+            grids.append(SeriesGrid(rows, pos, dense, origin, known.get(key)))
         return grids
 
     def _refuse_repeated_times(self, frame: pd.DataFrame, rows: np.ndarray, t: np.ndarray, name: str) -> None:
@@ -238,66 +286,34 @@ class TimeSeriesVAEDetector(DetectorBase):
             )
 
     def _score_grids(self, grids: list[SeriesGrid], n_rows: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-        """Per-row scores, and per-value-column NLL and squared residuals, from the windows covering each grid point."""
+        """Per-row scores, and per-value-column NLL and squared residuals, from the windows covering
+        each grid point (:func:`vae_core.series_scores.score_series`)."""
         W, d = self.config_.window, len(self.value_columns_)
         last_only = self.config_.point_score == "last"
         raw = {k: np.zeros(n_rows) for k in ("neg_elbo", "nll_iwae", "recon_error", "kl")}
-        feat_rows = np.zeros((n_rows, d))
-        sq_rows = np.zeros((n_rows, d))
+        feat_rows, sq_rows = np.zeros((n_rows, d)), np.zeros((n_rows, d))
         for g in grids:
-            L = len(g.values)
-            acc = {k: np.zeros(L) for k in raw}
-            feat = np.zeros((L, d))
-            feat_sq = np.zeros((L, d))
-            cover = np.zeros(L)
-            flat, starts = sliding_windows(g.values, W)
-            for lo in range(0, len(starts), CHUNK_WINDOWS):
-                chunk, st = flat[lo : lo + CHUNK_WINDOWS], starts[lo : lo + CHUNK_WINDOWS]
-                enc = Encoded.numeric(chunk)
-                r = self.engine_.evaluate(enc, feature_detail=True)
-                fnll = r["feature_nll"].reshape(len(st), W, d)
-                sq = r["feature_sq_error"].reshape(len(st), W, d)
-                seen = enc.num_mask.reshape(len(st), W, d)
-                per_point = {
-                    "neg_elbo": fnll.sum(-1) + (r["kl"] / W)[:, None],
-                    "nll_iwae": np.repeat((r["nll_iwae"] / W)[:, None], W, axis=1),
-                    "recon_error": sq.sum(-1) / np.maximum(seen.sum(-1), 1),
-                    "kl": np.repeat((r["kl"] / W)[:, None], W, axis=1),
-                }
-                if last_only:
-                    # each window scores its last point; the first window also scores the W-1
-                    # points before it (no window ends there), so every point has one score
-                    take = np.zeros((len(st), W), bool)
-                    take[:, -1] = True
-                    take[st == 0] = True
-                    fnll, sq = fnll * take[..., None], sq * take[..., None]
-                    per_point = {k: v * take for k, v in per_point.items()}
-                    idx_w = take.astype(np.float64)
-                else:
-                    idx_w = None
-                idx = (st[:, None] + np.arange(W)).ravel()
-                for k, v in per_point.items():
-                    acc[k] += np.bincount(idx, weights=v.ravel(), minlength=L)
-                for j in range(d):
-                    feat[:, j] += np.bincount(idx, weights=fnll[..., j].ravel(), minlength=L)
-                    feat_sq[:, j] += np.bincount(idx, weights=sq[..., j].ravel(), minlength=L)
-                cover += np.bincount(idx, weights=None if idx_w is None else idx_w.ravel(), minlength=L)
+            starts = np.arange(len(g.values) - W + 1)
+            cond = self._window_cond(g, starts) if self.engine_.model.n_cond else None
+            terms, feat, feat_sq = score_series(self.engine_, g.values, W, last_only, cond)
             for k in raw:
-                raw[k][g.rows] = acc[k][g.points] / cover[g.points]
-            feat_rows[g.rows] = feat[g.points] / cover[g.points, None]
-            sq_rows[g.rows] = feat_sq[g.points] / cover[g.points, None]
+                raw[k][g.rows] = terms[k][g.points]
+            feat_rows[g.rows] = feat[g.points]
+            sq_rows[g.rows] = feat_sq[g.points]
         return raw, feat_rows, sq_rows
 
     # ---------------------------------------------------------------- persistence
     def _saved_attributes(self) -> dict:
         return {
             "time_column": self.time_column_, "series_column": self.series_column_, "value_columns": self.value_columns_,
-            "time_kind": self.time_kind_, "step": self.step_,
+            "time_kind": self.time_kind_, "step": self.step_, "series_names": self.series_names_,
+            "periods": self.periods_,
         }
 
     def _restore(self, meta: dict) -> None:
         self.time_column_, self.series_column_ = meta["time_column"], meta["series_column"]
         self.value_columns_, self.time_kind_, self.step_ = meta["value_columns"], meta["time_kind"], meta["step"]
+        self.series_names_, self.periods_ = meta.get("series_names", []), meta.get("periods", [])
 
     @property
     def feature_names_in_(self) -> list[str]:
@@ -356,6 +372,13 @@ def _series_codes(frame: pd.DataFrame, column: Optional[str]) -> np.ndarray:
         pos = int(np.flatnonzero(s.isna().to_numpy())[0])
         raise DataError(f"column {column!r}, row {frame.index[pos]!r}: missing series key")
     return pd.factorize(s, sort=True)[0].astype(np.int64)
+
+
+def _series_names(frame: pd.DataFrame, column: Optional[str]) -> list[str]:
+    """The series' names in code order (:func:`_series_codes`), as strings; one unnamed series without a column."""
+    if column is None:
+        return [""]
+    return [str(v) for v in pd.factorize(frame[column], sort=True)[1]]
 
 
 def _infer_step(times: np.ndarray, codes: np.ndarray) -> float:
