@@ -107,5 +107,8 @@ class TimeSeriesConfig(VAEConfig):
     condition_on_series: bool = Field(
         True, description="Condition on which series a window is from (one-hot; fleets of 2 to 64 series)"
     )
+    threshold_per_series: bool = Field(
+        False, description="A threshold per series, each placed by threshold_method on that series' held-out tail"
+    )
     train_stride: int = Field(1, ge=1, description="Step between training windows")
     max_train_windows: Optional[int] = Field(20000, ge=10)

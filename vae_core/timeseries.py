@@ -26,7 +26,10 @@ from .engine import Engine, build_model
 from .errors import DataError
 from .preprocess import Encoded, Preprocessor, check_frame
 from .seeds import numpy_rng
+from .series_frame import infer_step, is_datetime, parse_times, series_codes, series_names, values_frame
 from .series_scores import score_series, sliding_windows
+from . import series_thresholds
+from .threshold import Calibration
 from .train import EpochCallback
 
 MAX_GRID_GROWTH = 50  # a series whose grid is this many times longer than its rows is refused
@@ -106,12 +109,12 @@ class TimeSeriesVAEDetector(DetectorBase):
             raise DataError("no value columns: the frame holds only the time (and series) column")
         self.time_column_, self.series_column_ = time_column, series_column
         self.value_columns_ = [str(c) for c in value_columns]
-        self.preprocessor_ = Preprocessor(max_categories=cfg.max_categories, scaling=cfg.scaling).fit(_values_frame(frame, self.value_columns_))
-        times = _parse_times(frame, time_column)
-        self.time_kind_ = "datetime" if _is_datetime(frame[time_column]) else "numeric"
-        self.step_ = _infer_step(times, _series_codes(frame, series_column))
-        self.series_names_ = _series_names(frame, series_column)
-        span = max(float(np.ptp(times[_series_codes(frame, series_column) == c])) for c in range(len(self.series_names_)))
+        self.preprocessor_ = Preprocessor(max_categories=cfg.max_categories, scaling=cfg.scaling).fit(values_frame(frame, self.value_columns_))
+        times = parse_times(frame, time_column)
+        self.time_kind_ = "datetime" if is_datetime(frame[time_column]) else "numeric"
+        self.step_ = infer_step(times, series_codes(frame, series_column))
+        self.series_names_ = series_names(frame, series_column)
+        span = max(float(np.ptp(times[series_codes(frame, series_column) == c])) for c in range(len(self.series_names_)))
         self.periods_ = calendar_periods(self.time_kind_, self.step_, span, cfg.calendar)
         grids = self._grids(frame, times)
 
@@ -157,8 +160,30 @@ class TimeSeriesVAEDetector(DetectorBase):
         if tail.sum() < 20:  # too short a tail: fall back to in-sample scores
             tail[:] = True
         self.attribution_ = Attribution.fit(feat[tail], feat_sq[tail], len(self.value_columns_))
-        self._calibrate(self._anomaly_score(raw)[tail])
+        score = self._anomaly_score(raw)
+        self._calibrate(score[tail])
+        names = self._row_series(frame)
+        self.series_calibration_ = (
+            series_thresholds.fit_series_calibrations(score[tail], names[tail], cfg)
+            if cfg.threshold_per_series and names is not None else {}
+        )
         return self
+
+    def calibrate(self, *args, **kwargs):
+        """Place the threshold again without retraining (see :meth:`DetectorBase.calibrate`); with
+        per-series thresholds, each series' threshold is placed again on its stored tail scores."""
+        super().calibrate(*args, **kwargs)
+        self.series_calibration_ = series_thresholds.refit(self.series_calibration_, self.config_)
+        return self
+
+    def _row_series(self, frame: pd.DataFrame) -> Optional[np.ndarray]:
+        """Each row's series name as a string (None for a single series)."""
+        return frame[self.series_column_].astype(str).to_numpy() if self.series_column_ else None
+
+    def _series_scores(self, frame: pd.DataFrame, raw: dict[str, np.ndarray]) -> pd.DataFrame:
+        """The score frame, flagged by each series' own threshold where it has one."""
+        scored = self._score_frame(frame.index, raw)
+        return series_thresholds.apply(scored, self._row_series(frame), self.series_calibration_)
 
     def _window_cond(self, g: SeriesGrid, starts: np.ndarray) -> np.ndarray:
         """Conditioning inputs of the windows starting at ``starts``: the calendar phase of each
@@ -201,12 +226,12 @@ class TimeSeriesVAEDetector(DetectorBase):
         """One row per input row (same index and order) with the columns of
         :meth:`VAEDetector.score <vae_core.VAEDetector.score>`, scored per timestamp."""
         raw, _, _ = self._score_frame_raw(frame)
-        return self._score_frame(frame.index, raw)
+        return self._series_scores(frame, raw)
 
     def data_nll(self, frame: pd.DataFrame) -> np.ndarray:
         """Per-timestamp -log p in the data's own units (see :meth:`VAEDetector.data_nll`)."""
         raw, _, _ = self._score_frame_raw(frame)
-        observed = _values_frame(frame, self.value_columns_).notna().to_numpy(dtype=np.float64)
+        observed = values_frame(frame, self.value_columns_).notna().to_numpy(dtype=np.float64)
         return raw["nll_iwae"] + observed @ self.preprocessor_.log_scales()
 
     def explain(self, frame: pd.DataFrame, top_k: int = 3) -> pd.DataFrame:
@@ -218,7 +243,7 @@ class TimeSeriesVAEDetector(DetectorBase):
         """Scores, and the explanation of the flagged rows (indexed by position), from one pass
         over the windows: each flagged point is explained within its whole series."""
         raw, feat, feat_sq = self._score_frame_raw(frame)
-        scores = self._score_frame(frame.index, raw)
+        scores = self._series_scores(frame, raw)
         pos = np.flatnonzero(scores["is_anomaly"].to_numpy())
         excess = self.attribution_.excess(feat[pos], feat_sq[pos])
         return scores, explain_rows(frame.iloc[pos], excess, self.preprocessor_, top_k, index=pos)
@@ -230,17 +255,17 @@ class TimeSeriesVAEDetector(DetectorBase):
         missing = [c for c in needed if c not in frame.columns]
         if missing:
             raise DataError(f"missing column(s) the model was fitted on: {', '.join(map(repr, missing))}")
-        kind = "datetime" if _is_datetime(frame[self.time_column_]) else "numeric"
+        kind = "datetime" if is_datetime(frame[self.time_column_]) else "numeric"
         if kind != self.time_kind_:
             raise DataError(f"column {self.time_column_!r} holds {kind} times, but the model was fitted on {self.time_kind_} times")
-        times = _parse_times(frame, self.time_column_)
+        times = parse_times(frame, self.time_column_)
         return self._score_grids(self._grids(frame, times), len(frame))
 
     def _grids(self, frame: pd.DataFrame, times: np.ndarray) -> list[SeriesGrid]:
         """Each series of ``frame`` on its grid, values standardised by the fitted preprocessor."""
-        enc = self.preprocessor_.transform(_values_frame(frame, self.value_columns_))
+        enc = self.preprocessor_.transform(values_frame(frame, self.value_columns_))
         values = np.where(enc.num_mask > 0, enc.num, np.nan).astype(np.float32)
-        codes = _series_codes(frame, self.series_column_)
+        codes = series_codes(frame, self.series_column_)
         label = frame[self.series_column_] if self.series_column_ else None
         known = {name: i for i, name in enumerate(self.series_names_)}
         grids = []
@@ -308,87 +333,17 @@ class TimeSeriesVAEDetector(DetectorBase):
             "time_column": self.time_column_, "series_column": self.series_column_, "value_columns": self.value_columns_,
             "time_kind": self.time_kind_, "step": self.step_, "series_names": self.series_names_,
             "periods": self.periods_,
+            "series_calibration": {k: c.to_dict() for k, c in self.series_calibration_.items()},
         }
 
     def _restore(self, meta: dict) -> None:
         self.time_column_, self.series_column_ = meta["time_column"], meta["series_column"]
         self.value_columns_, self.time_kind_, self.step_ = meta["value_columns"], meta["time_kind"], meta["step"]
         self.series_names_, self.periods_ = meta.get("series_names", []), meta.get("periods", [])
+        saved = meta.get("series_calibration", {})
+        self.series_calibration_ = {k: Calibration.from_dict(c) for k, c in saved.items()}
 
     @property
     def feature_names_in_(self) -> list[str]:
         """The value columns."""
         return self.value_columns_
-
-
-def _values_frame(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """The value columns as floats (booleans become 0/1); rejects non-numeric columns."""
-    out = {}
-    for c in columns:
-        s = frame[c]
-        if pd.api.types.is_bool_dtype(s.dtype):
-            s = s.astype("float64")
-        elif not pd.api.types.is_numeric_dtype(s.dtype):
-            coerced = pd.to_numeric(s, errors="coerce")
-            bad = coerced.isna() & s.notna()
-            if bad.any():
-                row = s.index[np.flatnonzero(bad.to_numpy())[0]]
-                raise DataError(f"value column {c!r}, row {row!r}: {s[row]!r} is not a number "
-                                "(TimeSeriesVAEDetector models numeric columns; pass value_columns= to choose them)")
-            s = coerced
-        out[c] = s
-    return pd.DataFrame(out, index=frame.index)
-
-
-def _is_datetime(series: pd.Series) -> bool:
-    if pd.api.types.is_datetime64_any_dtype(series.dtype):
-        return True
-    return not pd.api.types.is_numeric_dtype(series.dtype)
-
-
-def _parse_times(frame: pd.DataFrame, column: str) -> np.ndarray:
-    """Times as float64 (nanoseconds for datetimes); names the row of a missing or bad time."""
-    s = frame[column]
-    if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
-        t = s.to_numpy(dtype="float64", na_value=np.nan)
-        bad = ~np.isfinite(t)
-    else:
-        parsed = pd.to_datetime(s, errors="coerce", utc=True) if not pd.api.types.is_datetime64_any_dtype(s.dtype) else s
-        if getattr(parsed.dt, "tz", None) is not None:
-            parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
-        t = parsed.to_numpy(dtype="datetime64[ns]").astype("int64").astype("float64")
-        bad = parsed.isna().to_numpy()
-    if bad.any():
-        pos = int(np.flatnonzero(bad)[0])
-        raise DataError(f"column {column!r}, row {frame.index[pos]!r}: missing or unparseable time {s.iloc[pos]!r}")
-    return t
-
-
-def _series_codes(frame: pd.DataFrame, column: Optional[str]) -> np.ndarray:
-    if column is None:
-        return np.zeros(len(frame), np.int64)
-    s = frame[column]
-    if s.isna().any():
-        pos = int(np.flatnonzero(s.isna().to_numpy())[0])
-        raise DataError(f"column {column!r}, row {frame.index[pos]!r}: missing series key")
-    return pd.factorize(s, sort=True)[0].astype(np.int64)
-
-
-def _series_names(frame: pd.DataFrame, column: Optional[str]) -> list[str]:
-    """The series' names in code order (:func:`_series_codes`), as strings; one unnamed series without a column."""
-    if column is None:
-        return [""]
-    return [str(v) for v in pd.factorize(frame[column], sort=True)[1]]
-
-
-def _infer_step(times: np.ndarray, codes: np.ndarray) -> float:
-    """The median positive spacing between consecutive timestamps within each series."""
-    diffs = []
-    for code in np.unique(codes):
-        t = np.unique(times[codes == code])
-        if len(t) > 1:
-            diffs.append(np.diff(t))
-    if not diffs:
-        return 1.0
-    step = float(np.median(np.concatenate(diffs)))
-    return step if step > 0 else 1.0

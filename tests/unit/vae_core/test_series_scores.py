@@ -87,12 +87,18 @@ def test_window_terms_sum_back_to_the_window_bound(kinds):
     np.testing.assert_allclose(terms["neg_elbo"].sum(1), r["neg_elbo"], rtol=1e-6, atol=1e-6)
 
 
-def test_causal_scores_are_the_same_whole_or_in_batches(kinds):
+@pytest.fixture(scope="module")
+def causal(kinds):
+    """The causal mode with a threshold per series, fitted on the same history."""
+    frame = kinds[0]
+    det = TimeSeriesVAEDetector(seed=0, **{**SETTINGS, "point_score": "last", "threshold_per_series": True})
+    return det.fit(frame.history, time_column="timestamp", series_column="sensor")
+
+
+def test_causal_scores_are_the_same_whole_or_in_batches(kinds, causal):
     """point_score="last": a long series scored at once equals it scored in batches, each with the
     previous window - 1 points as context (as the score flow passes them)."""
-    frame, det, _ = kinds
-    causal = TimeSeriesVAEDetector(seed=0, **{**SETTINGS, "point_score": "last"})
-    causal.fit(frame.history, time_column="timestamp", series_column="sensor")
+    frame = kinds[0]
     series = frame.test[frame.test["sensor"] == "s1"].reset_index(drop=True)
     whole = causal.score(series)
     W = SETTINGS["window"]
@@ -104,3 +110,20 @@ def test_causal_scores_are_the_same_whole_or_in_batches(kinds):
     cols = ["neg_elbo", "nll_iwae", "recon_error", "anomaly_score"]
     np.testing.assert_allclose(batched[cols].to_numpy(), whole.loc[batched.index, cols].to_numpy(), rtol=1e-5, atol=1e-5)
     assert (batched["is_anomaly"] == whole.loc[batched.index, "is_anomaly"]).all()
+
+
+def test_a_threshold_per_series(kinds, causal, tmp_path):
+    """Each sensor is flagged by its own threshold, placed on its own held-out tail; it survives
+    save/load and calibrate()."""
+    frame = kinds[0]
+    cals = causal.series_calibration_
+    assert set(cals) == set(frame.history["sensor"])
+    assert len({c.threshold for c in cals.values()}) == 2
+    out = causal.score(frame.test)
+    for name, cal in cals.items():
+        rows = (frame.test["sensor"] == name).to_numpy()
+        assert (out["is_anomaly"].to_numpy()[rows] == (out["anomaly_score"].to_numpy()[rows] > cal.threshold)).all()
+    loaded = TimeSeriesVAEDetector.load(causal.save(tmp_path / "m"))
+    pd.testing.assert_frame_equal(loaded.score(frame.test), out)
+    loaded.calibrate(contamination=0.05)
+    assert all(loaded.series_calibration_[k].threshold < c.threshold for k, c in cals.items())
