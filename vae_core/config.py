@@ -93,6 +93,11 @@ class TimeSeriesConfig(VAEConfig):
     """:class:`VAEConfig` plus the sliding-window settings of :class:`~vae_core.TimeSeriesVAEDetector`."""
 
     window: int = Field(32, ge=2, description="Points per window")
+    trim_fraction: float = Field(
+        0.05, ge=0, lt=0.5,
+        description="As in VAEConfig; 0.05 by default here: a series' history holds its own anomalies (spikes, "
+        "shifts), and windows that are fitted to them stop standing out",
+    )
     point_score: Literal["mean", "last"] = Field(
         "mean",
         description='How a timestamp gets its score: "mean" over every window that covers it (uses up to '

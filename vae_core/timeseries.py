@@ -224,7 +224,16 @@ class TimeSeriesVAEDetector(DetectorBase):
     # ---------------------------------------------------------------- scoring
     def score(self, frame: pd.DataFrame) -> pd.DataFrame:
         """One row per input row (same index and order) with the columns of
-        :meth:`VAEDetector.score <vae_core.VAEDetector.score>`, scored per timestamp."""
+        :meth:`VAEDetector.score <vae_core.VAEDetector.score>`, scored per timestamp.
+
+        Each column is per point, from the point's own terms in the windows that cover it
+        (:mod:`vae_core.series_scores`): ``nll_iwae`` and ``neg_elbo`` in nats per point (the point's
+        share of its windows' bounds, which sum back to each window's bound), ``recon_error`` the
+        point's mean squared standardised residual, ``anomaly_score`` = ``nll_iwae`` +
+        ``rate_weight`` x the window's rate / W. With ``point_score="last"`` a point's score uses
+        only the window that ends at it (past points only). Flags use each series' own threshold
+        when the detector was fitted with ``threshold_per_series``; :meth:`events` groups them.
+        """
         raw, _, _ = self._score_frame_raw(frame)
         return self._series_scores(frame, raw)
 
