@@ -152,6 +152,15 @@ def run_baseline_tabular(name: str, X_train, X_test, seed: int) -> Scored:
     return Scored({"score": s}, fit_s, score_s)
 
 
+def ts_params() -> dict:
+    """Extra ``TimeSeriesVAEDetector`` settings from ``$VAE_ANOMALY_BENCH_TS_PARAMS`` (a JSON
+    object, e.g. ``{"point_score": "last"}`` for the causal mode); empty when unset."""
+    import json
+    import os
+
+    return json.loads(os.environ.get("VAE_ANOMALY_BENCH_TS_PARAMS") or "{}")
+
+
 def run_vae_timeseries(
     train: pd.DataFrame,
     test: pd.DataFrame,
@@ -184,7 +193,7 @@ def run_vae_timeseries(
     """
     from vae_core import TimeSeriesVAEDetector
 
-    det = TimeSeriesVAEDetector(seed=seed, window=window)
+    det = TimeSeriesVAEDetector(seed=seed, window=window, **ts_params())
     t0 = time.perf_counter()
     det.fit(train, time_column=time_column, series_column=series_column)
     fit_s = time.perf_counter() - t0

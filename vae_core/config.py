@@ -98,11 +98,27 @@ class TimeSeriesConfig(VAEConfig):
     """:class:`VAEConfig` plus the sliding-window settings of :class:`~vae_core.TimeSeriesVAEDetector`."""
 
     window: int = Field(32, ge=2, description="Points per window")
+    trim_fraction: float = Field(
+        0.05, ge=0, lt=0.5,
+        description="As in VAEConfig; 0.05 by default here: a series' history holds its own anomalies (spikes, "
+        "shifts), and windows that are fitted to them stop standing out",
+    )
     point_score: Literal["mean", "last"] = Field(
         "mean",
         description='How a timestamp gets its score: "mean" over every window that covers it (uses up to '
         'window-1 later points), or "last": from the one window that ends at it (past points only, so '
         "scores never change when later data arrives: the streaming choice)",
+    )
+    calendar: bool = Field(
+        True,
+        description="Condition the encoder and decoder on the time of day (and day of week, when training spans two "
+        "weeks) at each window's end, as sin/cos: datetime times only",
+    )
+    condition_on_series: bool = Field(
+        True, description="Condition on which series a window is from (one-hot; fleets of 2 to 64 series)"
+    )
+    threshold_per_series: bool = Field(
+        False, description="A threshold per series, each placed by threshold_method on that series' held-out tail"
     )
     train_stride: int = Field(1, ge=1, description="Step between training windows")
     max_train_windows: Optional[int] = Field(20000, ge=10)

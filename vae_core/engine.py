@@ -31,18 +31,19 @@ def auto_dims(n_features: int, config: VAEConfig) -> tuple[int, list[int]]:
     return latent, list(hidden)
 
 
-def network_shape(n_num: int, n_bool: int, cat_sizes: list[int], config: VAEConfig) -> NetworkShape:
-    """The network for these columns under ``config`` (layer sizes from :func:`auto_dims`)."""
+def network_shape(n_num: int, n_bool: int, cat_sizes: list[int], config: VAEConfig, n_cond: int = 0) -> NetworkShape:
+    """The network for these columns under ``config`` (layer sizes from :func:`auto_dims`), with
+    ``n_cond`` conditioning inputs."""
     latent, hidden = auto_dims(n_num + n_bool + len(cat_sizes), config)
     return NetworkShape(
         n_num, n_bool, tuple(cat_sizes), latent, tuple(hidden), config.decoder_variance, config.min_logvar,
-        config.max_logvar, config.row_logvar_range, config.student_dof, config.dropout,
+        config.max_logvar, config.row_logvar_range, config.student_dof, config.dropout, n_cond,
     )
 
 
-def build_model(n_num: int, n_bool: int, cat_sizes: list[int], config: VAEConfig) -> VAE:
+def build_model(n_num: int, n_bool: int, cat_sizes: list[int], config: VAEConfig, n_cond: int = 0) -> VAE:
     """A freshly initialised VAE; the initialisation depends on ``config.seed`` alone."""
-    shape = network_shape(n_num, n_bool, cat_sizes, config)
+    shape = network_shape(n_num, n_bool, cat_sizes, config, n_cond)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(stream_seed(config.seed, "init"))
         return VAE(shape)
@@ -92,7 +93,8 @@ class Engine:
         rows = int(max(64, min(cfg.score_batch_size, SCORE_ELEMENTS // (k * self.model.widest_layer))))
         data = DeviceData(enc, self.device, resident_bytes=0)
         eps = eps.to(self.device)
-        keys = ["neg_elbo", "nll_iwae", "recon_error", "kl"] + (["feature_nll", "feature_sq_error"] if feature_detail else [])
+        detail = ["feature_nll", "feature_sq_error", "feature_nll_iw"]
+        keys = ["neg_elbo", "nll_iwae", "recon_error", "kl"] + (detail if feature_detail else [])
         out: dict[str, list] = {key: [] for key in keys}
         use_amp = self.device.type == "cuda" and cfg.mixed_precision
         for b in data.slices(rows):
@@ -115,7 +117,7 @@ class Engine:
     def load(cls, state: dict, config: VAEConfig, weights: Path, device: Optional[str] = None) -> "Engine":
         """Rebuild the network from ``state`` (:meth:`state`) and load ``weights`` safely."""
         sized = config.model_copy(update={"latent_dim": state["latent_dim"], "hidden_dims": state["hidden_dims"]})
-        model = VAE(network_shape(state["n_num"], state["n_bool"], state["cat_sizes"], sized))
+        model = VAE(network_shape(state["n_num"], state["n_bool"], state["cat_sizes"], sized, state.get("n_cond", 0)))
         model.load_state_dict(torch.load(weights, map_location="cpu", weights_only=True))
         return cls(model, config, select_device(device or config.device))
 

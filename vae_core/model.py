@@ -28,6 +28,7 @@ class Batch:
     cats: torch.Tensor
     cat_mask: torch.Tensor
     cat_novelty: torch.Tensor
+    cond: Optional[torch.Tensor] = None  # (n, n_cond) conditioning inputs (time series: calendar, series id)
 
     def __len__(self) -> int:
         return self.num.shape[0]
@@ -69,6 +70,9 @@ class NetworkShape:
     dropout : float
         Dropout rate after each hidden layer while training (Srivastava et al. 2014); inactive in
         ``eval()`` mode, so scoring is deterministic.
+    n_cond : int
+        Conditioning inputs given to both the encoder and the decoder (a conditional VAE, Sohn et
+        al. 2015); they are inputs, not modelled, so they add nothing to the likelihood. 0: none.
     """
 
     n_num: int
@@ -82,6 +86,7 @@ class NetworkShape:
     row_logvar_range: Optional[float] = None
     student_dof: Optional[float] = None
     dropout: float = 0.0
+    n_cond: int = 0
 
     def __post_init__(self):
         object.__setattr__(self, "cat_sizes", tuple(int(c) for c in self.cat_sizes))
@@ -92,7 +97,8 @@ class NetworkShape:
     def sizes(self) -> dict:
         """The JSON-ready sizes saved as a model's ``"network"`` (the rest comes from its config)."""
         d = asdict(self)
-        return {k: list(d[k]) if isinstance(d[k], tuple) else d[k] for k in self.SAVED}
+        out = {k: list(d[k]) if isinstance(d[k], tuple) else d[k] for k in self.SAVED}
+        return {**out, "n_cond": self.n_cond} if self.n_cond else out
 
 
 def _mlp(sizes: list[int], dropout: float = 0.0) -> nn.Sequential:
@@ -127,14 +133,15 @@ class VAE(nn.Module):
         self.min_logvar, self.max_logvar = shape.min_logvar, shape.max_logvar
         self.row_logvar_range = shape.row_logvar_range
         self.student_dof = shape.student_dof
+        self.n_cond = shape.n_cond
         n_cat_slots = sum(self.cat_sizes)
-        in_dim = 2 * n_num + 2 * n_bool + n_cat_slots
+        in_dim = 2 * n_num + 2 * n_bool + n_cat_slots + shape.n_cond
         self.encoder = _mlp([in_dim, *hidden_dims], dropout)
         enc_out = hidden_dims[-1] if hidden_dims else in_dim
         self.enc_mu = nn.Linear(enc_out, latent_dim)
         self.enc_logvar = nn.Linear(enc_out, latent_dim)
-        self.decoder = _mlp([latent_dim, *reversed(hidden_dims)], dropout)
-        dec_out = hidden_dims[0] if hidden_dims else latent_dim
+        self.decoder = _mlp([latent_dim + shape.n_cond, *reversed(hidden_dims)], dropout)
+        dec_out = hidden_dims[0] if hidden_dims else latent_dim + shape.n_cond
         out_dim = n_num * (2 if self.row_variance else 1) + n_bool + n_cat_slots
         self.dec_out = nn.Linear(dec_out, out_dim)
         self.num_logvar = nn.Parameter(torch.zeros(n_num))
@@ -154,6 +161,8 @@ class VAE(nn.Module):
             onehot = b.num.new_zeros(len(b), sum(self.cat_sizes))
             onehot.scatter_(1, b.cats + self.cat_offsets, b.cat_mask)
             parts.append(onehot)
+        if self.n_cond:
+            parts.append(b.cond)
         return torch.cat(parts, dim=1)
 
     def encode(self, b: Batch) -> tuple[torch.Tensor, torch.Tensor]:
@@ -168,8 +177,11 @@ class VAE(nn.Module):
         return mu + torch.exp(0.5 * logvar) * eps
 
     # ---------------------------------------------------------------- p(x|z)
-    def decode(self, z: torch.Tensor) -> Decoded:
-        """Likelihood parameters for z of shape (..., latent_dim)."""
+    def decode(self, z: torch.Tensor, cond: Optional[torch.Tensor] = None) -> Decoded:
+        """Likelihood parameters for z of shape (..., n, latent_dim), given the rows' ``cond``
+        (n, n_cond) when the network is conditional."""
+        if self.n_cond:
+            z = torch.cat([z, cond.to(z.dtype).expand(*z.shape[:-1], self.n_cond)], dim=-1)
         out = self.dec_out(self.decoder(z)).float()
         i = self.n_num
         mean = out[..., :i]
@@ -242,6 +254,7 @@ class RowScores:
     kl: torch.Tensor  # (n,)
     feature_nll: torch.Tensor  # (n, n_features), mean over the S ELBO samples
     feature_sq_error: torch.Tensor  # (n, n_features) at z = mu
+    feature_nll_iw: torch.Tensor  # (n, n_features): E under the normalised importance weights of the K draws
 
 
 def score_rows(model: VAE, b: Batch, eps: torch.Tensor, elbo_samples: int, iwae_samples: int) -> RowScores:
@@ -255,19 +268,23 @@ def score_rows(model: VAE, b: Batch, eps: torch.Tensor, elbo_samples: int, iwae_
       the KL in closed form (Kingma & Welling eq. 10).
     - nll_iwae = -log (1/K sum_k p(x, z_k) / q(z_k|x)) over the first K draws (Burda et al. eq. 8).
     - recon_error = mean over observed columns of the squared error at z = mu.
+    - feature_nll_iw = sum_k w_k (-log p(x_j|z_k)) with w = softmax(log_w) over the K draws: each
+      column's share of nll_iwae's reconstruction part (the rest of nll_iwae is a row-level rate).
     """
     mu, logvar = model.encode(b)
     mu, logvar = mu.float(), logvar.float()
     z = model.reparameterize(mu.unsqueeze(0), logvar.unsqueeze(0), eps.unsqueeze(1))  # (K, n, L)
-    fnll = model.feature_nll(model.decode(z), b)  # (K, n, F)
+    fnll = model.feature_nll(model.decode(z, b.cond), b)  # (K, n, F)
     kl = gaussian_kl(mu, logvar).sum(-1)
     log_px_z = -fnll.sum(-1)  # (K, n)
     log_pz = -0.5 * (z**2 + LOG_2PI).sum(-1)
     log_qz = -0.5 * (eps.unsqueeze(1) ** 2 + LOG_2PI + logvar.unsqueeze(0)).sum(-1)
     log_w = log_px_z + log_pz - log_qz
     nll_iwae = -(torch.logsumexp(log_w[:iwae_samples], dim=0) - math.log(min(iwae_samples, len(eps))))
+    weights = torch.softmax(log_w[:iwae_samples], dim=0)  # (K, n)
+    feat_iw = (weights.unsqueeze(-1) * fnll[:iwae_samples]).sum(0)
     feat = fnll[:elbo_samples].mean(0)
-    sq = model.feature_sq_error(model.decode(mu), b)
+    sq = model.feature_sq_error(model.decode(mu, b.cond), b)
     observed = model.observed(b)
     recon = sq.sum(-1) / observed.sum(-1).clamp_min(1.0)
-    return RowScores(feat.sum(-1) + kl, nll_iwae, recon, kl, feat, sq)
+    return RowScores(feat.sum(-1) + kl, nll_iwae, recon, kl, feat, sq, feat_iw)

@@ -49,6 +49,7 @@ class Encoded:
     cats: np.ndarray  # (n, n_cat) int64 codes
     cat_mask: np.ndarray  # 0 where missing or never seen in training
     cat_novelty: np.ndarray  # (n, n_cat) float32: -log P(new category) where never seen, else 0
+    cond: Optional[np.ndarray] = None  # (n, n_cond) float32 conditioning inputs of a conditional VAE
 
     def __len__(self) -> int:
         return self.num.shape[0]
@@ -58,12 +59,14 @@ class Encoded:
         return Encoded(*(a[rows] for a in self.arrays()))
 
     def arrays(self) -> tuple[np.ndarray, ...]:
-        """The six arrays in a fixed order."""
-        return (self.num, self.num_mask, self.bools, self.bool_mask, self.cats, self.cat_mask, self.cat_novelty)
+        """The arrays in a fixed order (the fields of :class:`~vae_core.model.Batch`); ``cond`` last, when set."""
+        base = (self.num, self.num_mask, self.bools, self.bool_mask, self.cats, self.cat_mask, self.cat_novelty)
+        return base if self.cond is None else (*base, self.cond)
 
     @staticmethod
-    def numeric(values: np.ndarray) -> "Encoded":
-        """Encode an already standardised float matrix; NaN marks a missing value."""
+    def numeric(values: np.ndarray, cond: Optional[np.ndarray] = None) -> "Encoded":
+        """Encode an already standardised float matrix; NaN marks a missing value. ``cond``:
+        optional conditioning inputs, one row per row of ``values``."""
         mask = np.isfinite(values)
         n = values.shape[0]
         empty_f = np.zeros((n, 0), np.float32)
@@ -75,6 +78,7 @@ class Encoded:
             np.zeros((n, 0), np.int64),
             empty_f,
             empty_f,
+            None if cond is None else np.asarray(cond, np.float32),
         )
 
 

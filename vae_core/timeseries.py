@@ -4,8 +4,10 @@ Each series is laid on a regular time grid (the step is the median spacing seen 
 Timestamps missing from the grid and missing values are masked out of the likelihood rather
 than imputed into it (as Donut does). Two rows of one series with the same time are refused;
 distinct times that fall on one grid point are averaged. A window of ``W`` grid points and ``d`` value columns is
-one row of ``W * d`` numeric features for the shared VAE; every timestamp is scored from all
-the windows that cover it.
+one row of ``W * d`` numeric features for the shared VAE, conditioned on where the window ends
+in the day (and week) and on which series it is (:mod:`vae_core.calendar`). Every timestamp is
+scored from its own terms in the windows that cover it (:mod:`vae_core.series_scores`), so one
+bad point stands out rather than raising its neighbours' scores.
 """
 from __future__ import annotations
 
@@ -15,17 +17,23 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from .config import TimeSeriesConfig
 from .base import DetectorBase, resolve_config
+from .calendar import calendar_periods, cycle_features, series_one_hot
+from .config import TimeSeriesConfig
+from .events import find_events
 from .explain import Attribution, explain_rows
 from .engine import Engine, build_model
 from .errors import DataError
 from .preprocess import Encoded, Preprocessor, check_frame
 from .seeds import numpy_rng
+from .series_frame import infer_step, is_datetime, parse_times, series_codes, series_names, values_frame
+from .series_scores import score_series, sliding_windows
+from . import series_thresholds
+from .threshold import Calibration
 from .train import EpochCallback
 
 MAX_GRID_GROWTH = 50  # a series whose grid is this many times longer than its rows is refused
-CHUNK_WINDOWS = 20000
+MAX_SERIES_CONDITION = 64  # more series than this in training: no series one-hot
 
 
 @dataclass
@@ -35,14 +43,8 @@ class SeriesGrid:
     rows: np.ndarray  # positions of this series' rows in the input frame
     points: np.ndarray  # grid position of each of those rows (after left padding)
     values: np.ndarray  # (L, d) float32, NaN where missing
-
-
-def sliding_windows(values: np.ndarray, window: int, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """(n_windows, window * d) flattened windows and their start positions."""
-    view = np.lib.stride_tricks.sliding_window_view(values, window, axis=0)  # (L-W+1, d, W)
-    starts = np.arange(0, view.shape[0], stride)
-    flat = view[starts].transpose(0, 2, 1).reshape(len(starts), -1)
-    return flat, starts
+    origin: float  # time of grid position 0
+    code: Optional[int]  # position of the series among the fitted ones (None: unseen)
 
 
 class TimeSeriesVAEDetector(DetectorBase):
@@ -107,10 +109,13 @@ class TimeSeriesVAEDetector(DetectorBase):
             raise DataError("no value columns: the frame holds only the time (and series) column")
         self.time_column_, self.series_column_ = time_column, series_column
         self.value_columns_ = [str(c) for c in value_columns]
-        self.preprocessor_ = Preprocessor(max_categories=cfg.max_categories, scaling=cfg.scaling).fit(_values_frame(frame, self.value_columns_))
-        times = _parse_times(frame, time_column)
-        self.time_kind_ = "datetime" if _is_datetime(frame[time_column]) else "numeric"
-        self.step_ = _infer_step(times, _series_codes(frame, series_column))
+        self.preprocessor_ = Preprocessor(max_categories=cfg.max_categories, scaling=cfg.scaling).fit(values_frame(frame, self.value_columns_))
+        times = parse_times(frame, time_column)
+        self.time_kind_ = "datetime" if is_datetime(frame[time_column]) else "numeric"
+        self.step_ = infer_step(times, series_codes(frame, series_column))
+        self.series_names_ = series_names(frame, series_column)
+        span = max(float(np.ptp(times[series_codes(frame, series_column) == c])) for c in range(len(self.series_names_)))
+        self.periods_ = calendar_periods(self.time_kind_, self.step_, span, cfg.calendar)
         grids = self._grids(frame, times)
 
         # time-ordered split: the last `validation_fraction` of each series is held out
@@ -118,16 +123,20 @@ class TimeSeriesVAEDetector(DetectorBase):
         W = cfg.window
         for g in grids:
             flat, starts = sliding_windows(g.values, W, cfg.train_stride)
+            flat = np.concatenate([flat, self._window_cond(g, starts)], 1)  # cond split off below
             cut = int(round(len(g.values) * (1 - cfg.validation_fraction)))
-            observed = np.isfinite(flat).any(1)
+            observed = np.isfinite(flat[:, : W * len(self.value_columns_)]).any(1)
             train_w.append(flat[(starts + W <= cut) & observed])
             val_w.append(flat[(starts >= cut - W // 2) & observed])
             cal_points.append(g.points >= cut)
         train = np.concatenate(train_w)
         val = np.concatenate(val_w)
         if len(train) < 2 or len(val) < 1:
-            every = np.concatenate([sliding_windows(g.values, W, cfg.train_stride)[0] for g in grids])
-            every = every[np.isfinite(every).any(1)]
+            every = np.concatenate([
+                np.concatenate([f, self._window_cond(g, st)], 1)
+                for g in grids for f, st in [sliding_windows(g.values, W, cfg.train_stride)]
+            ])
+            every = every[np.isfinite(every[:, : W * len(self.value_columns_)]).any(1)]
             if len(every) < 2:
                 raise DataError(f"too few points to fit: need at least {W + 1} points for window={W}")
             perm = numpy_rng(cfg.seed, "split").permutation(len(every))
@@ -137,9 +146,12 @@ class TimeSeriesVAEDetector(DetectorBase):
             keep = np.sort(numpy_rng(cfg.seed, "subsample").choice(len(train), cfg.max_train_windows, replace=False))
             train = train[keep]
 
-        model = build_model(train.shape[1], 0, [], cfg)
+        n_val = W * len(self.value_columns_)
+        n_cond = train.shape[1] - n_val
+        model = build_model(n_val, 0, [], cfg, n_cond)
         self.engine_ = Engine(model, cfg)
-        self.history_ = [m.as_dict() for m in self.engine_.fit(Encoded.numeric(train), Encoded.numeric(val), callback)]
+        split = lambda a: Encoded.numeric(a[:, :n_val], a[:, n_val:] if n_cond else None)  # noqa: E731
+        self.history_ = [m.as_dict() for m in self.engine_.fit(split(train), split(val), callback)]
 
         raw, feat, feat_sq = self._score_grids(grids, len(frame))
         tail = np.zeros(len(frame), bool)
@@ -148,20 +160,87 @@ class TimeSeriesVAEDetector(DetectorBase):
         if tail.sum() < 20:  # too short a tail: fall back to in-sample scores
             tail[:] = True
         self.attribution_ = Attribution.fit(feat[tail], feat_sq[tail], len(self.value_columns_))
-        self._calibrate(self._anomaly_score(raw)[tail])
+        score = self._anomaly_score(raw)
+        self._calibrate(score[tail])
+        names = self._row_series(frame)
+        self.series_calibration_ = (
+            series_thresholds.fit_series_calibrations(score[tail], names[tail], cfg)
+            if cfg.threshold_per_series and names is not None else {}
+        )
         return self
+
+    def calibrate(self, *args, **kwargs):
+        """Place the threshold again without retraining (see :meth:`DetectorBase.calibrate`); with
+        per-series thresholds, each series' threshold is placed again on its stored tail scores."""
+        super().calibrate(*args, **kwargs)
+        self.series_calibration_ = series_thresholds.refit(self.series_calibration_, self.config_)
+        return self
+
+    def _row_series(self, frame: pd.DataFrame) -> Optional[np.ndarray]:
+        """Each row's series name as a string (None for a single series)."""
+        return frame[self.series_column_].astype(str).to_numpy() if self.series_column_ else None
+
+    def _series_scores(self, frame: pd.DataFrame, raw: dict[str, np.ndarray]) -> pd.DataFrame:
+        """The score frame, flagged by each series' own threshold where it has one."""
+        scored = self._score_frame(frame.index, raw)
+        return series_thresholds.apply(scored, self._row_series(frame), self.series_calibration_)
+
+    def _window_cond(self, g: SeriesGrid, starts: np.ndarray) -> np.ndarray:
+        """Conditioning inputs of the windows starting at ``starts``: the calendar phase of each
+        window's last point and the series one-hot (width 0 when neither applies)."""
+        W = self.config_.window
+        ends = g.origin + (starts + W - 1) * self.step_
+        n_series = len(self.series_names_) if self._series_condition() else 0
+        parts = [cycle_features(ends, self.periods_), series_one_hot(g.code, n_series, len(starts))]
+        return np.concatenate(parts, 1)
+
+    def _series_condition(self) -> bool:
+        return self.config_.condition_on_series and 1 < len(self.series_names_) <= MAX_SERIES_CONDITION
+
+    def events(self, frame: pd.DataFrame, scores: Optional[pd.DataFrame] = None, max_gap: int = 2) -> pd.DataFrame:
+        """The flagged runs of points of each series as events (see :func:`vae_core.events.find_events`).
+
+        Parameters
+        ----------
+        frame : DataFrame
+            The scored frame (its time and series columns are read).
+        scores : DataFrame, optional
+            ``score(frame)``; computed when omitted.
+        max_gap : int
+            Unflagged points allowed inside one event.
+
+        Returns
+        -------
+        DataFrame
+            One row per event: ``event_id``, ``series``, ``start``, ``end``, ``peak`` (time of the
+            highest score), ``peak_score``, ``points``, ``flagged_points``.
+        """
+        scores = self.score(frame) if scores is None else scores
+        series = frame[self.series_column_] if self.series_column_ else None
+        events, _ = find_events(frame[self.time_column_], scores["is_anomaly"].to_numpy(),
+                                scores["anomaly_score"].to_numpy(), series, max_gap)
+        return events
 
     # ---------------------------------------------------------------- scoring
     def score(self, frame: pd.DataFrame) -> pd.DataFrame:
         """One row per input row (same index and order) with the columns of
-        :meth:`VAEDetector.score <vae_core.VAEDetector.score>`, scored per timestamp."""
+        :meth:`VAEDetector.score <vae_core.VAEDetector.score>`, scored per timestamp.
+
+        Each column is per point, from the point's own terms in the windows that cover it
+        (:mod:`vae_core.series_scores`): ``nll_iwae`` and ``neg_elbo`` in nats per point (the point's
+        share of its windows' bounds, which sum back to each window's bound), ``recon_error`` the
+        point's mean squared standardised residual, ``anomaly_score`` = ``nll_iwae`` +
+        ``rate_weight`` x the window's rate / W. With ``point_score="last"`` a point's score uses
+        only the window that ends at it (past points only). Flags use each series' own threshold
+        when the detector was fitted with ``threshold_per_series``; :meth:`events` groups them.
+        """
         raw, _, _ = self._score_frame_raw(frame)
-        return self._score_frame(frame.index, raw)
+        return self._series_scores(frame, raw)
 
     def data_nll(self, frame: pd.DataFrame) -> np.ndarray:
         """Per-timestamp -log p in the data's own units (see :meth:`VAEDetector.data_nll`)."""
         raw, _, _ = self._score_frame_raw(frame)
-        observed = _values_frame(frame, self.value_columns_).notna().to_numpy(dtype=np.float64)
+        observed = values_frame(frame, self.value_columns_).notna().to_numpy(dtype=np.float64)
         return raw["nll_iwae"] + observed @ self.preprocessor_.log_scales()
 
     def explain(self, frame: pd.DataFrame, top_k: int = 3) -> pd.DataFrame:
@@ -173,7 +252,7 @@ class TimeSeriesVAEDetector(DetectorBase):
         """Scores, and the explanation of the flagged rows (indexed by position), from one pass
         over the windows: each flagged point is explained within its whole series."""
         raw, feat, feat_sq = self._score_frame_raw(frame)
-        scores = self._score_frame(frame.index, raw)
+        scores = self._series_scores(frame, raw)
         pos = np.flatnonzero(scores["is_anomaly"].to_numpy())
         excess = self.attribution_.excess(feat[pos], feat_sq[pos])
         return scores, explain_rows(frame.iloc[pos], excess, self.preprocessor_, top_k, index=pos)
@@ -185,18 +264,19 @@ class TimeSeriesVAEDetector(DetectorBase):
         missing = [c for c in needed if c not in frame.columns]
         if missing:
             raise DataError(f"missing column(s) the model was fitted on: {', '.join(map(repr, missing))}")
-        kind = "datetime" if _is_datetime(frame[self.time_column_]) else "numeric"
+        kind = "datetime" if is_datetime(frame[self.time_column_]) else "numeric"
         if kind != self.time_kind_:
             raise DataError(f"column {self.time_column_!r} holds {kind} times, but the model was fitted on {self.time_kind_} times")
-        times = _parse_times(frame, self.time_column_)
+        times = parse_times(frame, self.time_column_)
         return self._score_grids(self._grids(frame, times), len(frame))
 
     def _grids(self, frame: pd.DataFrame, times: np.ndarray) -> list[SeriesGrid]:
         """Each series of ``frame`` on its grid, values standardised by the fitted preprocessor."""
-        enc = self.preprocessor_.transform(_values_frame(frame, self.value_columns_))
+        enc = self.preprocessor_.transform(values_frame(frame, self.value_columns_))
         values = np.where(enc.num_mask > 0, enc.num, np.nan).astype(np.float32)
-        codes = _series_codes(frame, self.series_column_)
+        codes = series_codes(frame, self.series_column_)
         label = frame[self.series_column_] if self.series_column_ else None
+        known = {name: i for i, name in enumerate(self.series_names_)}
         grids = []
         W = self.config_.window
         for code in np.unique(codes):
@@ -222,7 +302,9 @@ class TimeSeriesVAEDetector(DetectorBase):
             np.add.at(counts, pos, seen)
             with np.errstate(invalid="ignore", divide="ignore"):
                 dense = np.where(counts > 0, sums / counts, np.nan).astype(np.float32)
-            grids.append(SeriesGrid(rows, pos, dense))
+            key = str(label.iloc[rows[0]]) if label is not None else ""
+            origin = float(t.min()) - pad * self.step_
+            grids.append(SeriesGrid(rows, pos, dense, origin, known.get(key)))
         return grids
 
     def _refuse_repeated_times(self, frame: pd.DataFrame, rows: np.ndarray, t: np.ndarray, name: str) -> None:
@@ -238,134 +320,39 @@ class TimeSeriesVAEDetector(DetectorBase):
             )
 
     def _score_grids(self, grids: list[SeriesGrid], n_rows: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
-        """Per-row scores, and per-value-column NLL and squared residuals, from the windows covering each grid point."""
+        """Per-row scores, and per-value-column NLL and squared residuals, from the windows covering
+        each grid point (:func:`vae_core.series_scores.score_series`)."""
         W, d = self.config_.window, len(self.value_columns_)
         last_only = self.config_.point_score == "last"
         raw = {k: np.zeros(n_rows) for k in ("neg_elbo", "nll_iwae", "recon_error", "kl")}
-        feat_rows = np.zeros((n_rows, d))
-        sq_rows = np.zeros((n_rows, d))
+        feat_rows, sq_rows = np.zeros((n_rows, d)), np.zeros((n_rows, d))
         for g in grids:
-            L = len(g.values)
-            acc = {k: np.zeros(L) for k in raw}
-            feat = np.zeros((L, d))
-            feat_sq = np.zeros((L, d))
-            cover = np.zeros(L)
-            flat, starts = sliding_windows(g.values, W)
-            for lo in range(0, len(starts), CHUNK_WINDOWS):
-                chunk, st = flat[lo : lo + CHUNK_WINDOWS], starts[lo : lo + CHUNK_WINDOWS]
-                enc = Encoded.numeric(chunk)
-                r = self.engine_.evaluate(enc, feature_detail=True)
-                fnll = r["feature_nll"].reshape(len(st), W, d)
-                sq = r["feature_sq_error"].reshape(len(st), W, d)
-                seen = enc.num_mask.reshape(len(st), W, d)
-                per_point = {
-                    "neg_elbo": fnll.sum(-1) + (r["kl"] / W)[:, None],
-                    "nll_iwae": np.repeat((r["nll_iwae"] / W)[:, None], W, axis=1),
-                    "recon_error": sq.sum(-1) / np.maximum(seen.sum(-1), 1),
-                    "kl": np.repeat((r["kl"] / W)[:, None], W, axis=1),
-                }
-                if last_only:
-                    # each window scores its last point; the first window also scores the W-1
-                    # points before it (no window ends there), so every point has one score
-                    take = np.zeros((len(st), W), bool)
-                    take[:, -1] = True
-                    take[st == 0] = True
-                    fnll, sq = fnll * take[..., None], sq * take[..., None]
-                    per_point = {k: v * take for k, v in per_point.items()}
-                    idx_w = take.astype(np.float64)
-                else:
-                    idx_w = None
-                idx = (st[:, None] + np.arange(W)).ravel()
-                for k, v in per_point.items():
-                    acc[k] += np.bincount(idx, weights=v.ravel(), minlength=L)
-                for j in range(d):
-                    feat[:, j] += np.bincount(idx, weights=fnll[..., j].ravel(), minlength=L)
-                    feat_sq[:, j] += np.bincount(idx, weights=sq[..., j].ravel(), minlength=L)
-                cover += np.bincount(idx, weights=None if idx_w is None else idx_w.ravel(), minlength=L)
+            starts = np.arange(len(g.values) - W + 1)
+            cond = self._window_cond(g, starts) if self.engine_.model.n_cond else None
+            terms, feat, feat_sq = score_series(self.engine_, g.values, W, last_only, cond)
             for k in raw:
-                raw[k][g.rows] = acc[k][g.points] / cover[g.points]
-            feat_rows[g.rows] = feat[g.points] / cover[g.points, None]
-            sq_rows[g.rows] = feat_sq[g.points] / cover[g.points, None]
+                raw[k][g.rows] = terms[k][g.points]
+            feat_rows[g.rows] = feat[g.points]
+            sq_rows[g.rows] = feat_sq[g.points]
         return raw, feat_rows, sq_rows
 
     # ---------------------------------------------------------------- persistence
     def _saved_attributes(self) -> dict:
         return {
             "time_column": self.time_column_, "series_column": self.series_column_, "value_columns": self.value_columns_,
-            "time_kind": self.time_kind_, "step": self.step_,
+            "time_kind": self.time_kind_, "step": self.step_, "series_names": self.series_names_,
+            "periods": self.periods_,
+            "series_calibration": {k: c.to_dict() for k, c in self.series_calibration_.items()},
         }
 
     def _restore(self, meta: dict) -> None:
         self.time_column_, self.series_column_ = meta["time_column"], meta["series_column"]
         self.value_columns_, self.time_kind_, self.step_ = meta["value_columns"], meta["time_kind"], meta["step"]
+        self.series_names_, self.periods_ = meta.get("series_names", []), meta.get("periods", [])
+        saved = meta.get("series_calibration", {})
+        self.series_calibration_ = {k: Calibration.from_dict(c) for k, c in saved.items()}
 
     @property
     def feature_names_in_(self) -> list[str]:
         """The value columns."""
         return self.value_columns_
-
-
-def _values_frame(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
-    """The value columns as floats (booleans become 0/1); rejects non-numeric columns."""
-    out = {}
-    for c in columns:
-        s = frame[c]
-        if pd.api.types.is_bool_dtype(s.dtype):
-            s = s.astype("float64")
-        elif not pd.api.types.is_numeric_dtype(s.dtype):
-            coerced = pd.to_numeric(s, errors="coerce")
-            bad = coerced.isna() & s.notna()
-            if bad.any():
-                row = s.index[np.flatnonzero(bad.to_numpy())[0]]
-                raise DataError(f"value column {c!r}, row {row!r}: {s[row]!r} is not a number "
-                                "(TimeSeriesVAEDetector models numeric columns; pass value_columns= to choose them)")
-            s = coerced
-        out[c] = s
-    return pd.DataFrame(out, index=frame.index)
-
-
-def _is_datetime(series: pd.Series) -> bool:
-    if pd.api.types.is_datetime64_any_dtype(series.dtype):
-        return True
-    return not pd.api.types.is_numeric_dtype(series.dtype)
-
-
-def _parse_times(frame: pd.DataFrame, column: str) -> np.ndarray:
-    """Times as float64 (nanoseconds for datetimes); names the row of a missing or bad time."""
-    s = frame[column]
-    if pd.api.types.is_numeric_dtype(s.dtype) and not pd.api.types.is_bool_dtype(s.dtype):
-        t = s.to_numpy(dtype="float64", na_value=np.nan)
-        bad = ~np.isfinite(t)
-    else:
-        parsed = pd.to_datetime(s, errors="coerce", utc=True) if not pd.api.types.is_datetime64_any_dtype(s.dtype) else s
-        if getattr(parsed.dt, "tz", None) is not None:
-            parsed = parsed.dt.tz_convert("UTC").dt.tz_localize(None)
-        t = parsed.to_numpy(dtype="datetime64[ns]").astype("int64").astype("float64")
-        bad = parsed.isna().to_numpy()
-    if bad.any():
-        pos = int(np.flatnonzero(bad)[0])
-        raise DataError(f"column {column!r}, row {frame.index[pos]!r}: missing or unparseable time {s.iloc[pos]!r}")
-    return t
-
-
-def _series_codes(frame: pd.DataFrame, column: Optional[str]) -> np.ndarray:
-    if column is None:
-        return np.zeros(len(frame), np.int64)
-    s = frame[column]
-    if s.isna().any():
-        pos = int(np.flatnonzero(s.isna().to_numpy())[0])
-        raise DataError(f"column {column!r}, row {frame.index[pos]!r}: missing series key")
-    return pd.factorize(s, sort=True)[0].astype(np.int64)
-
-
-def _infer_step(times: np.ndarray, codes: np.ndarray) -> float:
-    """The median positive spacing between consecutive timestamps within each series."""
-    diffs = []
-    for code in np.unique(codes):
-        t = np.unique(times[codes == code])
-        if len(t) > 1:
-            diffs.append(np.diff(t))
-    if not diffs:
-        return 1.0
-    step = float(np.median(np.concatenate(diffs)))
-    return step if step > 0 else 1.0

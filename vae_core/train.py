@@ -45,7 +45,7 @@ def _elbo_terms(model: VAE, b: Batch, eps: torch.Tensor, free_bits: float) -> tu
     mu, logvar = model.encode(b)
     mu, logvar = mu.float(), logvar.float()
     z = model.reparameterize(mu, logvar, eps)
-    recon = model.feature_nll(model.decode(z), b).sum(-1)
+    recon = model.feature_nll(model.decode(z, b.cond), b).sum(-1)
     kl_dim = gaussian_kl(mu, logvar)
     kl = kl_dim.sum(-1)
     if free_bits > 0:

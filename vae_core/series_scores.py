@@ -1,0 +1,119 @@
+"""Per-point scores of a series from the windows that cover it.
+
+Each window of ``W`` points is one row of the VAE, so its estimates are window-level: the bound
+on ``-log p(window)`` and the rate. Dividing them evenly over the window's points (as the first
+version did) gives one bad point's nats to its 2W-1 neighbours, and the flags smear. Here a
+point's score comes from its own per-position terms:
+
+- ``nll_iwae``: the point's reconstruction term under the importance weights of the K draws
+  (:attr:`~vae_core.model.RowScores.feature_nll_iw`), plus the window's remaining part of the
+  IWAE bound (its rate, in effect) shared evenly over the W positions. The W shares of one
+  window sum back to that window's ``nll_iwae``.
+- ``neg_elbo``: the point's expected NLL over the S ELBO draws plus KL / W.
+- ``recon_error``: the point's squared error at z = mu, averaged over its observed columns.
+- ``kl``: KL / W, the rate's share per point (``iwae_rate`` adds ``rate_weight`` times it).
+
+All are in nats (``recon_error``: squared standardised units) per point, as before. A point's
+value is the mean of its terms over the windows that cover it (``point_score="mean"``), or its
+term in the one window that ends at it (``"last"``: the causal mode, past points only).
+"""
+from __future__ import annotations
+
+from typing import Optional
+
+import numpy as np
+
+from .engine import Engine
+from .preprocess import Encoded
+
+CHUNK_WINDOWS = 20000
+TERMS = ("neg_elbo", "nll_iwae", "recon_error", "kl")
+
+
+def sliding_windows(values: np.ndarray, window: int, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """(n_windows, window * d) flattened windows and their start positions."""
+    view = np.lib.stride_tricks.sliding_window_view(values, window, axis=0)  # (L-W+1, d, W)
+    starts = np.arange(0, view.shape[0], stride)
+    flat = view[starts].transpose(0, 2, 1).reshape(len(starts), -1)
+    return flat, starts
+
+
+def window_terms(r: dict[str, np.ndarray], seen: np.ndarray) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Per-position terms of windows scored by :meth:`Engine.evaluate` (``feature_detail=True``).
+
+    Parameters
+    ----------
+    r : dict
+        The evaluate() results of ``n`` windows.
+    seen : array of shape (n, W, d)
+        1 where a value is observed.
+
+    Returns
+    -------
+    terms : dict of arrays (n, W)
+        :data:`TERMS`, each window's share for each of its positions.
+    feature_nll, feature_sq : arrays (n, W, d)
+        Per-value NLL (mean over the ELBO draws) and squared residual, for the explanations.
+    """
+    n, W, d = seen.shape
+    fnll = r["feature_nll"].reshape(n, W, d)
+    iw = r["feature_nll_iw"].reshape(n, W, d)
+    sq = r["feature_sq_error"].reshape(n, W, d)
+    rest = (r["nll_iwae"] - iw.sum((1, 2))) / W  # the bound's window-level part, shared evenly
+    share_kl = np.repeat((r["kl"] / W)[:, None], W, axis=1)
+    terms = {
+        "neg_elbo": fnll.sum(-1) + share_kl,
+        "nll_iwae": iw.sum(-1) + rest[:, None],
+        "recon_error": sq.sum(-1) / np.maximum(seen.sum(-1), 1),
+        "kl": share_kl,
+    }
+    return terms, fnll, sq
+
+
+def score_series(
+    engine: Engine, values: np.ndarray, window: int, last_only: bool, cond: Optional[np.ndarray] = None
+) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    """Per-grid-point terms of one series from all its windows.
+
+    Parameters
+    ----------
+    engine : Engine
+        The fitted network.
+    values : array of shape (L, d)
+        The series on its grid, standardised, NaN where missing (``L >= window``).
+    window : int
+        W.
+    last_only : bool
+        Each point from the window that ends at it (the first window also gives the W - 1 points
+        before it, which no window ends at), else the mean over every window covering it.
+    cond : array of shape (L - W + 1, n_cond), optional
+        The conditioning inputs of each window.
+
+    Returns
+    -------
+    terms : dict of arrays (L,)
+        :data:`TERMS` per grid point.
+    feature_nll, feature_sq : arrays (L, d)
+        Per-value NLL and squared residual per grid point.
+    """
+    L, d = values.shape
+    W = window
+    acc = {k: np.zeros(L) for k in TERMS}
+    feat, feat_sq, cover = np.zeros((L, d)), np.zeros((L, d)), np.zeros(L)
+    flat, starts = sliding_windows(values, W)
+    for lo in range(0, len(starts), CHUNK_WINDOWS):
+        chunk, st = flat[lo : lo + CHUNK_WINDOWS], starts[lo : lo + CHUNK_WINDOWS]
+        enc = Encoded.numeric(chunk, None if cond is None else cond[lo : lo + CHUNK_WINDOWS])
+        terms, fnll, sq = window_terms(engine.evaluate(enc, feature_detail=True), enc.num_mask.reshape(len(st), W, d))
+        take = np.ones((len(st), W))
+        if last_only:
+            take[:, :-1] = 0.0
+            take[st == 0] = 1.0
+        idx = (st[:, None] + np.arange(W)).ravel()
+        for k, v in terms.items():
+            acc[k] += np.bincount(idx, weights=(v * take).ravel(), minlength=L)
+        for j in range(d):
+            feat[:, j] += np.bincount(idx, weights=(fnll[..., j] * take).ravel(), minlength=L)
+            feat_sq[:, j] += np.bincount(idx, weights=(sq[..., j] * take).ravel(), minlength=L)
+        cover += np.bincount(idx, weights=take.ravel(), minlength=L)
+    return {k: v / cover for k, v in acc.items()}, feat / cover[:, None], feat_sq / cover[:, None]
