@@ -130,7 +130,7 @@ def scores_complete(topology: Topology, dataset: str, rows: dict[str, int]) -> s
 def scores_match_serial(topology: Topology, dataset: str, version: str) -> str:
     """The scores the Dask workers wrote (one of them killed mid-task) equal the model's scores
     of the same rows computed here, serially in this process (one torch thread, as on the
-    workers): the flow's own steps, ``nodes.score_with_reasons`` on ``nodes.feature_frame``."""
+    workers): the flow's own steps, ``vae_core.score_with_explanations`` on ``nodes.feature_frame``."""
     import os
 
     import numpy as np
@@ -139,6 +139,7 @@ def scores_match_serial(topology: Topology, dataset: str, version: str) -> str:
         topology.bucket_env(), MLFLOW_TRACKING_URI=topology.mlflow_url, VAE_ANOMALY_HOME=str(topology.root / "home"),
         VAE_ANOMALY_TORCH_THREADS="1", MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR="false",
     )
+    import vae_core
     from pipelines import nodes
     from pipelines.flows.common import lake_for, tracking_for
     from pipelines.settings import apply_torch_threads
@@ -151,7 +152,7 @@ def scores_match_serial(topology: Topology, dataset: str, version: str) -> str:
     worst, compared = 0.0, 0
     for batch_id, written in stored.groupby("batch_id"):
         rows = lake.read(dataset, batch_ids=[batch_id]).reset_index(drop=True)
-        serial = nodes.score_with_reasons(det, nodes.feature_frame(rows))
+        serial = vae_core.score_with_explanations(det, nodes.feature_frame(rows))
         serial.index = rows["_source_row"].to_numpy()
         written = written.set_index("_source_row")
         require(sorted(written.index) == sorted(serial.index), f"batch {batch_id}: the stored rows are not the batch's rows")
