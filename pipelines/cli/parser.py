@@ -70,6 +70,16 @@ def _fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, help="random seed (default 0)")
 
 
+def _version_options(p: argparse.ArgumentParser, batch_help: str) -> None:
+    """DATASET, the model name, which registry version (``--alias`` or ``--version``) and ``--batch``."""
+    _dataset(p)
+    _model_options(p)
+    which = p.add_mutually_exclusive_group()
+    which.add_argument("--alias", help="the registry version behind this alias (default: champion)")
+    which.add_argument("--version", help="this registry version")
+    p.add_argument("--batch", nargs="+", action="extend", metavar="ID", help=batch_help)
+
+
 def add_ingest(command: Command) -> None:
     """The ``ingest`` subcommand."""
     p = command("ingest", "validate one CSV/Parquet/JSONL file and commit it as a batch of DATASET",
@@ -105,12 +115,7 @@ def add_score(command: Command) -> None:
     """The ``score`` subcommand."""
     p = command("score", "score the batches of DATASET not yet scored by the model version",
                 commands.cmd_score, render.render_score)
-    _dataset(p)
-    _model_options(p)
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--alias", help="registry alias to score with (default: champion)")
-    which.add_argument("--version", help="registry version to score with")
-    p.add_argument("--batch", nargs="+", action="extend", metavar="ID", help="score these batches (default: all)")
+    _version_options(p, "score these batches (default: all)")
     p.add_argument("--batch-rows", type=int, help="rows per Arrow record batch (default 65536)")
     p.add_argument("--workers", type=int, metavar="N", help="score batches in parallel on a local Dask cluster")
     p.add_argument("--dask-address", help="score on an existing Dask scheduler (or VAE_ANOMALY_DASK_ADDRESS)")
@@ -132,17 +137,14 @@ def add_retrain(command: Command) -> None:
 
 
 def add_report(command: Command) -> None:
+    """The ``report`` subcommand."""
     p = command("report", "write the review report (report.html and report.json) of scored batches again",
                 commands.cmd_report, render.render_report)
-    _dataset(p)
-    _model_options(p)
-    which = p.add_mutually_exclusive_group()
-    which.add_argument("--alias", help="the version behind this alias (default: champion)")
-    which.add_argument("--version", help="this registry version")
-    p.add_argument("--batch", nargs="+", action="extend", metavar="ID", help="these batches (default: every scored one)")
+    _version_options(p, "these batches (default: every one the version scored)")
 
 
 def add_review(command: Command) -> None:
+    """The ``review`` subcommand."""
     p = command("review", "open the review page: reports of scored batches, and a verdict for each flag",
                 commands.cmd_review)
     p.add_argument("--lake", help="lake root (default: VAE_ANOMALY_LAKE)")
@@ -153,6 +155,7 @@ def add_review(command: Command) -> None:
 
 
 def add_threshold(command: Command) -> None:
+    """The ``threshold`` subcommand."""
     p = command("threshold", "recalibrate a model's threshold from reviewers' verdicts (a new version, same weights)",
                 commands.cmd_threshold, render.render_threshold)
     _dataset(p)
