@@ -63,6 +63,13 @@ def run(
     state = load_state(settings)
     out: dict[str, Any] = {"datasets": {}}
 
+    def registered(name: str, version: Optional[str]) -> bool:
+        """Whether the state's version is still in the registry (it was not wiped since)."""
+        try:
+            return version is not None and tracking.get_version(name, version) is not None
+        except tracking.TrackingError:
+            return False
+
     def flow_run(fn: Callable, *args: Any, **kwargs: Any) -> dict:
         with bars():
             return fn(*args, **kwargs)
@@ -114,7 +121,7 @@ def run(
         """Verdicts on the history batches' report items, a threshold from them (a new champion with
         the same weights), then the later batches scored by it: precision and recall before and after."""
         done = state.get(ds.name, {}).get("reviewed")
-        if done and done.get("version") in tracking.get_aliases(ds.name).values():
+        if done and registered(ds.name, done.get("version")):
             say(f"   {ds.name}: reviewed already (v{done['version']}), not again")
             return done
         before_version = tracking.get_alias_version(ds.name, "champion")
@@ -152,7 +159,7 @@ def run(
     for ds in DATASETS:
         info = out["datasets"][ds.name]
         done = state.get(ds.name, {}).get("retrained")
-        if done and done in tracking.get_aliases(ds.name).values():
+        if done and registered(ds.name, done):
             say(f"   {ds.name}: retrained already (v{done}), not again")
             info["retrain"] = None
             continue
