@@ -189,12 +189,12 @@ def _write_report(lake, dataset: str, batch_id: str, model: ScoreModel, det, par
     committed already: a failed report is a warning (rebuild it with `vae-anomaly report`)."""
     try:
         path = write_batch_report(lake, dataset, batch_id, model.scores_key, det, model.info, parts, psi)
+        if model.info.run_id:
+            tracking_for(tracking_uri).log_report(model.info.run_id, path, f"reports/{dataset}/{batch_id}")
     except Exception as exc:  # noqa: BLE001 - the scores stand; say what failed and how to redo it
         get_run_logger().warning("report of %s batch %s failed (%s); rebuild it with `vae-anomaly report %s`",
                                  dataset, batch_id, exc, dataset)
         return None
-    if model.info.run_id:
-        tracking_for(tracking_uri).log_report(model.info.run_id, path, f"reports/{dataset}/{batch_id}")
     return path
 
 

@@ -44,13 +44,15 @@ class ReportStore:
         ])
 
     def write(self, ref: ReportRef, html: str, report_json: str, figures: dict[str, Any]) -> str:
-        """Store one report's files; returns the path of ``report.html``."""
+        """Store one report's files; returns where ``report.html`` is (a local path, or a URL
+        such as ``s3://…`` for an object store)."""
         folder = self.folder(ref)
         payloads = {"report.html": html.encode("utf-8"), "figures.json": json.dumps(figures).encode("utf-8"),
                     "report.json": report_json.encode("utf-8")}
         for name in FILES:
             _atomic_write(self.fs, f"{folder}/{name}", payloads[name], stage=f"report-{name}")
-        return f"{folder}/report.html"
+        path = f"{folder}/report.html"
+        return path if "://" not in self.url else self.fs.unstrip_protocol(path)
 
     def list(self, dataset: Optional[str] = None) -> list[ReportRef]:
         """Every complete report (or those of ``dataset``), sorted by dataset, label and batch."""

@@ -140,7 +140,7 @@ def test_score_prints_cell_values_that_look_like_markup_as_they_are(cli_env, tmp
     n = 400
     amount = np.round(rng.normal(50, 5, n), 2)
     channel = rng.choice(["pos", "web"], n).astype(object)
-    amount[:4] = [900.0, 950.0, 990.0, 999.0]  # the rows the model flags
+    amount[:4] = [80.0, 82.0, 78.0, 81.0]  # flagged, with their unseen channel a large share of the score
     channel[:4] = ["[/]", "[link=https://evil.example]x[/link]", "[/]", "[link=https://evil.example]x[/link]"]
     source = tmp_path / "markup.csv"
     pa_csv.write_csv(pa.table({"amount": amount, "channel": channel.astype(str)}), source)
