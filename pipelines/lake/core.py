@@ -211,23 +211,10 @@ class Lake:
         return validate_batch(dataset, batch, current_schema=self.schema(dataset), **options)
 
     def commit(self, batch: ValidatedBatch) -> IngestReport:
-        """Commit a validated batch: its rows, its quarantine, then its row in ``batches``.
-
-        See :func:`pipelines.lake.commit.commit_batch` for the protocol (compare and swap on
-        the ``batches`` table; the same content committed concurrently makes this a no-op).
-
-        Parameters
-        ----------
-        batch : ValidatedBatch
-
-        Returns
-        -------
-        IngestReport
-
-        Raises
-        ------
-        LakeError
-        """
+        """Commit a validated batch and return its :class:`IngestReport`: its rows, its
+        quarantine, then its row in ``batches`` (compare and swap; the same content committed
+        concurrently makes this a no-op). The protocol and its errors are documented once, in
+        :func:`pipelines.lake.commit.commit_batch`."""
         return commit.commit_batch(self, batch)
 
     def vacuum(self, dataset: str, retention_hours: Optional[int] = None) -> list[str]:
