@@ -14,6 +14,7 @@ import subprocess
 import sys
 from typing import Any, Optional
 
+from pipelines.cli import preflight
 from pipelines.cli.console import configure_console, output_console, progress_bars
 from pipelines.cli.errors import EXIT_OK, UsageError
 from pipelines.settings import PROJECT_ROOT
@@ -86,6 +87,7 @@ def cmd_train(args: argparse.Namespace) -> dict:
 
 def cmd_score(args: argparse.Namespace) -> dict:
     """``score``: the score flow."""
+    preflight.for_scoring(args)
     return _run_flow(
         args, "score", "score", dataset=args.dataset, model_name=args.model_name, alias=args.alias,
         version=args.version, batch_ids=args.batch, batch_rows=args.batch_rows, workers=args.workers,
@@ -96,6 +98,7 @@ def cmd_score(args: argparse.Namespace) -> dict:
 
 def cmd_retrain(args: argparse.Namespace) -> dict:
     """``retrain``: the retrain flow."""
+    preflight.for_scoring(args)
     return _run_flow(
         args, "retrain", "retrain", dataset=args.dataset, model_name=args.model_name,
         recent_batches=args.recent_batches, holdout_fraction=args.holdout_fraction, tolerance=args.tolerance,
@@ -105,6 +108,7 @@ def cmd_retrain(args: argparse.Namespace) -> dict:
 
 def cmd_report(args: argparse.Namespace) -> dict:
     """``report``: rebuild the reports of scored batches."""
+    preflight.for_scoring(args)
     return _run_flow(args, "report", "report", dataset=args.dataset, model_name=args.model_name, alias=args.alias,
                      version=args.version, batch_ids=args.batch)
 
@@ -113,6 +117,7 @@ def cmd_threshold(args: argparse.Namespace) -> dict:
     """``threshold``: a new version with the threshold set from the verdicts."""
     if not (args.from_reviews or args.alerts_per_day):
         raise UsageError("say where the threshold comes from: --from-reviews (best F1 on reviewed items) or --alerts-per-day N")
+    preflight.for_scoring(args)
     return _run_flow(args, "threshold", "threshold", dataset=args.dataset, model_name=args.model_name, alias=args.alias,
                      alerts_per_day=args.alerts_per_day, promote=args.promote or None)
 

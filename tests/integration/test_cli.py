@@ -104,13 +104,33 @@ def test_ingest_of_a_retyped_column_exits_2_naming_it(cli_env, tmp_path, samples
     assert len(Lake(cli_env["VAE_ANOMALY_LAKE"]).list_batches("transactions")) == 1  # nothing committed
 
 
+def prefect_started(env: dict) -> bool:
+    """Whether a run started Prefect's API (its database appears in ``PREFECT_HOME``)."""
+    return any(Path(env["PREFECT_HOME"]).glob("*.db"))
+
+
+@pytest.mark.parametrize("command", ["score", "report", "threshold", "retrain"])
+def test_a_dataset_without_batches_exits_2_before_prefect_starts(cli_env, command):
+    extra = ["--from-reviews"] if command == "threshold" else []
+    result = vae_anomaly(cli_env, command, "nothing-here", *extra)
+    assert result.returncode == EXIT_INPUT, result.stderr
+    line = assert_one_error_line(result)
+    assert "dataset 'nothing-here' has no committed batches" in line and "vae-anomaly ingest" in line
+    assert not prefect_started(cli_env)
+
+
 @pytest.mark.slow
-def test_score_without_a_model_exits_3(cli_env, samples_dir):
+def test_score_without_a_model_exits_3_before_prefect_starts(cli_env, samples_dir):
     Lake(cli_env["VAE_ANOMALY_LAKE"]).ingest("transactions", samples_dir / "transactions_batch1.csv")
     result = vae_anomaly(cli_env, "score", "transactions")
     assert result.returncode == EXIT_MODEL
     line = assert_one_error_line(result)
     assert "'transactions'" in line and "champion" in line
+    for args in (["retrain", "transactions", "--model-name", "txn-typo"], ["report", "transactions", "--version", "9"]):
+        result = vae_anomaly(cli_env, *args)
+        assert result.returncode == EXIT_MODEL, (args, result.stderr)
+        assert "txn-typo" in assert_one_error_line(result) or "version 9" in result.stderr
+    assert not prefect_started(cli_env)
 
 
 @pytest.mark.slow
