@@ -50,3 +50,31 @@ def test_item_scores_of_table_rows(fitted, frame):
     assert found.tolist() == [True, True, False]  # row 9 is not in the rows
     np.testing.assert_allclose(score[:2], expected["anomaly_score"].to_numpy()[[2, 4]])
     assert flag[0] and score[0] > score[1]
+
+
+def test_item_scores_of_series_events_take_the_peak_of_their_span():
+    from pipelines.reports import BatchFacts, build_report, detector_facts
+    from vae_core import TimeSeriesVAEDetector
+
+    rng = np.random.default_rng(0)
+    t = pd.date_range("2026-01-01", periods=480, freq="5min", tz="UTC")
+
+    def frame(shift: bool):
+        parts = []
+        for name, phase in (("s1", 0.0), ("s2", 1.0)):
+            v = np.sin(np.arange(len(t)) * 2 * np.pi / 96 + phase) + rng.normal(scale=0.05, size=len(t))
+            v[300:330] += 4.0 if shift and name == "s2" else 0.0
+            parts.append(pd.DataFrame({"ts": t, "host": name, "load": v}))
+        return pd.concat(parts, ignore_index=True)
+
+    det = TimeSeriesVAEDetector(seed=0, window=16, max_epochs=6).fit(frame(False), time_column="ts", series_column="host")
+    batch = frame(True)
+    scores = det.score(batch).assign(_source_row=np.arange(len(batch)))
+    report = build_report(scores, batch, None, detector_facts(det, "load", "1"), BatchFacts(dataset="h", batch_id="b2", rows=len(batch)))
+    items = pd.DataFrame([{**e, "batch_id": "b2", "verdict": "anomaly"} for e in report["items"]], columns=ITEM_COLUMNS)
+    rows = batch.assign(batch_id="b2", _source_row=np.arange(len(batch)))
+    score, flag, found = item_scores(det, rows, items, "ts", "host")
+    assert len(items) >= 1 and found.all() and flag.all()
+    for i, e in enumerate(report["items"]):
+        span = (batch["host"] == e["series"]) & (batch["ts"] >= pd.Timestamp(e["start"])) & (batch["ts"] <= pd.Timestamp(e["end"]))
+        assert score[i] == pytest.approx(scores.loc[span.to_numpy(), "anomaly_score"].max())
