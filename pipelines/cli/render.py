@@ -142,12 +142,18 @@ def render_threshold(r: dict) -> list:
 
 
 def render_retrain(r: dict) -> list:
-    """The result of ``retrain``: both models' held-out -log p and the decision."""
-    return [key_values(f"retrain {r.get('dataset')}: {'promoted' if r.get('promoted') else 'kept the champion'}", [
+    """The result of ``retrain``: both models' held-out -log p, their precision on reviewed items, the decision."""
+    rows = [
         ("champion", f"v{r.get('champion_version')}  -log p {fmt(r.get('champion_nll'))}"),
         ("challenger", f"v{r.get('challenger_version')}  -log p {fmt(r.get('challenger_nll'))}"),
-        ("rule", r.get("rule")),
-    ])]
+    ]
+    c = r.get("reviewed_comparison") or {}
+    if c.get("reviewed_alerts_k"):
+        rows.append(("reviewed items", f"precision at the champion's {c['reviewed_alerts_k']} alerts of "
+                     f"{c['reviewed_compared_items']}: challenger {c['reviewed_precision_at_k_challenger']:.0%}, "
+                     f"champion {c['reviewed_precision_at_k_champion']:.0%}"))
+    return [key_values(f"retrain {r.get('dataset')}: {'promoted' if r.get('promoted') else 'kept the champion'}",
+                       [*rows, ("rule", r.get("rule"))])]
 
 
 def render_demo(summary: dict) -> list:

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 import pandas as pd
-from prefect import task
+from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from pipelines import nodes, progress
@@ -154,6 +154,43 @@ def fit_and_register(frame: pd.DataFrame, spec: TrainingSpec, tracking_uri: Opti
 def set_aliases(tracking_uri: Optional[str], model_name: str, version: str) -> list[str]:
     """``challenger`` on ``version``; ``champion`` as well if the model has no champion yet."""
     return tracking_for(tracking_uri).apply_new_version_aliases(model_name, version)
+
+
+@io_task("read-reviewed-items")
+def read_reviewed_items(lake_url: Optional[str], dataset: str, label: Optional[str] = None) -> pd.DataFrame:
+    """The reviewed items of ``dataset``'s reports (of version ``label``, if given) with their
+    current verdicts (:func:`pipelines.review.labels.reviewed_items`)."""
+    from pipelines.reports.store import ReportStore
+    from pipelines.review.feedback import FeedbackStore
+    from pipelines.review.labels import reviewed_items
+
+    lake = lake_for(lake_url)
+    return reviewed_items(ReportStore(lake.url), FeedbackStore(lake.table_uri(dataset, "feedback"), lake.delta_options),
+                          dataset, label=label)
+
+
+@io_task("log-reviewed-precision")
+def log_reviewed_precision(tracking_uri: Optional[str], items: pd.DataFrame) -> dict[str, dict]:
+    """Each model version's precision of flags from verdicts, as metrics ``reviewed_precision``
+    and ``reviewed_items`` (step: the number of reviewed items) on the version's MLflow run.
+
+    ``items`` are :func:`pipelines.review.labels.reviewed_items` (of one version or all). Called
+    by the retrain, threshold and report flows, which read the verdicts anyway, rather than by
+    each verdict's POST. A run that cannot be written is a warning: the figure is a record."""
+    from pipelines.review.labels import version_precision
+
+    tracking, logged = tracking_for(tracking_uri), {}
+    for v in version_precision(items).itertuples(index=False):
+        if not v.run_id:
+            continue
+        figures = {"reviewed_items": v.reviewed, **({} if v.precision is None else {"reviewed_precision": v.precision})}
+        try:
+            tracking.TrainingRun(v.run_id).log_metrics(figures, step=v.reviewed)
+        except tracking.TrackingError as exc:
+            get_run_logger().warning("reviewed precision of %s not recorded: %s", v.label, exc)
+            continue
+        logged[v.label] = figures
+    return logged
 
 
 def naive_utc(frame: pd.DataFrame) -> pd.DataFrame:

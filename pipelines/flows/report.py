@@ -3,7 +3,8 @@
 The score flow writes each batch's report as it scores it; this flow writes them again (after a
 failed report, or to pick up the latest verdicts' precision) from the lake's rows and the same
 model version. Scores do not depend on how rows are chunked, so the rebuilt report shows the
-scores the lake holds.
+scores the lake holds. The version's precision of flags from verdicts is then logged to its
+MLflow run (``reviewed_precision``, ``reviewed_items``).
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from typing import Optional
 
 from prefect import flow, get_run_logger
 
-from pipelines.flows.common import io_task, lake_for
+from pipelines.flows.common import io_task, lake_for, log_reviewed_precision, read_reviewed_items
 from pipelines.flows.score import _load, resolve_model, scored_chunks
 from pipelines.reports.batch import ReportParts, write_batch_report
 from pipelines.settings import apply_torch_threads
@@ -53,5 +54,6 @@ def report(
     if missing:
         raise ValueError(f"batch(es) {', '.join(missing)} of {dataset!r} have no scores by {model.scores_key}: run `vae-anomaly score` first")
     paths = [rebuild_report(lake_url, dataset, b, model, tracking_uri, batch_rows) for b in wanted]
+    log_reviewed_precision(tracking_uri, read_reviewed_items(lake_url, dataset, model.scores_key))
     get_run_logger().info("wrote %d report(s) of %s by %s", len(paths), dataset, model.scores_key)
     return {"dataset": dataset, "scores_key": model.scores_key, "reports": dict(zip(wanted, paths))}

@@ -2,14 +2,29 @@
 
 Tasks: ``check-model`` (the registered model must exist: a mistyped name fails here, before any
 work) -> ``read-training-data`` (the ``recent_batches`` newest) -> ``load-champion`` ->
+``read-reviewed-items`` (every version's reviewed items with their verdicts) ->
+``log-reviewed-precision`` (each version's precision of flags, on its MLflow run) ->
 ``split-holdout`` (rows the champion flags are left out; the rest is split into training rows
 and held-out rows) -> ``fit-and-register`` (the challenger) -> ``set-aliases`` (``challenger``)
--> ``compare-models`` (both scored on the same held-out rows; the decision and both figures are
+-> ``read-reviewed-rows`` and ``score-reviewed-items`` (both models on the reviewed items) ->
+``compare-models`` (both scored on the same held-out rows; the decision and every figure are
 logged to the challenger's MLflow run) -> ``promote`` (moves ``champion`` only if the rule says
 so; it is the last step, so a failure anywhere before leaves the champion as it was).
 
-The rule (see :func:`pipelines.nodes.promotion_decision`): promote when the challenger's
-held-out -log p(x) per row, in the data's own units, is at most the champion's + ``tolerance``.
+The rule has two parts:
+
+1. held-out (:func:`pipelines.nodes.promotion_decision`): the challenger's held-out -log p(x)
+   per row, in the data's own units, is at most the champion's + ``tolerance``;
+2. reviewed items (:func:`pipelines.review.comparison.combined_decision`), where there are at
+   least 10 and the champion flags one of them: both models rank the reviewed items by score,
+   each takes as many as the champion flags (``k``), and the challenger's precision at ``k``
+   (share of verdict ``anomaly``; ``expected`` counts as not confirmed) must not be below the
+   champion's. A challenger worse on reviewed items is not promoted even if its -log p is
+   better; a better one is still not promoted when its -log p is worse.
+
+Metrics on the challenger's run: ``holdout_nll_*``, ``holdout_rows``,
+``reviewed_precision_at_k_champion``/``_challenger``, ``reviewed_alerts_k``,
+``reviewed_compared_items``, ``reviewed_compared_confirmed``; tag ``promotion.rule`` says both.
 """
 from __future__ import annotations
 
@@ -23,11 +38,11 @@ from prefect.cache_policies import NO_CACHE
 
 from pipelines import nodes
 from pipelines.flows.common import (
-    TrainingSpec, fit_and_register, io_task, lake_for, read_training_data, set_aliases, tracking_for,
+    TrainingSpec, fit_and_register, io_task, lake_for, log_reviewed_precision, read_reviewed_items, read_training_data,
+    set_aliases, tracking_for,
 )
-from pipelines.reports.store import ReportStore
-from pipelines.review.feedback import FeedbackStore
-from pipelines.review.labels import covered, reviewed_items, without_confirmed
+from pipelines.review.comparison import CONFIRMED, ReviewedComparison, combined_decision, compare_reviewed, item_scores
+from pipelines.review.labels import covered, without_confirmed
 from pipelines.review.threshold import FALSE
 from pipelines.settings import apply_torch_threads
 
@@ -55,12 +70,13 @@ class Holdout:
 
 @dataclass(frozen=True)
 class Comparison:
-    """Both models' held-out -log p per row and the promotion decision."""
+    """Both models' held-out -log p per row, their precision on reviewed items, and the decision."""
 
     champion_nll: float
     challenger_nll: float
     promoted: bool
     rule: str
+    reviewed: Optional[ReviewedComparison] = None
 
 
 @io_task("check-model")
@@ -77,13 +93,6 @@ def load_champion(tracking_uri: Optional[str], model_name: str) -> Champion:
     if info is None:
         return Champion(None, None)
     return Champion(tracking.load_version(info), info.version)
-
-
-@io_task("read-verdicts")
-def read_verdicts(lake_url: Optional[str], dataset: str) -> pd.DataFrame:
-    """Every reviewed report item of ``dataset`` (any model version) with its current verdict."""
-    lake = lake_for(lake_url)
-    return reviewed_items(ReportStore(lake.url), FeedbackStore(lake.table_uri(dataset, "feedback"), lake.delta_options), dataset)
 
 
 @task(name="split-holdout", cache_policy=NO_CACHE)
@@ -106,22 +115,55 @@ def split_holdout(frame: pd.DataFrame, champion: Champion, fraction: float, seed
     return Holdout(train, holdout, int(flagged.sum()), confirmed, kept)
 
 
+@io_task("read-reviewed-rows")
+def read_reviewed_rows(lake_url: Optional[str], dataset: str, items: pd.DataFrame, time_column: Optional[str]) -> pd.DataFrame:
+    """The lake rows of the reviewed items: a table's item rows, a series' whole batches."""
+    lake = lake_for(lake_url)
+    committed = {r.batch_id for r in lake.list_batches(dataset)}
+    batches = [b for b in dict.fromkeys(items["batch_id"]) if b in committed]
+    if not batches:
+        return pd.DataFrame(columns=["batch_id", "_source_row"])
+    rows = lake.read(dataset, batch_ids=batches)
+    if time_column is not None:
+        return rows
+    keys = set(zip(items["batch_id"], items["source_row"].astype("int64")))
+    return rows[[k in keys for k in zip(rows["batch_id"], rows["_source_row"].astype("int64"))]]
+
+
+@task(name="score-reviewed-items", cache_policy=NO_CACHE)
+def score_reviewed(champion: Champion, challenger: nodes.Detector, items: pd.DataFrame, rows: pd.DataFrame,
+              time_column: Optional[str], series_column: Optional[str]) -> Optional[ReviewedComparison]:
+    """Both models on the reviewed items found in ``rows`` (None without a champion or items)."""
+    if champion.detector is None or items.empty:
+        return None
+    items = items.drop_duplicates("key").reset_index(drop=True)  # an item in two versions' reports
+    old, flags, found = item_scores(champion.detector, rows, items, time_column, series_column)
+    new, _, _ = item_scores(challenger, rows, items, time_column, series_column)
+    confirmed = items["verdict"].isin(CONFIRMED).to_numpy(bool)
+    return compare_reviewed(old[found], flags[found], new[found], confirmed[found])
+
+
 @task(name="compare-models", cache_policy=NO_CACHE)
 def compare_models(
     tracking_uri: Optional[str], run_id: str, champion: Champion, challenger: nodes.Detector,
     holdout: pd.DataFrame, tolerance: float, challenger_version: str,
+    reviewed: Optional[ReviewedComparison] = None,
 ) -> Comparison:
-    """Both models' held-out -log p per row, the decision, and its record on the challenger's run."""
+    """Both models' held-out -log p per row and precision on reviewed items, the decision, and
+    its record on the challenger's run."""
     rows = nodes.feature_frame(holdout).reset_index(drop=True)
     challenger_nll = float(np.mean(challenger.data_nll(rows)))
     champion_nll = float(np.mean(champion.detector.data_nll(rows))) if champion.detector is not None else float("inf")
     promoted, rule = nodes.promotion_decision(champion_nll, challenger_nll, tolerance)
+    if champion.detector is not None:
+        promoted, rule = combined_decision(promoted, rule, reviewed)
     tracking_for(tracking_uri).TrainingRun(run_id).log_comparison(
-        metrics={"holdout_nll_challenger": challenger_nll, "holdout_nll_champion": champion_nll, "holdout_rows": len(rows)},
+        metrics={"holdout_nll_challenger": challenger_nll, "holdout_nll_champion": champion_nll, "holdout_rows": len(rows),
+                 **(reviewed.metrics() if reviewed is not None else {})},
         decision="promoted" if promoted else "rejected",
         details={"rule": rule, "champion_version": champion.version or "", "challenger_version": challenger_version},
     )
-    return Comparison(champion_nll, challenger_nll, promoted, rule)
+    return Comparison(champion_nll, challenger_nll, promoted, rule, reviewed)
 
 
 @io_task("promote")
@@ -154,7 +196,9 @@ def retrain(
     -------
     dict
         ``dataset``, ``model_name``, ``batches``, both versions and their held-out -log p,
-        ``promoted``, ``rule`` and the row counts (``rows_train``, ``rows_excluded``, ``rows_holdout``).
+        ``promoted``, ``rule``, the row counts (``rows_train``, ``rows_excluded``, ``rows_holdout``,
+        ``rows_confirmed_left_out``, ``rows_kept_by_review``), ``reviewed_items`` and
+        ``reviewed_comparison`` (the reviewed items' figures, None without a champion or verdicts).
     """
     log = get_run_logger()
     apply_torch_threads()  # the champion scores the new rows here, before the challenger is fitted
@@ -167,7 +211,8 @@ def retrain(
         if exclude_columns is None:
             used = set(champion.detector.feature_names_in_) | {data.time_column, series_column}
             exclude_columns = [c for c in nodes.feature_frame(data.frame).columns if c not in used]
-    verdicts = read_verdicts(lake_url, dataset)
+    verdicts = read_reviewed_items(lake_url, dataset)  # every version's
+    log_reviewed_precision(tracking_uri, verdicts)
     parts = split_holdout(data.frame, champion, holdout_fraction, seed, data.time_column, verdicts, series_column)
     spec = TrainingSpec(
         dataset=dataset, model_name=model_name, time_column=data.time_column, series_column=series_column,
@@ -179,8 +224,10 @@ def retrain(
     version = challenger.registered.version
     set_aliases(tracking_uri, model_name, version)  # challenger (and champion when the model had none)
     holdout = parts.holdout.drop(columns=exclude_columns or [])
+    reviewed_rows = read_reviewed_rows(lake_url, dataset, verdicts, data.time_column)
+    on_reviewed = score_reviewed(champion, challenger.detector, verdicts, reviewed_rows, data.time_column, series_column)
     decision = compare_models(
-        tracking_uri, challenger.registered.run_id, champion, challenger.detector, holdout, tolerance, version,
+        tracking_uri, challenger.registered.run_id, champion, challenger.detector, holdout, tolerance, version, on_reviewed,
     )
     if decision.promoted and champion.detector is not None:
         promote(tracking_uri, model_name, version)
@@ -192,4 +239,5 @@ def retrain(
         "promoted": decision.promoted or champion.detector is None, "rule": decision.rule,
         "rows_train": len(parts.train), "rows_excluded": parts.excluded, "rows_holdout": len(parts.holdout),
         "reviewed_items": len(verdicts), "rows_confirmed_left_out": parts.confirmed, "rows_kept_by_review": parts.kept_by_review,
+        "reviewed_comparison": None if decision.reviewed is None else decision.reviewed.metrics(),
     }

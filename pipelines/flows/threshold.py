@@ -1,7 +1,8 @@
 """The ``threshold`` flow: recalibrate a model version's threshold from reviewers' verdicts.
 
-Tasks: ``resolve-model`` (the version behind ``alias``, default champion) -> ``reviewed-items``
-(the version's reviewed report items with their current verdicts) -> ``choose-threshold`` (best
+Tasks: ``resolve-model`` (the version behind ``alias``, default champion) -> ``read-reviewed-items``
+(the version's reviewed report items with their current verdicts) -> ``log-reviewed-precision``
+(the version's precision of flags on its MLflow run) -> ``choose-threshold`` (best
 F1 on the reviewed items, or an alert budget: :mod:`pipelines.review.threshold`, bounded) ->
 ``register-recalibrated`` (the same weights with the new threshold as a new registered version,
 its own MLflow run holding the rule and the before/after figures) -> ``set-aliases``
@@ -17,20 +18,12 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from pipelines import nodes
-from pipelines.flows.common import io_task, lake_for, naive_utc, tracking_for
+from pipelines.flows.common import (
+    io_task, lake_for, log_reviewed_precision, naive_utc, read_reviewed_items, tracking_for,
+)
 from pipelines.flows.score import _load, resolve_model
 from pipelines.reports.store import ReportStore
-from pipelines.review.feedback import FeedbackStore
-from pipelines.review.labels import reviewed_items
 from pipelines.review.threshold import ThresholdChoice, best_f1_threshold, budget_threshold
-
-
-@io_task("reviewed-items")
-def read_reviewed_items(lake_url: Optional[str], dataset: str, scores_key: str) -> pd.DataFrame:
-    """The reviewed items of the version's reports, with their current verdicts."""
-    lake = lake_for(lake_url)
-    return reviewed_items(ReportStore(lake.url), FeedbackStore(lake.table_uri(dataset, "feedback"), lake.delta_options),
-                          dataset, label=scores_key)
 
 
 def _days(lake, dataset: str, scores_key: str, time_column: Optional[str]) -> float:
@@ -102,6 +95,7 @@ def threshold(
     model = resolve_model(tracking_uri, model_name, alias, None)
     det = _load(model.info, tracking_uri)
     items = read_reviewed_items(lake_url, dataset, model.scores_key)
+    log_reviewed_precision(tracking_uri, items)
     choice = choose_threshold(items, det, lake_url, dataset, model.scores_key, alerts_per_day)
     # a copy: the loaded detector is cached for the score tasks of this process
     info = register_recalibrated(copy.deepcopy(det), choice, dataset, model_name, model.info.version, lake_url, tracking_uri)

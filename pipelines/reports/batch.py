@@ -49,11 +49,14 @@ class ReportParts:
 
 
 def reviewed_precision(lake: Lake, dataset: str, scores_key: str) -> Optional[float]:
-    """The share of this model version's reviewed items that were real, from the feedback table."""
-    from pipelines.review.feedback import FeedbackStore, precision
+    """The share of this model version's reviewed items that were real so far (the review
+    page's figure: :func:`pipelines.review.labels.version_precision`)."""
+    from pipelines.review.feedback import FeedbackStore
+    from pipelines.review.labels import reviewed_items, version_precision
 
-    current = FeedbackStore(lake.table_uri(dataset, "feedback"), lake.delta_options).current()
-    return precision(current[current["model_version"] == scores_key])
+    feedback = FeedbackStore(lake.table_uri(dataset, "feedback"), lake.delta_options)
+    versions = version_precision(reviewed_items(ReportStore(lake.url), feedback, dataset, label=scores_key))
+    return None if versions.empty else versions["precision"].iloc[0]
 
 
 def write_batch_report(lake: Lake, dataset: str, batch_id: str, scores_key: str, det: Any, info: Any,

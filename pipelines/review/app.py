@@ -1,8 +1,12 @@
 """The review web app: datasets and batches with review progress, items with verdict forms.
 
 ``create_app`` builds a FastAPI app over a lake root; ``vae-anomaly review`` serves it with
-uvicorn. Plain HTML forms, no JavaScript: every page works with the keyboard alone (the first
-unreviewed item's buttons carry access keys a, e, f, n).
+uvicorn. Plain HTML forms that work without JavaScript: with the keyboard alone, Tab reaches
+every item's comment and verdict buttons, and the first unreviewed item's buttons carry access
+keys (Alt+a, e, f, n; its first button has the focus). One small inline script
+(``templates/keys.js``, allowed by its sha256 in the Content-Security-Policy, nothing vendored)
+adds ``j``/``k`` to move between items, ``a``/``e``/``f``/``n`` to answer the item in focus and
+``c`` to type its comment (Enter or Escape then returns to the item instead of submitting).
 
 Safety:
 - values from data are escaped by Jinja2's autoescaping; the only markup passed through is the
@@ -16,6 +20,8 @@ Safety:
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import hmac
 import secrets
 from pathlib import Path
@@ -31,10 +37,15 @@ from markupsafe import Markup
 from pipelines.lake.errors import LakeError
 from pipelines.reports.store import ReportRef, ReportStore
 from pipelines.review.feedback import VERDICTS, FeedbackError, FeedbackStore, Verdict, precision
+from pipelines.review.labels import reviewed_items, version_precision
 
 CSRF_COOKIE, TOKEN_COOKIE = "vae_csrf", "vae_token"
 ACCESS_KEYS = {"anomaly": "a", "expected": "e", "false_alarm": "f", "new_normal": "n"}
 STATUSES = ("unreviewed", "reviewed", "all")
+TEMPLATES = Path(__file__).parent / "templates"
+KEYS_JS = (TEMPLATES / "keys.js").read_text(encoding="utf-8")
+KEYS_JS_HASH = "sha256-" + base64.b64encode(hashlib.sha256(KEYS_JS.encode("utf-8")).digest()).decode()
+CSP = f"default-src 'none'; script-src '{KEYS_JS_HASH}'; style-src 'unsafe-inline'; img-src data:; form-action 'self'"
 
 
 def record_verdict(lake: ReportStore, dataset: str, label: str, batch_id: str, key: str, verdict: str, reviewer: str,
@@ -63,7 +74,7 @@ def create_app(lake_url: str, reviewer: str, token: Optional[str] = None) -> Fas
     """The review app over the lake at ``lake_url``; verdicts are stored as ``reviewer``."""
     app = FastAPI(title="vae-anomaly review", docs_url=None, redoc_url=None, openapi_url=None)
     # autoescape everything (Starlette's default escapes only .html/.xml names, not .j2)
-    templates = Jinja2Templates(env=Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"), autoescape=True))
+    templates = Jinja2Templates(env=Environment(loader=FileSystemLoader(TEMPLATES), autoescape=True))
     templates.env.filters["num"] = lambda v, d=4: "" if v is None else (f"{v:.{d}g}" if isinstance(v, float) else str(v))
     templates.env.filters["pct"] = lambda v: "—" if v is None else f"{100 * v:.0f}%"
     lake = ReportStore(lake_url)
@@ -82,7 +93,7 @@ def create_app(lake_url: str, reviewer: str, token: Optional[str] = None) -> Fas
             response.set_cookie(TOKEN_COOKIE, token, httponly=True, samesite="strict")
         if CSRF_COOKIE not in request.cookies:
             response.set_cookie(CSRF_COOKIE, request.state.csrf, httponly=True, samesite="strict")
-        response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; img-src data:; form-action 'self'"
+        response.headers["Content-Security-Policy"] = CSP
         response.headers["X-Content-Type-Options"] = "nosniff"
         return response
 
@@ -105,18 +116,15 @@ def create_app(lake_url: str, reviewer: str, token: Optional[str] = None) -> Fas
 
     @app.get("/", response_class=HTMLResponse)
     def index(request: Request):
-        rows = []
-        by_dataset: dict[str, Any] = {}
-        for ref in lake.list():
-            if ref.dataset not in by_dataset:
-                by_dataset[ref.dataset] = feedback_store(lake, ref.dataset).current()
-            report = lake.report(ref) or {}
-            keys = [i["key"] for i in report.get("items", [])]
-            current = by_dataset[ref.dataset]
-            reviewed = current[current.index.isin(keys)]
-            rows.append({"ref": ref, "summary": report.get("summary", {}), "reviewed": len(reviewed),
-                         "precision": precision(reviewed)})
-        return page(request, "index.html.j2", rows=rows)
+        rows, versions, refs = [], [], lake.list()
+        for dataset in dict.fromkeys(r.dataset for r in refs):
+            items = reviewed_items(lake, feedback_store(lake, dataset), dataset)
+            versions += [{"dataset": dataset, **v} for v in version_precision(items).to_dict("records")]
+            for ref in (r for r in refs if r.dataset == dataset):
+                mine = items[(items["label"] == ref.label) & (items["batch_id"] == ref.batch_id)]
+                rows.append({"ref": ref, "summary": (lake.report(ref) or {}).get("summary", {}), "reviewed": len(mine),
+                             "precision": precision(mine)})
+        return page(request, "index.html.j2", rows=rows, versions=versions)
 
     @app.get("/reports/{dataset}/{label}/{batch_id}")
     def report_file(dataset: str, label: str, batch_id: str):
@@ -148,6 +156,7 @@ def create_app(lake_url: str, reviewer: str, token: Optional[str] = None) -> Fas
         items.sort(key=lambda i: (i["current"] is not None, -i["score"]))
         query = {k: v for k, v in {"label": label, "batch": batch, "status": status, "verdict": verdict}.items() if v}
         return page(request, "review.html.j2", dataset=dataset, items=items, verdicts=VERDICTS, keys=ACCESS_KEYS,
+                    keys_js=Markup(KEYS_JS),
                     status=status, verdict=verdict, label=label, batch=batch, statuses=STATUSES,
                     here=f"/review/{dataset}" + (f"?{urlencode(query)}" if query else ""))
 

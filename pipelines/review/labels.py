@@ -12,10 +12,11 @@ import numpy as np
 import pandas as pd
 
 from pipelines.reports.store import ReportStore
-from pipelines.review.feedback import FeedbackStore
+from pipelines.review.feedback import FeedbackStore, precision
 from pipelines.review.threshold import REAL
 
-ITEM_COLUMNS = ["key", "kind", "label", "batch_id", "score", "verdict", "source_row", "series", "start", "end"]
+ITEM_COLUMNS = ["key", "kind", "label", "batch_id", "score", "verdict", "source_row", "series", "start", "end", "run_id"]
+VERSION_COLUMNS = ["label", "run_id", "reviewed", "precision"]
 
 
 def reviewed_items(reports: ReportStore, feedback: FeedbackStore, dataset: str, label: Optional[str] = None) -> pd.DataFrame:
@@ -26,16 +27,27 @@ def reviewed_items(reports: ReportStore, feedback: FeedbackStore, dataset: str, 
     for ref in reports.list(dataset):
         if label is not None and ref.label != label:
             continue
-        for item in (reports.report(ref) or {}).get("items", []):
+        report = reports.report(ref) or {}
+        for item in report.get("items", []):
             if item["key"] in current.index:
                 rows.append({
                     "key": item["key"], "kind": item["kind"], "label": ref.label, "batch_id": ref.batch_id,
                     "score": item["score"], "verdict": current.loc[item["key"], "verdict"],
                     "source_row": item.get("source_row"), "series": item.get("series"),
-                    "start": item.get("start"), "end": item.get("end"),
+                    "start": item.get("start"), "end": item.get("end"), "run_id": report.get("model", {}).get("run_id"),
                 })
     items = pd.DataFrame(rows, columns=ITEM_COLUMNS)
     return items.assign(real=items["verdict"].isin(REAL).to_numpy(bool))
+
+
+def version_precision(items: pd.DataFrame) -> pd.DataFrame:
+    """Per model version (``label``) of :func:`reviewed_items`: its reviewed items, the precision
+    of its flags (:func:`pipelines.review.feedback.precision`) and its MLflow run. The one
+    computation behind the page's figure, the report header and the runs' ``reviewed_precision``."""
+    rows = [{"label": label, "run_id": group["run_id"].dropna().iloc[0] if group["run_id"].notna().any() else None,
+             "reviewed": len(group), "precision": precision(group)}
+            for label, group in items.groupby("label", sort=True)]
+    return pd.DataFrame(rows, columns=VERSION_COLUMNS)
 
 
 def covered(frame: pd.DataFrame, items: pd.DataFrame, verdicts: tuple[str, ...], time_column: Optional[str] = None,

@@ -6,6 +6,7 @@ The screenshot is kept as a test artifact in ``$VAE_ANOMALY_TEST_ARTIFACTS`` (de
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import socket
@@ -37,7 +38,7 @@ def _free_port() -> int:
 
 
 def _write_report(lake: Path) -> dict:
-    """A real report: a small VAE fitted on normal rows, a batch with three outliers and markup."""
+    """A real report: a small VAE fitted on normal rows, a batch with six outliers and markup."""
     from pipelines.reports import BatchFacts, build_report, detector_facts, figures, render_html, to_json
     from pipelines.reports.store import ReportRef, ReportStore
     from vae_core import VAEDetector
@@ -48,8 +49,8 @@ def _write_report(lake: Path) -> dict:
                           "channel": rng.choice(["web", "store"], size=800)})
     det = VAEDetector(seed=0, max_epochs=12).fit(train)
     batch = train.iloc[:200].copy()
-    batch.loc[batch.index[:3], "amount"] = [5_000.0, -2_000.0, 7_000.0]
-    batch.loc[batch.index[:3], "channel"] = SCRIPT
+    batch.loc[batch.index[:6], "amount"] = [5_000.0, -2_000.0, 7_000.0, 9_000.0, -5_000.0, 12_000.0]
+    batch.loc[batch.index[:6], "channel"] = SCRIPT
     scores = det.score(batch).assign(_source_row=np.arange(len(batch)))
     flagged = scores.index[scores["is_anomaly"].to_numpy(bool)]
     explanations = det.explain(batch.loc[flagged])
@@ -62,6 +63,18 @@ def _write_report(lake: Path) -> dict:
     figs = figures(report, None, None)
     ReportStore(str(lake)).write(ReportRef("pay", "pay-v1", "b1"), render_html(report, figs), to_json(report), figs["cards"])
     return report
+
+
+@pytest.fixture(scope="module")
+def stored_report(tmp_path_factory) -> tuple[Path, dict]:
+    """One lake with one report, fitted once for the module; each test reviews a copy."""
+    lake = tmp_path_factory.mktemp("report") / "lake"
+    return lake, _write_report(lake)
+
+
+def _lake_copy(stored_report, tmp_path: Path) -> tuple[Path, dict]:
+    shutil.copytree(stored_report[0], tmp_path / "lake")
+    return tmp_path / "lake", stored_report[1]
 
 
 def _serve(lake: Path, port: int, log: Path) -> subprocess.Popen:
@@ -83,8 +96,9 @@ def _wait(url: str, proc: subprocess.Popen, log: Path, timeout: float = 60) -> N
     pytest.fail(f"{url} did not answer in {timeout} s: {log.read_text()[-2000:]}")
 
 
-@pytest.fixture
-def browser():
+@contextlib.contextmanager
+def _chrome(javascript: bool = True):
+    """A headless Chromium session with a fresh profile (JavaScript off when ``javascript`` is False)."""
     if not (Path(CHROMIUM).exists() and Path(CHROMEDRIVER).exists()):
         pytest.fail("chromium and chromedriver are missing: `make setup` installs them (apt-get install chromium chromium-driver)")
     from selenium import webdriver
@@ -95,6 +109,8 @@ def browser():
     options.binary_location = CHROMIUM
     for flag in (*CHROME_FLAGS, f"--user-data-dir={profile}"):
         options.add_argument(flag)
+    if not javascript:
+        options.add_experimental_option("prefs", {"profile.managed_default_content_settings.javascript": 2})
     driver = webdriver.Chrome(options=options, service=Service(CHROMEDRIVER))
     driver.set_page_load_timeout(60)
     try:
@@ -104,8 +120,14 @@ def browser():
         shutil.rmtree(profile, ignore_errors=True)
 
 
+@pytest.fixture
+def browser():
+    with _chrome() as driver:
+        yield driver
+
+
 @pytest.mark.slow
-def test_review_in_a_browser(tmp_path, browser):
+def test_review_in_a_browser(tmp_path, browser, stored_report):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as EC
     from selenium.webdriver.support.ui import WebDriverWait
@@ -118,8 +140,7 @@ def test_review_in_a_browser(tmp_path, browser):
     from pipelines.reports.store import ReportStore
     from pipelines.review.app import feedback_store
 
-    lake = tmp_path / "lake"
-    report = _write_report(lake)
+    lake, report = _lake_copy(stored_report, tmp_path)
     assert len(report["items"]) >= 2
     port = _free_port()
     log = tmp_path / "review.log"
@@ -164,6 +185,98 @@ def test_review_in_a_browser(tmp_path, browser):
         with pytest.raises(urllib.error.HTTPError) as err:
             urllib.request.urlopen(post)
         assert err.value.code == 403
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def _focused_key(driver) -> str:
+    return driver.execute_script("var c = document.activeElement.closest('article.card'); return c ? c.dataset.key : '';")
+
+
+@pytest.mark.slow
+def test_two_browsers_at_once_then_a_restart_lose_nothing(tmp_path, stored_report):
+    """Two browsers answer different items at the same moment, one with the mouse and no
+    JavaScript, one with the keyboard (j/k, a/e/f/n); the server is then killed by its PID and
+    started again, and every verdict is in the feedback table and on the page."""
+    import threading
+
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from pipelines.reports.store import ReportStore
+    from pipelines.review.app import feedback_store
+
+    lake, report = _lake_copy(stored_report, tmp_path)
+    keys = [i["key"] for i in report["items"]]
+    assert len(keys) >= 6
+    verdict_of = {"a": "anomaly", "e": "expected", "f": "false_alarm", "n": "new_normal"}
+    plans = {"mouse": [(keys[0], "anomaly"), (keys[2], "false_alarm"), (keys[4], "expected")],
+             "keyboard": [(keys[1], "f"), (keys[3], "a"), (keys[5], "n")]}
+    port, log = _free_port(), tmp_path / "review.log"
+    base = f"http://127.0.0.1:{port}"
+    page = base + "/review/pay?status=all"
+    together = threading.Barrier(2, timeout=60)
+    errors: list[BaseException] = []
+
+    def by_mouse(driver) -> None:
+        driver.get(page)
+        ActionChains(driver).send_keys("f").perform()  # no JavaScript: a bare key submits nothing
+        for key, verdict in plans["mouse"]:
+            button = driver.find_element(By.XPATH, f"//form[input[@name='key' and @value='{key}']]//button[@value='{verdict}']")
+            together.wait()
+            button.click()
+            WebDriverWait(driver, 30).until(EC.staleness_of(button))
+
+    def by_keyboard(driver) -> None:
+        driver.get(page)
+        for key, letter in plans["keyboard"]:
+            for _ in range(2 * len(keys)):  # j moves down; from the last item, k moves back up
+                if _focused_key(driver) == key:
+                    break
+                at = driver.execute_script("return Array.from(document.querySelectorAll('article.card'))"
+                                           ".map(function (c) { return c.dataset.key; })")
+                ActionChains(driver).send_keys("j" if at.index(key) > at.index(_focused_key(driver) or at[0]) else "k").perform()
+            assert _focused_key(driver) == key
+            card = driver.find_element(By.CSS_SELECTOR, f"article[data-key='{key}']")
+            together.wait()
+            ActionChains(driver).send_keys(letter).perform()
+            WebDriverWait(driver, 30).until(EC.staleness_of(card))
+
+    def run(fn, driver) -> None:
+        try:
+            fn(driver)
+        except BaseException as exc:  # reported by the main thread
+            errors.append(exc)
+            together.abort()
+
+    proc = _serve(lake, port, log)
+    try:
+        with _chrome(javascript=False) as mouse, _chrome() as keyboard:
+            _wait(f"{base}/healthz", proc, log)
+            threads = [threading.Thread(target=run, args=(by_mouse, mouse)), threading.Thread(target=run, args=(by_keyboard, keyboard))]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join(timeout=120)
+            if errors:
+                raise errors[0]
+            os.kill(proc.pid, 9)  # killed by its PID, mid-session: nothing acknowledged may be lost
+            proc.wait(timeout=20)
+            proc = _serve(lake, port, log)
+            _wait(f"{base}/healthz", proc, log)
+            expected = {k: v for k, v in plans["mouse"]} | {k: verdict_of[x] for k, x in plans["keyboard"]}
+            history = feedback_store(ReportStore(str(lake)), "pay").history()
+            assert len(history) == 6 and history.set_index("item_key")["verdict"].to_dict() == expected
+            keyboard.get(base + "/review/pay?status=reviewed")
+            shown = {c.get_attribute("data-key"): c.find_element(By.CSS_SELECTOR, ".verdict-now").get_attribute("data-verdict")
+                     for c in keyboard.find_elements(By.CSS_SELECTOR, "article.card")}
+            assert shown == expected
+            keyboard.get(base + "/")  # anomaly 2, expected 1 of 6: 50%
+            row = keyboard.find_element(By.CSS_SELECTOR, "#versions tr[data-version='pay-v1']").text
+            assert row.split()[-2:] == ["6", "50%"]
     finally:
         proc.terminate()
         proc.wait(timeout=20)

@@ -125,3 +125,27 @@ def test_threshold_from_reviews_then_retrain_uses_the_verdicts(env, samples_dir)
     assert out["rows_train"] + out["rows_holdout"] + out["rows_excluded"] + confirmed == 3 * 1900
     run = tracking.client().get_run(tracking.get_version("rv", out["challenger_version"]).run_id)
     assert run.data.tags["rows_confirmed_left_out"] == str(confirmed)
+
+    # both models on the reviewed rows: precision at the champion's alert count, recorded with the decision
+    rows = lake.read("transactions", batch_ids=batches[:2])
+    rows = rows.set_index(["batch_id", "_source_row"]).loc[[(b, r) for *_, b, r in reviewed]].reset_index()
+    features = rows.drop(columns=["batch_id", "_source_row"])
+    champ = tracking.load_detector(f"models:/rv/{out['champion_version']}")[0].score(features)
+    chall = tracking.load_detector(f"models:/rv/{out['challenger_version']}")[0].score(features)
+    k = int(champ["is_anomaly"].sum())
+    at_k = {name: real[np.argsort(-s["anomaly_score"].to_numpy(), kind="stable")[:k]].mean() for name, s in
+            (("champion", champ), ("challenger", chall))}
+    figures = out["reviewed_comparison"]
+    assert k > 0 and figures["reviewed_alerts_k"] == k and figures["reviewed_compared_items"] == len(reviewed)
+    for name in ("champion", "challenger"):
+        assert figures[f"reviewed_precision_at_k_{name}"] == pytest.approx(at_k[name])
+        assert run.data.metrics[f"reviewed_precision_at_k_{name}"] == pytest.approx(at_k[name])
+    assert run.data.metrics["reviewed_alerts_k"] == k
+    nll_ok = out["challenger_nll"] <= out["champion_nll"]
+    assert out["promoted"] == (nll_ok and at_k["challenger"] >= at_k["champion"])
+    assert "reviewed items: precision at the champion's" in run.data.tags["promotion.rule"]
+    assert run.data.tags["promotion.decision"] == ("promoted" if out["promoted"] else "rejected")
+
+    # the precision of v1's flags from the verdicts, on v1's run (anomaly confirmed, false_alarm not)
+    v1 = tracking.client().get_run(tracking.get_version("rv", "1").run_id).data.metrics
+    assert v1["reviewed_items"] == len(reviewed) and v1["reviewed_precision"] == pytest.approx(real.mean())

@@ -5,7 +5,7 @@ import json
 import pytest
 from rich.console import Console
 
-from pipelines.cli.render import fmt, jsonable, render_ingest, render_score
+from pipelines.cli.render import fmt, jsonable, render_ingest, render_retrain, render_score
 
 HOSTILE_FEATURES = "category='[/]' (60%), channel='[link=https://evil.example]x[/link]' (30%)"
 
@@ -84,3 +84,13 @@ def test_the_demo_summary_prints_values_from_data_literally():
     for text in ("[/]spike 2/2", "/lake/tx/scores/[link=x]", "[bold]spike", "category='[/]' (60%)", "9.877", "0.988"):
         assert text in out
     assert "\x1b]8;" not in out
+
+
+def test_retrain_prints_the_reviewed_comparison_when_there_is_one():
+    result = {"dataset": "tx", "promoted": False, "champion_version": "2", "challenger_version": "3",
+              "champion_nll": 3.2, "challenger_nll": 3.1, "rule": "kept the champion: worse on reviewed items",
+              "reviewed_comparison": {"reviewed_alerts_k": 12, "reviewed_compared_items": 40,
+                                      "reviewed_precision_at_k_challenger": 0.5, "reviewed_precision_at_k_champion": 0.75}}
+    out = printed(render_retrain(result), terminal=False)
+    assert "kept the champion" in out and "precision at the champion's 12 alerts of 40: challenger 50%, champion 75%" in out
+    assert "alerts of" not in printed(render_retrain({**result, "reviewed_comparison": None}), terminal=False)

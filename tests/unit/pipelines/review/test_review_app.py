@@ -42,7 +42,7 @@ def test_index_review_and_verdicts(lake_with_report):
     page = client.get("/review/tx")
     assert page.status_code == 200
     assert page.text.count('<article class="card') == len(report["items"])
-    assert "<script" not in page.text and "&lt;script&gt;" in page.text
+    assert SCRIPT not in page.text and "&lt;script&gt;" in page.text
     first, second = report["items"][0]["key"], report["items"][1]["key"]
     form = {"dataset": "tx", "label": "tx-v1", "batch": "b1", "csrf": csrf_of(page.text), "next": "/review/tx"}
     r = client.post("/verdict", data={**form, "key": first, "verdict": "anomaly", "comment": "real"}, follow_redirects=False)
@@ -59,7 +59,24 @@ def test_index_review_and_verdicts(lake_with_report):
     reviewed = client.get("/review/tx?status=reviewed").text
     assert reviewed.count('<article class="card') == 2 and 'data-verdict="anomaly"' in reviewed
     assert client.get("/review/tx?status=all&verdict=new_normal").text.count('<article class="card') == 1
-    assert "precision" in client.get("/").text
+    index = client.get("/").text  # anomaly right, new_normal wrong: 50% for the version and the batch
+    versions = index.split('id="versions"', 1)[1]
+    assert re.search(r'data-version="tx-v1"><td>tx</td><td>tx-v1</td><td class="num">2</td>\s*<td class="num">50%', versions)
+    assert f"2 / {len(report['items'])}" in index
+
+
+def test_the_only_script_is_the_keyboard_one_allowed_by_its_hash(lake_with_report):
+    import base64
+    import hashlib
+
+    url, _ = lake_with_report
+    page = TestClient(create_app(url, reviewer="ana")).get("/review/tx")
+    scripts = re.findall(r"<script>(.*?)</script>", page.text, flags=re.S)
+    assert len(scripts) == 1 and page.text.count("<script") == 1
+    digest = base64.b64encode(hashlib.sha256(scripts[0].encode()).digest()).decode()
+    assert f"script-src 'sha256-{digest}'" in page.headers["content-security-policy"]
+    assert page.text.count('tabindex="-1"') == page.text.count('<article class="card')
+    assert 'accesskey="a"' in page.text and "autofocus" in page.text  # without JS: access keys on the first item
 
 
 def test_safety(lake_with_report, tmp_path):

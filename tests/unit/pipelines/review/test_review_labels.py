@@ -2,7 +2,7 @@
 import numpy as np
 import pandas as pd
 
-from pipelines.review.labels import ITEM_COLUMNS, without_confirmed
+from pipelines.review.labels import ITEM_COLUMNS, version_precision, without_confirmed
 
 
 def items(rows):
@@ -30,3 +30,16 @@ def test_series_mask_the_confirmed_event_of_its_series_only():
     assert n == 2 and len(masked) == 12
     assert masked["load"].isna().tolist() == [False, False, True, True] + [False] * 8
     assert masked["ts"].equals(frame["ts"])  # the grid stays: only values are masked
+
+
+def test_version_precision_counts_expected_as_right():
+    verdicts = items([
+        ("k1", "row", "m-v1", "b1", 9.0, "anomaly", 1, None, None, None, "run1"),
+        ("k2", "row", "m-v1", "b1", 8.0, "false_alarm", 2, None, None, None, "run1"),
+        ("k3", "row", "m-v1", "b2", 7.0, "expected", 0, None, None, None, "run1"),
+        ("k4", "row", "m-v1", "b2", 7.0, "new_normal", 3, None, None, None, "run1"),
+        ("k1", "row", "m-v2", "b1", 9.0, "anomaly", 1, None, None, None, "run2"),
+    ])
+    v = version_precision(verdicts).set_index("label")
+    assert v.loc["m-v1", "reviewed"] == 4 and v.loc["m-v1", "precision"] == 0.5 and v.loc["m-v1", "run_id"] == "run1"
+    assert v.loc["m-v2", "precision"] == 1.0 and version_precision(verdicts.iloc[:0]).empty
