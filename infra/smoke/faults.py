@@ -58,18 +58,17 @@ def _gone(pid: int) -> bool:
         return True
 
 
-def _busy_threads(dask_worker) -> int:
-    return len(dask_worker.active_threads)
-
-
 def wait_dask_idle(topology, timeout: float = 180) -> None:
     """Until no Dask worker thread runs a task: a score task orphaned by its dead flow run
     leaves the scheduler's view at once (its client is gone) but runs on to its end."""
     from distributed import Client
 
+    def busy_threads(dask_worker) -> int:  # nested: pickled by value (the workers cannot import infra)
+        return len(dask_worker.active_threads)
+
     deadline = time.monotonic() + timeout
     with Client(topology.dask_address, timeout=60) as client:
-        while any(client.run(_busy_threads).values()) and time.monotonic() < deadline:
+        while any(client.run(busy_threads).values()) and time.monotonic() < deadline:
             time.sleep(0.5)
     checks.require(time.monotonic() < deadline, f"Dask workers still busy {timeout:.0f} s after the kill")
 
