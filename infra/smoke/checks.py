@@ -7,7 +7,7 @@ import re
 import shlex
 from collections import Counter
 from contextlib import contextmanager
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Optional
 
 from infra.smoke.topology import ARTIFACT_BUCKET, BUCKET_CREDENTIALS, LAKE_BUCKET, ROOT, Topology
 from server_processes import query
@@ -113,21 +113,59 @@ def score_tasks_on_dask(topology: Topology, batches: int) -> str:
     return f"Dask: score tasks finished per worker {dict(sorted(scoring.items()))}"
 
 
-def scores_complete(topology: Topology, dataset: str, rows: dict[str, int]) -> str:
-    """Each scored batch has exactly one score row per ingested row (nothing half-written or
-    written twice by a killed Dask worker), read back through the lake's own API."""
+def _score_counts(topology: Topology, dataset: str) -> dict:
+    """Score rows per (model version, batch), read back through the lake's own API."""
     from pipelines.lake import Lake
 
     lake = Lake(f"s3://{LAKE_BUCKET}", endpoint_url=topology.s3_url, key=BUCKET_CREDENTIALS["AWS_ACCESS_KEY_ID"],
                 secret=BUCKET_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
-    scores = lake.read_scores(dataset)
-    counts = scores.groupby(["model_version", "batch_id"]).size().to_dict()
-    expected = {(version, b): n for version in set(scores["model_version"]) for b, n in rows.items()}
+    return lake.read_scores(dataset).groupby(["model_version", "batch_id"]).size().to_dict()
+
+
+def champion(topology: Topology, model: str) -> str:
+    """The version behind the model's champion alias, from MLflow's PostgreSQL."""
+    aliases = dict(query(topology.pg, "mlflow", "SELECT alias, version FROM registered_model_aliases WHERE name = %s", (model,)))
+    return str(aliases["champion"])
+
+
+def scores_complete(topology: Topology, dataset: str, rows: dict[str, int], versions: Optional[set[str]] = None) -> str:
+    """Each batch has exactly one score row per ingested row from every version that scored
+    (or from each of ``versions``): nothing half-written or written twice by a killed Dask
+    worker, read back through the lake's own API."""
+    counts = _score_counts(topology, dataset)
+    if versions is not None:
+        counts = {k: n for k, n in counts.items() if str(k[0]) in versions}
+    expected = {(version, b): n for version in (versions or {v for v, _ in counts}) for b, n in rows.items()}
     require(counts == expected, f"score rows per (model version, batch) {counts}, expected {expected}")
     return f"lake scores: {counts} rows, one per ingested row"
 
 
-def scores_match_serial(topology: Topology, dataset: str, version: str) -> str:
+def no_partial_scores(topology: Topology, dataset: str, rows: dict[str, int], batch_id: str) -> str:
+    """After a run was killed scoring ``batch_id``: every batch with scores has all its rows
+    (the batch's Delta commit happened whole or not at all); says which it was."""
+    counts = _score_counts(topology, dataset)
+    partial = {k: n for k, n in counts.items() if n != rows[k[1]]}
+    require(not partial, f"partly written score batches {partial} (ingested rows {rows})")
+    written = sorted(v for v, b in counts if b == batch_id)
+    outcome = f"committed whole by version(s) {written}" if written else "not committed (no score rows)"
+    return f"no partial batch in the lake; the killed run's batch {batch_id}: {outcome}"
+
+
+def crashed(topology: Topology, run_id: str, since: float, timeout: float) -> str:
+    """The flow run becomes CRASHED (the heartbeat automation) within ``timeout`` s of ``since``
+    (a ``time.monotonic()``); a run still RUNNING then is the zombie the automation should catch."""
+    import time
+
+    run = flow_run(topology, run_id)
+    while run.state_type.value == "RUNNING" and time.monotonic() < since + timeout:
+        time.sleep(2)
+        run = flow_run(topology, run_id)
+    require(run.state_type.value == "CRASHED", f"flow run {run.name} is {run.state_type.value} "
+            f"{time.monotonic() - since:.0f} s after its worker died: {run.state.message}")
+    return f"{run.name} ({run_id[:8]}) CRASHED {time.monotonic() - since:.0f} s after the kill: {run.state.message!r}"
+
+
+def scores_match_serial(topology: Topology, dataset: str, version: str, batch_ids: Optional[list[str]] = None) -> str:
     """The scores the Dask workers wrote (one of them killed mid-task) equal the model's scores
     of the same rows computed here, serially in this process (one torch thread, as on the
     workers): the flow's own steps, ``vae_core.score_with_explanations`` on ``nodes.feature_frame``."""
@@ -149,6 +187,8 @@ def scores_match_serial(topology: Topology, dataset: str, version: str) -> str:
     det, _ = tracking.load_detector(tracking.model_uri(dataset, version=version))
     lake = lake_for(f"s3://{LAKE_BUCKET}")
     stored = lake.read_scores(dataset, f"{dataset}-v{version}")
+    if batch_ids is not None:
+        stored = stored[stored["batch_id"].isin(batch_ids)]
     worst, compared = 0.0, 0
     for batch_id, written in stored.groupby("batch_id"):
         rows = lake.read(dataset, batch_ids=[batch_id]).reset_index(drop=True)
@@ -162,6 +202,14 @@ def scores_match_serial(topology: Topology, dataset: str, version: str) -> str:
         require(bool(flags), f"batch {batch_id}: anomaly flags differ from the serial scoring")
     require(compared > 0 and worst == 0.0, f"scores differ from the serial scoring by up to {worst:g} ({compared} rows)")
     return f"{compared} scores identical to serial in-process scoring (max |difference| {worst:g}), flags equal"
+
+
+def batch_matches_serial(topology: Topology, dataset: str, batch_id: str) -> str:
+    """:func:`scores_match_serial` on ``batch_id`` for every version that scored it."""
+    labels = sorted(v for v, b in _score_counts(topology, dataset) if b == batch_id)
+    require(bool(labels), f"batch {batch_id} has no scores")
+    return "; ".join(f"{label}: {scores_match_serial(topology, dataset, label.rsplit('-v', 1)[1], [batch_id])}"
+                     for label in labels)
 
 
 README_SECTION = "## Running on servers"

@@ -24,7 +24,7 @@ from typing import Callable
 import pytest
 import yaml
 
-from infra.smoke import checks
+from infra.smoke import checks, faults
 from infra.smoke.topology import POOLS, ROOT, Topology
 from server_processes import PG_BINARIES, PG_OS_USER, tail
 
@@ -32,6 +32,8 @@ DATASET = "transactions"
 SCHEDULED_SCORING = "score/scheduled-scoring"
 TRAIN_PARAMETERS = {"exclude_columns": ["txn_id"], "params": {"max_epochs": 4}}
 RUN_TIMEOUT = 480
+# a run whose heartbeats (every HEARTBEAT_SECONDS, Prefect's minimum: topology.py) stop this long is Crashed
+ZOMBIE_SECONDS = 75
 IGNORED_DIRS = {".git", ".venv", "__pycache__", ".pytest_cache"}
 
 
@@ -107,11 +109,12 @@ class Smoke:
         """``prefect deployment run NAME -p k=v ... --watch``; the flow run's id."""
         return self.finish_deployment(name, self.start_deployment(name, **parameters))
 
-    def start_deployment(self, name: str, **parameters):
+    def start_deployment(self, name: str, watch: bool = True, **parameters):
+        """``prefect deployment run NAME -p k=v ... [--watch]``, not waited for."""
         args = [f"{k}={v if isinstance(v, str) else json.dumps(v)}" for k, v in {"dataset": DATASET, **parameters}.items()]
         return self.topology.cli_start(
             "prefect", "deployment", "run", name, *[a for p in args for a in ("-p", p)],
-            "--watch", "--watch-timeout", str(RUN_TIMEOUT),
+            *(["--watch", "--watch-timeout", str(RUN_TIMEOUT)] if watch else []),
         )
 
     def finish_deployment(self, name: str, proc) -> str:
@@ -121,32 +124,28 @@ class Smoke:
         self.say(f"ran {name}: flow run {found.group(1)}")
         return found.group(1)
 
-    # ------------------------------------------------------------------ faults
-    def restart_mlflow(self) -> None:
-        """Fault: the MLflow server stops and starts again between training and scoring."""
-        self.topology.stop_one("mlflow")
-        self.topology.start_mlflow()()
-        self.say("FAULT the MLflow server was stopped and started again (same PostgreSQL, same bucket)")
+    def crash_and_rerun(self, rows: dict[str, int], batch_id: str) -> None:
+        """Fault: the cpu worker dies with the flow run scoring ``batch_id``; the heartbeat
+        automation marks the run CRASHED (meanwhile the gpu pool retrains), no batch is
+        half-written, and the next run of the deployment completes the champion's scores,
+        equal to serial scoring."""
+        killed = self.finish_deployment("score/scheduled-scoring", self.start_deployment("score/scheduled-scoring", watch=False))
+        state, since = faults.kill_the_cpu_worker_mid_score(self, killed)
+        checks.require(state == "RUNNING", f"the killed run was {state}, not RUNNING, before the automation acted")
+        retraining = self.start_deployment("retrain/nightly-retraining", params=TRAIN_PARAMETERS["params"])
+        faults.wait_dask_idle(self.topology)  # the killed run's score task, orphaned on Dask, runs on to its end
+        self.check("the killed run's lake writes", checks.no_partial_scores, DATASET, rows, batch_id)
+        self.check("the heartbeat automation", checks.crashed, killed, since, ZOMBIE_SECONDS + 90)
+        retrain = self.finish_deployment("retrain/nightly-retraining", retraining)
+        self.check("retraining on the gpu pool", checks.ran_on_pool, retrain, "gpu", ["cpu"])
 
-    def kill_a_dask_worker_mid_score(self, scoring) -> None:
-        """Fault: SIGKILL the process group (nanny and worker) of a Dask worker while it runs a
-        score task, then start it again; the scheduler gives the task to another worker."""
-        from distributed import Client
-
-        deadline = time.monotonic() + RUN_TIMEOUT
-        with Client(self.topology.dask_address, timeout=60) as client:
-            while scoring.poll() is None and time.monotonic() < deadline:
-                busy = [a for a, keys in client.processing().items() if any("score" in str(k) for k in keys)]
-                if busy:
-                    break
-                time.sleep(0.2)
-            checks.require(scoring.poll() is None and bool(busy), "no Dask worker was seen running a score task")
-            name = client.scheduler_info()["workers"][busy[0]]["name"]
-        proc = self.topology.procs.pop(name)
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(timeout=30)
-        self.say(f"FAULT {name} (pid {proc.pid}) killed with SIGKILL while running a score task")
-        self.topology.start_dask_worker(int(name.rsplit("-", 1)[1]))
+        rerun = self.run_deployment("score/scheduled-scoring")
+        self.check("the re-run on the cpu pool", checks.ran_on_pool, rerun, "cpu", ["gpu"])
+        version = checks.champion(self.topology, DATASET)
+        self.check(f"champion v{version}'s scores complete after the re-run", checks.scores_complete, DATASET, rows,
+                   {f"{DATASET}-v{version}"})
+        self.check("no partial batch after the re-run", checks.no_partial_scores, DATASET, rows, batch_id)
+        self.check(f"batch {batch_id} scored as serially", checks.batch_matches_serial, DATASET, batch_id)
 
     def wait_for_workers(self, timeout: float = 180) -> None:
         deadline = time.monotonic() + timeout
@@ -229,26 +228,30 @@ class Smoke:
         self.say(f"up: PostgreSQL :{t.pg.port}, S3 (moto) {t.s3_url}, Prefect {t.prefect_url}, MLflow {t.mlflow_url}, "
                  f"Dask {t.dask_address} with 2 workers, process workers for pools {', '.join(POOLS)}")
         self.wait_for_workers()
-        deploying = self.deploy()  # meanwhile, the data
+        deploying = self.deploy()  # meanwhile, the automation and the data
+        automating = t.cli_start("vae-anomaly", "automations", "--within", str(ZOMBIE_SECONDS), "--json")
         rows = dict(self.ingest(f"transactions_batch{i}.{ext}") for i, ext in ((1, "csv"), (2, "parquet")))
         batches = list(rows)
         self.deployed(deploying)
+        made = json.loads(t.finish(automating).stdout)
+        self.say(f"vae-anomaly automations: {made['action']} {made['name']!r} (Crashed after {made['within_seconds']:g} s "
+                 f"without a heartbeat; heartbeats every {made['heartbeat_seconds']} s)")
         self.hold_off_the_cron()
 
         train = self.run_deployment("train/on-demand-training", **TRAIN_PARAMETERS)
         self.check("training on the gpu pool", checks.ran_on_pool, train, "gpu", ["cpu"])
-        self.restart_mlflow()
+        faults.restart_mlflow(self)
         scoring = self.start_deployment("score/scheduled-scoring")
-        self.kill_a_dask_worker_mid_score(scoring)
+        faults.kill_a_dask_worker_mid_score(self, scoring)
         score = self.finish_deployment("score/scheduled-scoring", scoring)
         self.check("scoring on the cpu pool", checks.ran_on_pool, score, "cpu", ["gpu"])
         self.check("scoring on the Dask cluster", checks.score_tasks_on_dask, len(batches))
         self.check("scores complete in the lake", checks.scores_complete, DATASET, rows)
         self.check("Dask scores equal serial ones", checks.scores_match_serial, DATASET, "1")
 
-        batches.append(self.ingest("transactions_batch3.jsonl")[0])
-        retrain = self.run_deployment("retrain/nightly-retraining", params=TRAIN_PARAMETERS["params"])
-        self.check("retraining on the gpu pool", checks.ran_on_pool, retrain, "gpu", ["cpu"])
+        batch, rows[batch] = self.ingest("transactions_batch3.jsonl")
+        batches.append(batch)
+        self.crash_and_rerun(rows, batch)
         self.say(f"PASS the hourly schedule: {self.scheduled_run_is_picked_up()}")
 
         self.check("registry in MLflow's PostgreSQL", checks.registry_in_postgres, DATASET, 2)

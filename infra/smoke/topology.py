@@ -29,6 +29,7 @@ DASK_WORKERS = 2
 # moto accepts any key; these only have to be the same everywhere
 BUCKET_CREDENTIALS = {"AWS_ACCESS_KEY_ID": "smoke-key", "AWS_SECRET_ACCESS_KEY": "smoke-secret"}
 START_TIMEOUT = 180.0
+HEARTBEAT_SECONDS = 30  # flow-run heartbeats (Prefect's minimum; 180 by default) for the zombie automation
 
 
 class Topology:
@@ -86,6 +87,7 @@ class Topology:
             "VAE_ANOMALY_LAKE": f"s3://{LAKE_BUCKET}",
             "VAE_ANOMALY_HOME": str(self.root / "home"),
             "OMP_NUM_THREADS": "1", "VAE_ANOMALY_TORCH_THREADS": "1",
+            "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": str(HEARTBEAT_SECONDS),
             "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
             **extra,
         }

@@ -145,6 +145,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_automations(args: argparse.Namespace) -> dict:
+    """``automations``: :func:`pipelines.automations.ensure_automations` on PREFECT_API_URL's server."""
+    from pipelines.automations import ensure_automations
+
+    try:
+        return ensure_automations(args.within)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from exc
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """``bench``: ``python -m benchmarks.run`` with the arguments the parser left over."""
     if not (PROJECT_ROOT / "benchmarks" / "run.py").exists():

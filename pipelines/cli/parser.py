@@ -177,6 +177,15 @@ def add_serve(command: Command) -> None:
                    help="port of the local Prefect server started when PREFECT_API_URL is unset (default %(default)s)")
 
 
+def add_automations(command: Command) -> None:
+    """The ``automations`` subcommand."""
+    p = command("automations", "create (or update) on PREFECT_API_URL's server the automation that marks a flow run "
+                "Crashed when its heartbeats stop (its worker died with it)", commands.cmd_automations, render.render_automations)
+    p.add_argument("--within", type=float, metavar="SECONDS",
+                   help="seconds without a heartbeat before a run is Crashed "
+                        "(default: 3 periods of PREFECT_FLOWS_HEARTBEAT_FREQUENCY, 3 x 180 s)")
+
+
 def add_bench(command: Command) -> None:
     """The ``bench`` subcommand."""
     p = command("bench", "run the benchmark: python -m benchmarks.run with the other arguments (e.g. --quick, --only tabular)",
@@ -194,7 +203,7 @@ def add_demo(command: Command) -> None:
 #: The subcommands, in the order ``--help`` lists them.
 SUBCOMMANDS: tuple[Callable[[Command], None], ...] = (
     add_ingest, add_lake, add_train, add_score, add_report, add_review, add_threshold, add_retrain, add_serve,
-    add_bench, add_demo,
+    add_automations, add_bench, add_demo,
 )
 
 

@@ -156,6 +156,15 @@ def render_retrain(r: dict) -> list:
                        [*rows, ("rule", r.get("rule"))])]
 
 
+def render_automations(r: dict) -> list:
+    """The result of ``automations``: the automation, created or updated, and its window."""
+    return [key_values(f"automation {r.get('action')}: {r.get('name')}", [
+        ("id", r.get("id")),
+        ("crashed after", f"{fmt(r.get('within_seconds'))} s without a heartbeat"),
+        ("heartbeat every", f"{r.get('heartbeat_seconds')} s (PREFECT_FLOWS_HEARTBEAT_FREQUENCY)"),
+    ])]
+
+
 def render_demo(summary: dict) -> list:
     """The demo's summary (:func:`pipelines.demo.render`)."""
     from pipelines import demo

@@ -18,6 +18,7 @@ def test_the_readme_section_shows_the_topologys_commands():
     assert ("prefect", "server", "start") in programs and ("mlflow", "server", "--backend-store-uri") in programs
     assert ["prefect", "worker", "start", "--pool", "cpu", "--type", "process"] in commands
     assert ["prefect", "worker", "start", "--pool", "gpu", "--type", "process"] in commands
+    assert ["vae-anomaly", "automations"] in commands  # the zombie-run automation, before any run
     runs = [c[3] for c in commands if c[:3] == ["prefect", "deployment", "run"]]
     assert runs == ["train/on-demand-training", "score/scheduled-scoring", "retrain/nightly-retraining"]
     assert all(not c[0].isupper() and "=" not in c[0] for c in commands)  # assignments and exports are not commands
