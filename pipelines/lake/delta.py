@@ -64,10 +64,13 @@ def quote(value: str) -> str:
     return "'" + str(value).replace("'", "''") + "'"
 
 
-def commit_properties(op: str, retries: Optional[int] = None, **metadata: Any) -> CommitProperties:
-    """Commit properties naming the lake operation (visible in the table's history)."""
+def commit_properties(op: str, **metadata: Any) -> CommitProperties:
+    """Commit properties naming the lake operation (visible in the table's history).
+
+    No delta-rs retries: every commit of the lake succeeds only on the version it was computed
+    from (compare and swap); the callers re-read the table and compute it again."""
     custom = {OP_KEY: op, **{f"vae_anomaly.{k}": v for k, v in metadata.items()}}
-    return CommitProperties(custom_metadata=custom, max_commit_retries=retries)
+    return CommitProperties(custom_metadata=custom, max_commit_retries=0)
 
 
 def replace_partition(
@@ -80,11 +83,14 @@ def replace_partition(
 ) -> None:
     """Atomically make ``data`` the whole content of one partition (overwrite by predicate).
 
-    Creates the table, partitioned by ``partition``'s keys, if it does not exist. A concurrent
-    writer of the same partition makes the commit fail; it is then retried on the new
-    version, so the last writer's rows replace the earlier ones (never both). ``data`` may be
-    a callable returning a fresh stream for each attempt. New columns are merged into the
-    table's schema.
+    Creates the table, partitioned by ``partition``'s keys, if it does not exist. Every commit
+    is a compare and swap on the version it was computed from (delta-rs ``max_commit_retries=0``):
+    a writer that lost the race re-opens the table and runs the overwrite again on the newest
+    version, so the last writer's rows replace the earlier ones (never both). delta-rs's own
+    retry would instead rebase the same add and remove actions onto the newer version whenever
+    its conflict checker lets it, and keeping files side by side is then up to that checker.
+    ``data`` may be a callable returning a fresh stream for each attempt. New columns are merged
+    into the table's schema.
     """
     predicate = " AND ".join(f"{k} = {quote(v)}" for k, v in partition.items())
     for attempt in range(COMMIT_ATTEMPTS):
@@ -100,9 +106,9 @@ def replace_partition(
                 schema_mode="merge" if table is not None else None,
                 storage_options=options or None,
                 writer_properties=WriterProperties(max_row_group_size=ROW_GROUP_ROWS),
-                # creating the table must fail if another writer created it first: retried as
-                # an append, its rows would land beside the other writer's
-                commit_properties=commit_properties(op, retries=0 if table is None else None, **partition),
+                # no delta-rs retry: a create retried as an append, or an overwrite rebased on
+                # another writer's, could keep its files beside that writer's
+                commit_properties=commit_properties(op, **partition),
             )
             break
         except CommitFailedError:
@@ -128,7 +134,7 @@ def cas_append(uri: str, options: dict[str, str], table: Optional[DeltaTable], d
             data,
             mode="append" if table is not None else "error",
             storage_options=options or None,
-            commit_properties=commit_properties(op, retries=0, **meta),
+            commit_properties=commit_properties(op, **meta),
         )
     except CommitFailedError:
         return False
@@ -141,7 +147,8 @@ def cas_append(uri: str, options: dict[str, str], table: Optional[DeltaTable], d
 
 def delete_where(uri: str, options: dict[str, str], predicate: str, op: str, **meta: Any) -> Optional[int]:
     """Delete the rows matching ``predicate``; returns the table version before, or ``None``
-    when the table does not exist."""
+    when the table does not exist. Like :func:`replace_partition`, a delete that lost a race
+    runs again on the newest version (no delta-rs rebase)."""
     for attempt in range(COMMIT_ATTEMPTS):
         table = open_table(uri, options)
         if table is None:

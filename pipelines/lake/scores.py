@@ -77,7 +77,9 @@ class ScoresWriter:
         def batches() -> Iterator[pa.RecordBatch]:
             if self.schema is None:
                 return
-            with pa.memory_map(self._spool) as source:
+            # read, not memory-mapped: a mapped spool's pages count as resident memory, so
+            # streaming a 1M-row batch's scores back added their whole size (~125 MiB) to RSS
+            with pa.OSFile(self._spool, "rb") as source:
                 for part in pa.ipc.open_stream(source):
                     columns = list(part.columns) + [pa.array([extra[k]] * part.num_rows, types[k]) for k in types]
                     yield pa.RecordBatch.from_arrays(columns, schema=schema)

@@ -117,9 +117,6 @@ def test_four_concurrent_ingests_of_different_files_all_land(tmp_path):
     assert_consistent(lake, "d", {str(s): ROWS for s in sources})
 
 
-@pytest.mark.xfail(strict=False, reason=(
-    "known race, issue 8: under heavy load four writers of the same rows have once more committed the batch's "
-    "rows twice (after the create-race fix a24b14c); kept running so a pass or a failure is visible"))
 def test_four_concurrent_ingests_of_the_same_rows_commit_one_batch(tmp_path):
     csv = write_csv(tmp_path, 7)
     parquet = tmp_path / "same-rows.parquet"
