@@ -18,7 +18,7 @@ from prefect.cache_policies import NO_CACHE
 
 from pipelines import nodes
 from pipelines.flows.common import io_task, lake_for, naive_utc, tracking_for
-from pipelines.flows.score import _load, resolve_model
+from pipelines.flows.score import resolve_model, resolve_point_score, scoring_detector
 from pipelines.reports.store import ReportStore
 from pipelines.review.feedback import FeedbackStore
 from pipelines.review.labels import reviewed_items
@@ -99,8 +99,9 @@ def threshold(
     """Recalibrate the threshold of ``model_name@alias`` from the verdicts on its report items."""
     log = get_run_logger()
     model_name = model_name or dataset
-    model = resolve_model(tracking_uri, model_name, alias, None)
-    det = _load(model.info, tracking_uri)
+    # the verdicts are on the scheduled (causal) scores: a time series' threshold moves in that mode
+    model = resolve_point_score(resolve_model(tracking_uri, model_name, alias, None), "last", tracking_uri)
+    det = scoring_detector(model, tracking_uri)
     items = read_reviewed_items(lake_url, dataset, model.scores_key)
     choice = choose_threshold(items, det, lake_url, dataset, model.scores_key, alerts_per_day)
     # a copy: the loaded detector is cached for the score tasks of this process
