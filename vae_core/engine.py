@@ -104,6 +104,18 @@ class Engine:
                 out[key].append(getattr(r, key).float().cpu().numpy())
         return {key: np.concatenate(v).astype(np.float64) for key, v in out.items()}
 
+    @torch.inference_mode()
+    def reconstruct(self, enc: Encoded) -> tuple[np.ndarray, np.ndarray]:
+        """Mean and log-variance of p(x | z = mu(x)) for the numeric columns, arrays (n, n_num)."""
+        data = DeviceData(enc, self.device, resident_bytes=0)
+        means, logvars = [], []
+        for b in data.slices(self.config.score_batch_size):
+            mu, _ = self.model.encode(b)
+            d = self.model.decode(mu.float(), b.cond)
+            means.append(d.num_mean.float().cpu().numpy())
+            logvars.append(d.num_logvar.float().cpu().numpy())
+        return np.concatenate(means).astype(np.float64), np.concatenate(logvars).astype(np.float64)
+
     # ---------------------------------------------------------------- persistence
     def state(self) -> dict:
         """JSON-ready sizes of the network (:meth:`NetworkShape.sizes`)."""

@@ -85,3 +85,30 @@ def find_events(
         "flagged_points": by.size().to_numpy(),
     })
     return events[EVENT_COLUMNS], event_of_point
+
+
+def event_excess(excess: np.ndarray, event_of_point: np.ndarray) -> np.ndarray:
+    """Per-point column attributions replaced, inside events, by their event's.
+
+    Parameters
+    ----------
+    excess : array of shape (n, d)
+        Each point's excess NLL per column (:meth:`vae_core.explain.Attribution.excess`).
+    event_of_point : array of int, shape (n,)
+        :func:`find_events`' second result (-1 outside events).
+
+    Returns
+    -------
+    array of shape (n, d)
+        For a point in an event, the sum of ``excess`` over the event's points (gap points
+        included), so every point of one event names the same columns with the same shares;
+        other points keep their own row.
+    """
+    inside = event_of_point >= 0
+    if not inside.any():
+        return excess
+    sums = np.zeros((int(event_of_point.max()) + 1, excess.shape[1]))
+    np.add.at(sums, event_of_point[inside], excess[inside])
+    out = np.array(excess, dtype=np.float64, copy=True)
+    out[inside] = sums[event_of_point[inside]]
+    return out

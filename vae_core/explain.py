@@ -140,8 +140,12 @@ def top_features_text(explanation: pd.DataFrame) -> pd.Series:
     return text.groupby(level=0, sort=False).agg(lambda p: ", ".join(x for x in p if x))
 
 
-def score_and_explain(detector: Any, frame: pd.DataFrame, top_k: int = 3) -> tuple[pd.DataFrame, pd.DataFrame]:
+def score_and_explain(detector: Any, frame: pd.DataFrame, top_k: int = 3,
+                      context: Optional[pd.DataFrame] = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`score_with_explanations`, and the long-form explanation of the flagged rows.
+
+    ``context`` (time series only): earlier rows of the same series, scored before ``frame`` and
+    left out of both results (see :meth:`TimeSeriesVAEDetector.score`).
 
     Returns
     -------
@@ -151,7 +155,8 @@ def score_and_explain(detector: Any, frame: pd.DataFrame, top_k: int = 3) -> tup
         ``explain``'s long form (``rank``, ``feature``, ``share``, ``excess_nll``, ``value``,
         ``typical``) for the flagged rows only, indexed by their position in ``frame``.
     """
-    scores, explanation = detector._score_and_explain_flagged(frame, max(1, int(top_k)))
+    extra = {} if context is None else {"context": context}
+    scores, explanation = detector._score_and_explain_flagged(frame, max(1, int(top_k)), **extra)
     text = np.full(len(scores), "", dtype=object)
     if len(explanation):
         per_row = top_features_text(explanation)
@@ -179,6 +184,8 @@ def score_with_explanations(detector: Any, frame: pd.DataFrame, top_k: int = 3) 
         ``detector.score(frame)`` (same index and order) with a ``top_features`` column: the
         text described in this module's docstring for rows with ``is_anomaly``, ``""`` for the
         others. A time series is explained from the same windows that scored it, so a flagged
-        point is explained in the context of its whole series.
+        point is explained with its neighbours in context, and every flagged point of one event
+        names the event's columns (its excess summed over the event's points), with the point's
+        own values.
     """
     return score_and_explain(detector, frame, top_k)[0]

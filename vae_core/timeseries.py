@@ -20,15 +20,15 @@ import pandas as pd
 from .base import DetectorBase, resolve_config
 from .calendar import calendar_periods, cycle_features, series_one_hot
 from .config import TimeSeriesConfig
-from .events import find_events
-from .explain import Attribution, explain_rows
+from .events import event_excess, find_events
+from .explain import explain_rows
 from .engine import Engine, build_model
 from .errors import DataError
 from .preprocess import Encoded, Preprocessor, check_frame
 from .seeds import numpy_rng
 from .series_frame import infer_step, is_datetime, parse_times, series_codes, series_names, values_frame
 from .series_scores import score_series, sliding_windows
-from . import series_thresholds
+from . import series_band, series_modes, series_thresholds
 from .threshold import Calibration
 from .train import EpochCallback
 
@@ -119,7 +119,7 @@ class TimeSeriesVAEDetector(DetectorBase):
         grids = self._grids(frame, times)
 
         # time-ordered split: the last `validation_fraction` of each series is held out
-        train_w, val_w, cal_points = [], [], []
+        train_w, val_w, cal_points, cuts = [], [], [], []
         W = cfg.window
         for g in grids:
             flat, starts = sliding_windows(g.values, W, cfg.train_stride)
@@ -129,6 +129,7 @@ class TimeSeriesVAEDetector(DetectorBase):
             train_w.append(flat[(starts + W <= cut) & observed])
             val_w.append(flat[(starts >= cut - W // 2) & observed])
             cal_points.append(g.points >= cut)
+            cuts.append(cut)
         train = np.concatenate(train_w)
         val = np.concatenate(val_w)
         if len(train) < 2 or len(val) < 1:
@@ -153,21 +154,26 @@ class TimeSeriesVAEDetector(DetectorBase):
         split = lambda a: Encoded.numeric(a[:, :n_val], a[:, n_val:] if n_cond else None)  # noqa: E731
         self.history_ = [m.as_dict() for m in self.engine_.fit(split(train), split(val), callback)]
 
-        raw, feat, feat_sq = self._score_grids(grids, len(frame))
         tail = np.zeros(len(frame), bool)
         for g, is_tail in zip(grids, cal_points):
             tail[g.rows] = is_tail
-        if tail.sum() < 20:  # too short a tail: fall back to in-sample scores
-            tail[:] = True
-        self.attribution_ = Attribution.fit(feat[tail], feat_sq[tail], len(self.value_columns_))
-        score = self._anomaly_score(raw)
-        self._calibrate(score[tail])
-        names = self._row_series(frame)
-        self.series_calibration_ = (
-            series_thresholds.fit_series_calibrations(score[tail], names[tail], cfg)
-            if cfg.threshold_per_series and names is not None else {}
-        )
+        in_sample = tail.sum() < 20  # too short a tail: fall back to in-sample scores
+        tail[:] = tail | in_sample
+        names, d = self._row_series(frame), len(self.value_columns_)
+        own = series_modes.fit_mode(self._score_grids(grids, len(frame)), tail, names, cfg, self._anomaly_score, d)
+        self.calibration_, self.series_calibration_, self.attribution_ = own.calibration, own.series_calibration, own.attribution
+        # the other point-score mode, calibrated on the same tail (scored from its windows only)
+        other = series_modes.other_mode(cfg.point_score)
+        tails = grids if in_sample else [t for g, c in zip(grids, cuts) if (t := series_modes.tail_grid(g, c, W, self.step_))]
+        scored = self._score_grids(tails, len(frame), other)
+        self.point_modes_ = {other: series_modes.fit_mode(scored, tail, names, cfg, self._anomaly_score, d)}
         return self
+
+    def with_point_score(self, point_score: str) -> "TimeSeriesVAEDetector":
+        """This detector scoring per point in ``point_score`` mode: ``"last"`` (causal) or ``"mean"``
+        (offline), each with its own calibration from ``fit`` (see :mod:`vae_core.series_modes`).
+        Returns ``self`` for its own mode, else a copy that shares the network."""
+        return series_modes.switch(self, point_score)
 
     def calibrate(self, *args, **kwargs):
         """Place the threshold again without retraining (see :meth:`DetectorBase.calibrate`); with
@@ -222,7 +228,7 @@ class TimeSeriesVAEDetector(DetectorBase):
         return events
 
     # ---------------------------------------------------------------- scoring
-    def score(self, frame: pd.DataFrame) -> pd.DataFrame:
+    def score(self, frame: pd.DataFrame, context: Optional[pd.DataFrame] = None) -> pd.DataFrame:
         """One row per input row (same index and order) with the columns of
         :meth:`VAEDetector.score <vae_core.VAEDetector.score>`, scored per timestamp.
 
@@ -233,8 +239,10 @@ class TimeSeriesVAEDetector(DetectorBase):
         ``rate_weight`` x the window's rate / W. With ``point_score="last"`` a point's score uses
         only the window that ends at it (past points only). Flags use each series' own threshold
         when the detector was fitted with ``threshold_per_series``; :meth:`events` groups them.
+        ``context``: earlier rows of the same series (columns as ``frame``), scored before
+        ``frame`` and left out of the result, e.g. the last ``window - 1`` points of each series.
         """
-        raw, _, _ = self._score_frame_raw(frame)
+        raw, _, _ = self._score_frame_raw(frame, context)
         return self._series_scores(frame, raw)
 
     def data_nll(self, frame: pd.DataFrame) -> np.ndarray:
@@ -248,27 +256,55 @@ class TimeSeriesVAEDetector(DetectorBase):
         _, feat, feat_sq = self._score_frame_raw(frame)
         return explain_rows(frame, self.attribution_.excess(feat, feat_sq), self.preprocessor_, top_k)
 
-    def _score_and_explain_flagged(self, frame: pd.DataFrame, top_k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def expected(self, frame: pd.DataFrame, context: Optional[pd.DataFrame] = None) -> pd.DataFrame:
+        """The model's expected value of each point: the decoder's mean and standard deviation
+        in the data's units, per row and value column (see :func:`vae_core.series_band.expected`).
+
+        Returns
+        -------
+        DataFrame
+            ``frame``'s index; columns ``(value column, "mean" | "std")``.
+        """
+        grids, n, skip = self._context_grids(frame, context)
+        return series_band.expected(self, grids, n, skip, frame.index)
+
+    def _score_and_explain_flagged(self, frame: pd.DataFrame, top_k: int,
+                                   context: Optional[pd.DataFrame] = None) -> tuple[pd.DataFrame, pd.DataFrame]:
         """Scores, and the explanation of the flagged rows (indexed by position), from one pass
-        over the windows: each flagged point is explained within its whole series."""
-        raw, feat, feat_sq = self._score_frame_raw(frame)
+        over the windows: a flagged point is explained by its event's columns (the excess NLL
+        summed over the event's points, each from the windows that scored it)."""
+        raw, feat, feat_sq = self._score_frame_raw(frame, context)
         scores = self._series_scores(frame, raw)
-        pos = np.flatnonzero(scores["is_anomaly"].to_numpy())
-        excess = self.attribution_.excess(feat[pos], feat_sq[pos])
+        flags = scores["is_anomaly"].to_numpy(bool)
+        series = frame[self.series_column_] if self.series_column_ else None
+        _, member = find_events(frame[self.time_column_], flags, scores["anomaly_score"].to_numpy(), series)
+        pos = np.flatnonzero(flags)
+        excess = event_excess(self.attribution_.excess(feat, feat_sq), member)[pos]
         return scores, explain_rows(frame.iloc[pos], excess, self.preprocessor_, top_k, index=pos)
 
-    def _score_frame_raw(self, frame: pd.DataFrame) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    def _score_frame_raw(self, frame: pd.DataFrame, context: Optional[pd.DataFrame] = None):
+        """Per-row scores and per-column terms of ``frame`` (scored after ``context``)."""
+        grids, n, skip = self._context_grids(frame, context)
+        raw, feat, feat_sq = self._score_grids(grids, n)
+        return {k: v[skip:] for k, v in raw.items()}, feat[skip:], feat_sq[skip:]
+
+    def _context_grids(self, frame: pd.DataFrame, context: Optional[pd.DataFrame]) -> tuple[list[SeriesGrid], int, int]:
+        """The grids of ``context`` then ``frame`` (checked), their row count, and the context's."""
         self._check_fitted()
         check_frame(frame)
         needed = [self.time_column_] + ([self.series_column_] if self.series_column_ else []) + self.value_columns_
-        missing = [c for c in needed if c not in frame.columns]
-        if missing:
-            raise DataError(f"missing column(s) the model was fitted on: {', '.join(map(repr, missing))}")
+        for what, part in (("", frame), ("the context: ", context if context is not None else frame)):
+            missing = [c for c in needed if c not in part.columns]
+            if missing:
+                raise DataError(f"{what}missing column(s) the model was fitted on: {', '.join(map(repr, missing))}")
+        skip = 0 if context is None else len(context)
+        if skip:
+            frame = pd.concat([context[needed], frame[needed]], ignore_index=True)
         kind = "datetime" if is_datetime(frame[self.time_column_]) else "numeric"
         if kind != self.time_kind_:
             raise DataError(f"column {self.time_column_!r} holds {kind} times, but the model was fitted on {self.time_kind_} times")
         times = parse_times(frame, self.time_column_)
-        return self._score_grids(self._grids(frame, times), len(frame))
+        return self._grids(frame, times), len(frame), skip
 
     def _grids(self, frame: pd.DataFrame, times: np.ndarray) -> list[SeriesGrid]:
         """Each series of ``frame`` on its grid, values standardised by the fitted preprocessor."""
@@ -319,11 +355,12 @@ class TimeSeriesVAEDetector(DetectorBase):
                 "keep one row per time (drop or aggregate the duplicates first)"
             )
 
-    def _score_grids(self, grids: list[SeriesGrid], n_rows: int) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    def _score_grids(self, grids: list[SeriesGrid], n_rows: int,
+                     point_score: Optional[str] = None) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """Per-row scores, and per-value-column NLL and squared residuals, from the windows covering
-        each grid point (:func:`vae_core.series_scores.score_series`)."""
+        each grid point (:func:`vae_core.series_scores.score_series`), in ``point_score`` mode (default: the config's)."""
         W, d = self.config_.window, len(self.value_columns_)
-        last_only = self.config_.point_score == "last"
+        last_only = (point_score or self.config_.point_score) == "last"
         raw = {k: np.zeros(n_rows) for k in ("neg_elbo", "nll_iwae", "recon_error", "kl")}
         feat_rows, sq_rows = np.zeros((n_rows, d)), np.zeros((n_rows, d))
         for g in grids:
@@ -343,6 +380,7 @@ class TimeSeriesVAEDetector(DetectorBase):
             "time_kind": self.time_kind_, "step": self.step_, "series_names": self.series_names_,
             "periods": self.periods_,
             "series_calibration": {k: c.to_dict() for k, c in self.series_calibration_.items()},
+            "point_modes": {k: m.to_dict() for k, m in self.point_modes_.items()},
         }
 
     def _restore(self, meta: dict) -> None:
@@ -351,6 +389,8 @@ class TimeSeriesVAEDetector(DetectorBase):
         self.series_names_, self.periods_ = meta.get("series_names", []), meta.get("periods", [])
         saved = meta.get("series_calibration", {})
         self.series_calibration_ = {k: Calibration.from_dict(c) for k, c in saved.items()}
+        modes = meta.get("point_modes", {})  # none in a model saved before both modes were calibrated
+        self.point_modes_ = {k: series_modes.ModeCalibration.from_dict(m) for k, m in modes.items()}
 
     @property
     def feature_names_in_(self) -> list[str]:

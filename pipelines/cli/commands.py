@@ -92,7 +92,7 @@ def cmd_score(args: argparse.Namespace) -> dict:
         args, "score", "score", dataset=args.dataset, model_name=args.model_name, alias=args.alias,
         version=args.version, batch_ids=args.batch, batch_rows=args.batch_rows, workers=args.workers,
         dask_address=args.dask_address, drift_threshold=args.drift_threshold,
-        retrain_on_drift=args.retrain_on_drift or None,
+        retrain_on_drift=args.retrain_on_drift or None, point_score="mean" if args.offline else None,
     )
 
 
@@ -110,7 +110,7 @@ def cmd_report(args: argparse.Namespace) -> dict:
     """``report``: rebuild the reports of scored batches."""
     preflight.for_scoring(args)
     return _run_flow(args, "report", "report", dataset=args.dataset, model_name=args.model_name, alias=args.alias,
-                     version=args.version, batch_ids=args.batch)
+                     version=args.version, batch_ids=args.batch, point_score="mean" if args.offline else None)
 
 
 def cmd_threshold(args: argparse.Namespace) -> dict:

@@ -122,6 +122,13 @@ def add_score(command: Command) -> None:
     p.add_argument("--drift-threshold", type=float, help="PSI above which a batch counts as drifted (default 0.25)")
     p.add_argument("--retrain-on-drift", action="store_true", help="run `retrain` when drift is found")
     p.add_argument("--fail-on-anomaly", action="store_true", help="exit 4 if any row was flagged")
+    _offline_option(p)
+
+
+def _offline_option(p) -> None:
+    p.add_argument("--offline", action="store_true",
+                   help="time series: score each point from every window covering it, later points included "
+                        "(stored as <model>-v<N>-offline), instead of causally from its past")
 
 
 def add_retrain(command: Command) -> None:
@@ -141,6 +148,7 @@ def add_report(command: Command) -> None:
     p = command("report", "write the review report (report.html and report.json) of scored batches again",
                 commands.cmd_report, render.render_report)
     _version_options(p, "these batches (default: every one the version scored)")
+    _offline_option(p)
 
 
 def add_review(command: Command) -> None:

@@ -13,7 +13,7 @@ from typing import Optional
 from prefect import flow, get_run_logger
 
 from pipelines.flows.common import io_task, lake_for, log_reviewed_precision, read_reviewed_items
-from pipelines.flows.score import _load, resolve_model, scored_chunks
+from pipelines.flows.score import resolve_model, resolve_point_score, scored_chunks, scoring_detector
 from pipelines.reports.batch import ReportParts, write_batch_report
 from pipelines.settings import apply_torch_threads
 
@@ -23,11 +23,11 @@ def rebuild_report(lake_url: Optional[str], dataset: str, batch_id: str, model, 
                    batch_rows: int) -> str:
     """One batch's report from its rows, scored again by the same version."""
     apply_torch_threads()
-    det = _load(model.info, tracking_uri)
+    det = scoring_detector(model, tracking_uri)
     lake = lake_for(lake_url)
     parts = ReportParts(det)
-    for part, explanation, rows in scored_chunks(lake, dataset, batch_id, det, batch_rows):
-        parts.add(part, explanation, rows)
+    for chunk in scored_chunks(lake, dataset, batch_id, det, batch_rows):
+        parts.add(*chunk)
     scores = lake.read_scores(dataset, model.scores_key)
     psi = scores.loc[scores["batch_id"] == batch_id, "psi"]
     return write_batch_report(lake, dataset, batch_id, model.scores_key, det, model.info, parts,
@@ -42,11 +42,14 @@ def report(
     version: Optional[str] = None,
     batch_ids: Optional[list[str]] = None,
     batch_rows: int = 65536,
+    point_score: str = "last",
     lake_url: Optional[str] = None,
     tracking_uri: Optional[str] = None,
 ) -> dict:
-    """Rebuild the reports of the batches the version has scored (or of ``batch_ids``)."""
+    """Rebuild the reports of the batches the version has scored (or of ``batch_ids``); a time
+    series' offline scores (``point_score="mean"``) have reports of their own."""
     model = resolve_model(tracking_uri, model_name or dataset, alias, version)
+    model = resolve_point_score(model, point_score, tracking_uri)
     lake = lake_for(lake_url)
     done = lake.scored_batches(dataset, model.scores_key)
     wanted = list(batch_ids) if batch_ids else [r.batch_id for r in lake.list_batches(dataset) if r.batch_id in done]

@@ -14,7 +14,7 @@ serial runs give the same scores.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -44,6 +44,7 @@ class ScoreModel:
 
     info: Any  # a pipelines.tracking.ModelVersionInfo (not imported here: importing a flow imports no MLflow)
     scores_key: str
+    point_score: Optional[str] = None  # a time series' per-point mode: "last" (causal) or "mean" (offline)
 
 
 @dataclass(frozen=True)
@@ -81,28 +82,39 @@ def _frame(batch: pa.RecordBatch) -> pd.DataFrame:
     return batch.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}.get)
 
 
-def _context(lake, dataset: str, batch_id: str, det) -> pd.DataFrame:
-    """The last ``window - 1`` points of each series from the batch ingested just before
-    ``batch_id`` (if it comes earlier in time), so a batch's first points are scored from full
-    windows, as they would be in one long series. Empty for the first batch."""
-    order = [r.batch_id for r in lake.list_batches(dataset)]
-    i = order.index(batch_id)
-    if i == 0:
-        return lake.read(dataset, batch_ids=[batch_id]).iloc[:0]
-    prev = lake.read(dataset, batch_ids=[order[i - 1]])
-    start = lake.read(dataset, batch_ids=[batch_id], columns=[det.time_column_])[det.time_column_].min()
-    prev = prev[prev[det.time_column_] < start].sort_values(det.time_column_, kind="stable")
-    by = [det.series_column_] if det.series_column_ else None
-    tail = prev.groupby(by, sort=False).tail(det.config_.window - 1) if by else prev.tail(det.config_.window - 1)
-    return tail
+def _context(lake, dataset: str, batch_id: str, det, rows: pd.DataFrame) -> Optional[pd.DataFrame]:
+    """The context of a time-series batch: the last ``window - 1`` points of each of its series
+    before the series' first point in the batch, from the batches ingested before it (the
+    previous one, then the two before, the four before those ..., until every series has its
+    points or no batch is left). None for a first batch."""
+    earlier = [r.batch_id for r in lake.list_batches(dataset)]
+    earlier = earlier[: earlier.index(batch_id)][::-1]
+    time, series, need = det.time_column_, det.series_column_, det.config_.window - 1
+    key = (lambda f: f[series].astype(str)) if series else (lambda f: pd.Series("", index=f.index))  # noqa: E731
+    first = rows[time].groupby(key(rows)).min()
+    columns = [time] + ([series] if series else []) + list(det.value_columns_)
+    found, lo, step = [], 0, 1
+    while lo < len(earlier) and need > 0:
+        part = lake.read(dataset, batch_ids=earlier[lo : lo + step], columns=columns)
+        found.append(part[(part[time] < key(part).map(first)).to_numpy(bool)])
+        counts = pd.concat(found).pipe(key).value_counts()
+        if counts.reindex(first.index, fill_value=0).min() >= need:
+            break
+        lo, step = lo + step, 2 * step
+    if not found:
+        return None
+    before = pd.concat(found, ignore_index=True).sort_values(time, kind="stable")
+    return before.groupby(key(before), sort=False).tail(need).reset_index(drop=True)
 
 
 def scored_chunks(lake, dataset: str, batch_id: str, det, batch_rows: int):
-    """Yield ``(part, explanation, rows)`` per chunk of a batch: the keys and scores to write,
-    the flagged rows' explanation (by position in ``part``), and (time series) the feature rows.
+    """Yield ``(part, explanation, rows, band)`` per chunk of a batch: the keys and scores to
+    write, the flagged rows' explanation (by position in ``part``), and for a time series the
+    feature rows and (when something is flagged) the model's expected band of each row.
 
-    A time-series batch is one chunk, scored after the previous batch's last ``window - 1``
-    points (its context); a table is streamed in Arrow record batches of ``batch_rows`` rows.
+    A time-series batch is one chunk, scored after its context (:func:`_context`): in the causal
+    mode its scores are those of one long series, whatever the batch boundaries. A table is
+    streamed in Arrow record batches of ``batch_rows`` rows.
     """
     is_ts = getattr(det, "time_column_", None) is not None
     if is_ts:  # windows need their neighbours: a time-series batch is scored whole
@@ -113,15 +125,34 @@ def scored_chunks(lake, dataset: str, batch_id: str, det, batch_rows: int):
     for chunk in chunks:
         keys = chunk[list(META_COLUMNS)].reset_index(drop=True)  # the row's key in the lake
         rows = nodes.feature_frame(chunk).reset_index(drop=True)
+        band = None
         if is_ts:
-            context = nodes.feature_frame(_context(lake, dataset, batch_id, det))
-            scored, explanation = vae_core.score_and_explain(det, pd.concat([context, rows], ignore_index=True))
-            scored = scored.iloc[len(context):].reset_index(drop=True)
-            explanation = explanation[explanation.index >= len(context)]
-            explanation.index = explanation.index - len(context)
+            context = _context(lake, dataset, batch_id, det, rows)
+            scored, explanation = vae_core.score_and_explain(det, rows, context=context)
+            band = det.expected(rows, context) if scored["is_anomaly"].any() else None
         else:
             scored, explanation = vae_core.score_and_explain(det, rows)
-        yield pd.concat([keys, chunk[extra].reset_index(drop=True), scored], axis=1), explanation, rows if is_ts else None
+        yield (pd.concat([keys, chunk[extra].reset_index(drop=True), scored], axis=1), explanation,
+               rows if is_ts else None, band)
+
+
+def scoring_detector(model: ScoreModel, tracking_uri: Optional[str]):
+    """The loaded detector of ``model``, scoring in its point-score mode."""
+    det = _load(model.info, tracking_uri)
+    return det.with_point_score(model.point_score) if model.point_score else det
+
+
+@io_task("resolve-point-score")
+def resolve_point_score(model: ScoreModel, point_score: str, tracking_uri: Optional[str]) -> ScoreModel:
+    """``model`` in ``point_score`` mode for a time series (a model that cannot score in it fails
+    here, before any work); offline scores get their own key (``<model>-v<N>-offline``), so a
+    version's causal scores are never mixed with them. Tables have no modes."""
+    det = _load(model.info, tracking_uri)
+    if getattr(det, "time_column_", None) is None:
+        return model
+    det.with_point_score(point_score)
+    suffix = "-offline" if point_score == "mean" else ""
+    return replace(model, scores_key=model.scores_key + suffix, point_score=point_score)
 
 
 @io_task("list-batches")
@@ -158,7 +189,7 @@ def score_batch(
 ) -> BatchScores:
     """Score one lake batch and write its scores under ``model.scores_key``."""
     apply_torch_threads()
-    det = _load(model.info, tracking_uri)
+    det = scoring_detector(model, tracking_uri)
     lake = lake_for(lake_url)
     scored_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     drift_acc = nodes.PSI(det.calibration_.scores)
@@ -167,10 +198,10 @@ def score_batch(
     # each chunk is scored, written and dropped: memory stays bounded by one chunk, and the
     # batch's scores still become visible at once (or not at all) when the writer closes
     with lake.scores_writer(dataset, model.scores_key, batch_id) as writer:
-        for part, explanation, rows in scored_chunks(lake, dataset, batch_id, det, batch_rows):
+        for part, explanation, rows, band in scored_chunks(lake, dataset, batch_id, det, batch_rows):
             part["scored_at"] = scored_at  # the scores key and batch_id live in the path
             writer.write(part)
-            parts.add(part, explanation, rows)
+            parts.add(part, explanation, rows, band)
             drift_acc.update(part["anomaly_score"].to_numpy())
             flagged = part[part["is_anomaly"].to_numpy(bool)]
             anomalies += len(flagged)
@@ -254,10 +285,17 @@ def score(
     dask_address: Optional[str] = None,
     drift_threshold: float = 0.25,
     retrain_on_drift: bool = False,
+    point_score: str = "last",
     lake_url: Optional[str] = None,
     tracking_uri: Optional[str] = None,
 ) -> dict:
     """Score the batches of ``dataset`` not yet scored by the chosen model version.
+
+    A time series is scored causally by default (``point_score="last"``: each point from the
+    window that ends at it, after the previous points of its series from earlier batches), so a
+    stored score never changes and batch boundaries change nothing; ``point_score="mean"`` is
+    the offline mode (every window covering a point, later points included), stored under the
+    key ``<model>-v<N>-offline`` (:mod:`vae_core.series_modes`).
 
     ``workers``/``dask_address`` (or ``VAE_ANOMALY_DASK_ADDRESS``) run the batches on Dask.
     When a batch's PSI against the calibration scores exceeds ``drift_threshold`` and
@@ -277,7 +315,7 @@ def score(
     model_name = model_name or dataset
     dask_address = dask_address or get_settings().dask_address
     wanted = list_batches(lake_url, dataset, batch_ids)
-    model = resolve_model(tracking_uri, model_name, alias, version)
+    model = resolve_point_score(resolve_model(tracking_uri, model_name, alias, version), point_score, tracking_uri)
     plan = plan_scoring(lake_url, dataset, wanted, model.scores_key)
     args = dict(model=model, lake_url=lake_url, tracking_uri=tracking_uri, batch_rows=batch_rows)
     if plan.pending and (workers or dask_address):

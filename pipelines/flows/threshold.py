@@ -21,7 +21,7 @@ from pipelines import nodes
 from pipelines.flows.common import (
     io_task, lake_for, log_reviewed_precision, naive_utc, read_reviewed_items, tracking_for,
 )
-from pipelines.flows.score import _load, resolve_model
+from pipelines.flows.score import resolve_model, resolve_point_score, scoring_detector
 from pipelines.reports.store import ReportStore
 from pipelines.review.threshold import ThresholdChoice, best_f1_threshold, budget_threshold
 
@@ -92,8 +92,9 @@ def threshold(
     """Recalibrate the threshold of ``model_name@alias`` from the verdicts on its report items."""
     log = get_run_logger()
     model_name = model_name or dataset
-    model = resolve_model(tracking_uri, model_name, alias, None)
-    det = _load(model.info, tracking_uri)
+    # the verdicts are on the scheduled (causal) scores: a time series' threshold moves in that mode
+    model = resolve_point_score(resolve_model(tracking_uri, model_name, alias, None), "last", tracking_uri)
+    det = scoring_detector(model, tracking_uri)
     items = read_reviewed_items(lake_url, dataset, model.scores_key)
     log_reviewed_precision(tracking_uri, items)
     choice = choose_threshold(items, det, lake_url, dataset, model.scores_key, alerts_per_day)

@@ -29,16 +29,21 @@ class ReportParts:
         self.scores: list[pd.DataFrame] = []
         self.explanations: list[pd.DataFrame] = []
         self.rows: list[pd.DataFrame] = []
+        self.band: Optional[pd.DataFrame] = None
         self.n = 0
 
-    def add(self, part: pd.DataFrame, explanation: pd.DataFrame, rows: Optional[pd.DataFrame] = None) -> None:
+    def add(self, part: pd.DataFrame, explanation: pd.DataFrame, rows: Optional[pd.DataFrame] = None,
+            band: Optional[pd.DataFrame] = None) -> None:
         """One scored chunk: ``part`` as written (keys and scores), ``explanation`` indexed by
-        position in ``part``; ``rows`` (the chunk's feature rows) for a time series."""
+        position in ``part``; for a time series (one chunk) ``rows``, the chunk's feature rows,
+        and ``band``, the model's expected values of those rows
+        (:meth:`vae_core.TimeSeriesVAEDetector.expected`; None: no band drawn)."""
         self.scores.append(part[LIGHT_COLUMNS].reset_index(drop=True))
         if len(explanation):
             self.explanations.append(explanation.set_axis(explanation.index + self.n))
         if self.time_column is not None and rows is not None:
             self.rows.append(rows.reset_index(drop=True))
+            self.band = None if band is None else band.reset_index(drop=True)
         self.n += len(part)
 
     def frames(self) -> tuple[pd.DataFrame, Optional[pd.DataFrame], pd.DataFrame]:
@@ -72,7 +77,7 @@ def write_batch_report(lake: Lake, dataset: str, batch_id: str, scores_key: str,
     )
     facts = detector_facts(det, info.name, info.version, aliases=tuple(info.aliases), run_id=info.run_id)
     report = build_report(scores, rows, explanations, facts, batch, reviewed_precision(lake, dataset, scores_key))
-    figs = figures(report, rows, scores)
+    figs = figures(report, rows, scores, parts.band)
     return ReportStore(lake.url).write(ReportRef(dataset, scores_key, batch_id), render_html(report, figs),
                                        to_json(report), figs["cards"])
 

@@ -38,14 +38,18 @@ def item_key(dataset: str, batch_id: str, kind: str, ident: Any) -> str:
     return f"{dataset}/{batch_id}/{kind}/{ident}"
 
 
-def _features(explanations: pd.DataFrame, positions: np.ndarray, facts: ModelFacts, limit: int = 3) -> list[dict]:
-    """Top features over ``positions`` (rows of the scores frame), shares summed over the rows."""
+def _features(explanations: pd.DataFrame, positions: np.ndarray, facts: ModelFacts, limit: int = 3,
+              peak: Optional[int] = None) -> list[dict]:
+    """Top features over ``positions`` (rows of the scores frame), shares averaged over the rows
+    (a time series' points of one event carry their event's shares: vae_core explains events);
+    each feature's value from the ``peak`` row where it names it, else from its highest share."""
     if explanations is None or explanations.empty:
         return []
     rows = explanations[explanations.index.isin(positions)]
     if rows.empty:
         return []
-    peak_value = rows.sort_values("share", ascending=False, kind="stable").groupby("feature", sort=False).head(1)
+    ranked_rows = rows.assign(_peak=rows.index == peak).sort_values(["_peak", "share"], ascending=False, kind="stable")
+    peak_value = ranked_rows.groupby("feature", sort=False).head(1)
     share = rows.groupby("feature", sort=False)["share"].sum() / max(len(np.unique(rows.index)), 1)
     out = []
     ranked = share.sort_values(ascending=False, kind="stable")
@@ -118,7 +122,8 @@ def _event_items(scores: pd.DataFrame, rows: pd.DataFrame, explanations: pd.Data
             "points": int(ev.points), "flagged_points": int(ev.flagged_points),
             "score": float(ev.peak_score), "p_value": float(p[positions].min()),
             "margin": float(ev.peak_score) - model.threshold,
-            "features": _features(explanations, positions[flags[positions]], model),
+            "features": _features(explanations, positions[flags[positions]], model,
+                                  peak=int(positions[np.argmax(values[positions])])),
         })
     return items, total
 

@@ -17,8 +17,9 @@ from matplotlib.figure import Figure
 
 PNG_POINTS = 1500
 CONTEXT_POINTS = 48  # points of a series drawn on each side of an event
-OBSERVED, SCORE, CALIBRATION, THRESHOLD, SHADE = "#1f4e79", "#b03a2e", "#9aa5b1", "#b03a2e", "#f5b7b1"
-_RC = {"svg.fonttype": "none", "font.size": 8, "axes.spines.top": False, "axes.spines.right": False}
+OBSERVED, SCORE, CALIBRATION, THRESHOLD, SHADE, BAND = "#1f4e79", "#b03a2e", "#9aa5b1", "#b03a2e", "#f5b7b1", "#a9cce3"
+_RC = {"svg.fonttype": "none", "font.size": 8, "axes.spines.top": False, "axes.spines.right": False,
+       "font.sans-serif": ["DejaVu Sans", "Arial"]}  # the font list is written into every SVG text: keep it short
 
 
 def _encode(fig: Figure, png: bool = False) -> str:
@@ -30,7 +31,18 @@ def _encode(fig: Figure, png: bool = False) -> str:
     fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
     text = buf.getvalue().decode("utf-8")
     text = text[text.index("<svg"):]  # drop the XML prologue and doctype: inline in HTML
+    text = re.sub(r"\n\s+", "\n", re.sub(r' d="([^"]*)"', _short_path, text))
     return re.sub(r"<metadata>.*?</metadata>", "", text, count=1, flags=re.S)
+
+
+def _short_path(match: re.Match) -> str:
+    """A path's ``d`` attribute with coordinates to 0.1 pt, on one line, and a line-to after
+    a point of a path of moves and lines only implicit (an event card's lines and band hold
+    a few hundred points each: this makes them a third of the size)."""
+    d = re.sub(r"(\.\d)\d+", r"\1", match.group(1)).replace(" \n", " ")
+    if set(re.findall(r"[A-Za-z]", d)) <= {"M", "L", "z"}:
+        d = re.sub(r"(\d) L ", r"\1 ", d)
+    return f' d="{d}"'
 
 
 def _figure(width: float, height: float, rows: int = 1, **kwargs: Any):
@@ -77,15 +89,16 @@ def shares_plot(features: list[dict]) -> str:
 
 
 def event_plot(rows: pd.DataFrame, scores: pd.DataFrame, item: dict, time_column: str,
-               series_column: Optional[str], threshold: float) -> str:
+               series_column: Optional[str], threshold: float, band: Optional[pd.DataFrame] = None) -> str:
     """The series around an event (the event shaded) with the score track beneath.
 
     Draws the item's top feature (or the first numeric one) for the event's series, from
-    ``CONTEXT_POINTS`` points before the event to as many after it.
+    ``CONTEXT_POINTS`` points before the event to as many after it, over the model's expected
+    band (mean +- 2 sd, from ``band``: :meth:`vae_core.TimeSeriesVAEDetector.expected` of ``rows``).
     """
     import matplotlib
 
-    frame = rows.assign(_score=scores["anomaly_score"].to_numpy(float))
+    frame = rows.assign(_score=scores["anomaly_score"].to_numpy(float), _pos=np.arange(len(rows)))
     if series_column:
         frame = frame[frame[series_column].astype(str).str.slice(0, 120) == str(item["series"])]
     frame = frame.sort_values(time_column, kind="stable")
@@ -97,16 +110,22 @@ def event_plot(rows: pd.DataFrame, scores: pd.DataFrame, item: dict, time_column
     lo = max(int(inside[0]) - CONTEXT_POINTS, 0) if len(inside) else 0
     hi = min(int(inside[-1]) + CONTEXT_POINTS + 1, len(frame)) if len(inside) else len(frame)
     window, wtimes = frame.iloc[lo:hi], times.iloc[lo:hi]
-    numeric = [c for c in window.columns if c not in (time_column, series_column, "_score", "batch_id", "_source_row")
+    numeric = [c for c in window.columns if c not in (time_column, series_column, "_score", "_pos", "batch_id", "_source_row")
                and pd.api.types.is_numeric_dtype(window[c]) and not pd.api.types.is_bool_dtype(window[c])]
     top = [f["feature"] for f in item.get("features", []) if f["feature"] in numeric]
     feature = top[0] if top else (numeric[0] if numeric else None)
     with matplotlib.rc_context(_RC):
         fig, (ax, sx) = _figure(6.0, 2.8, rows=2, gridspec_kw={"height_ratios": [2, 1]})
         if feature is not None:
-            ax.plot(wtimes, window[feature].to_numpy(float), color=OBSERVED, linewidth=1.0)
+            if band is not None and feature in band.columns.get_level_values(0):
+                mean = band[(feature, "mean")].to_numpy(float)[window["_pos"].to_numpy()]
+                sd = band[(feature, "std")].to_numpy(float)[window["_pos"].to_numpy()]
+                ax.fill_between(wtimes, mean - 2 * sd, mean + 2 * sd, color=BAND, alpha=0.7, linewidth=0,
+                                label="expected (mean ± 2 sd)")
+            ax.plot(wtimes, window[feature].to_numpy(float), color=OBSERVED, linewidth=1.0, label="observed")
             ax.set_ylabel(feature[:24])
         ax.axvspan(start, end, color=SHADE, alpha=0.6, linewidth=0, label="event")
+        ax.legend(frameon=False, loc="upper left", fontsize=6, ncol=3)
         sx.plot(wtimes, window["_score"].to_numpy(float), color=SCORE, linewidth=1.0)
         sx.axhline(threshold, color=THRESHOLD, linestyle="--", linewidth=0.8)
         sx.axvspan(start, end, color=SHADE, alpha=0.6, linewidth=0)

@@ -26,8 +26,10 @@ _ENV.filters["num"] = lambda v, digits=4: "" if v is None else (f"{v:.{digits}g}
 _ENV.filters["pct"] = lambda v: "" if v is None else f"{100 * v:.1f}%"
 
 
-def figures(report: dict, rows: Optional[pd.DataFrame], scores: Optional[pd.DataFrame]) -> dict[str, Any]:
-    """The report's figures as HTML fragments: the distribution, and one per item."""
+def figures(report: dict, rows: Optional[pd.DataFrame], scores: Optional[pd.DataFrame],
+            band: Optional[pd.DataFrame] = None) -> dict[str, Any]:
+    """The report's figures as HTML fragments: the distribution, and one per item (a time
+    series' events over the model's expected ``band`` of its rows, when given)."""
     out: dict[str, Any] = {"distribution": plots.distribution_plot(report["distribution"]), "cards": {}}
     model = report["model"]
     for item in report["items"]:
@@ -35,6 +37,7 @@ def figures(report: dict, rows: Optional[pd.DataFrame], scores: Optional[pd.Data
             out["cards"][item["key"]] = plots.event_plot(
                 rows.reset_index(drop=True), scores.reset_index(drop=True), item, model["time_column"],
                 model["series_column"], report["summary"]["threshold"],
+                None if band is None else band.reset_index(drop=True),
             )
         elif item["features"]:
             out["cards"][item["key"]] = plots.shares_plot(item["features"])

@@ -139,6 +139,9 @@ def test_dask_scoring_gives_the_same_scores(env, tmp_path):
 
 
 def test_time_series_dataset_end_to_end(prefect_harness, mlflow_server, tmp_path, samples_dir):
+    """A time series scored by the score flow in uneven batches (one holding a single sensor)
+    gets, causally by default, the scores of one long series scored at once; the offline mode is
+    an option with its own key; a report card draws the expected band."""
     from pipelines.flows.ingest import ingest
     from pipelines.flows.score import score
     from pipelines.flows.train import train
@@ -147,12 +150,21 @@ def test_time_series_dataset_end_to_end(prefect_harness, mlflow_server, tmp_path
     env = {"lake_url": str(tmp_path / "lake"), "tracking_uri": mlflow_server}
     for name in ["sensors_batch1.csv", "sensors_batch2.parquet"]:
         ingest("sensors", str(samples_dir / name), time_column="timestamp", lake_url=env["lake_url"])
+    third = pd.read_json(samples_dir / "sensors_batch3.jsonl", lines=True).sort_values("timestamp", kind="stable")
+    cut = third["timestamp"].quantile([0.2, 0.25, 0.6]).to_list()
+    pieces = [third[third["timestamp"] < cut[0]], third[(third["timestamp"] >= cut[0]) & (third["timestamp"] < cut[1])],
+              third[(third["timestamp"] >= cut[1]) & (third["timestamp"] < cut[2])], third[third["timestamp"] >= cut[2]]]
+    pieces[1], moved = pieces[1][pieces[1]["sensor"] == "s1"], pieces[1][pieces[1]["sensor"] == "s2"]
+    pieces[2] = pd.concat([moved, pieces[2]])  # s2's context for piece 3 lies two batches back
+    for i, piece in enumerate(pieces):
+        piece.to_parquet(tmp_path / f"piece{i}.parquet", index=False)
+        ingest("sensors", str(tmp_path / f"piece{i}.parquet"), time_column="timestamp", lake_url=env["lake_url"])
     lake = Lake(env["lake_url"])
     first = lake.list_batches("sensors")[0].batch_id
     trained = train("sensors", model_name="sensors-e2e", batch_ids=[first], series_column="sensor",
                     params={**FAST, "window": 16}, **env)
     result = score("sensors", model_name="sensors-e2e", **env)
-    assert len(result["scored"]) == 2
+    assert len(result["scored"]) == 6 and result["scores_key"] == "sensors-e2e-v1"
     scores = lake.read_scores("sensors", result["scores_key"])
     assert {"timestamp", "sensor", "anomaly_score", "is_anomaly"} <= set(scores.columns)
     assert len(scores) == len(lake.read("sensors"))
@@ -164,24 +176,33 @@ def test_time_series_dataset_end_to_end(prefect_harness, mlflow_server, tmp_path
     assert roc_auc_score(merged["is_injected_anomaly"], merged["anomaly_score"]) > 0.8
     assert trained["aliases"] == ["challenger", "champion"]
 
-    # batch 2 is scored with the end of batch 1 as context: the same scores as one long series
+    # causal by default: every batch holds the scores of the one long series scored at once
     from pipelines import nodes, tracking
 
     det, _ = tracking.load_detector(trained["model_uri"])
     both = lake.read("sensors")
-    whole = det.score(nodes.feature_frame(both).reset_index(drop=True))
-    second = (both["batch_id"] != first).to_numpy()
-    stored = scores[scores["batch_id"] != first]
-    np.testing.assert_allclose(stored["anomaly_score"].to_numpy(), whole["anomaly_score"].to_numpy()[second], rtol=1e-4, atol=1e-5)
-    # with point_score="last" (past points only) every batch, not only the newest, has the
-    # scores of the one long series: later batches change nothing already stored
-    last = train("sensors", model_name="sensors-last", batch_ids=[first], series_column="sensor",
-                 params={**FAST, "window": 16, "point_score": "last"}, **env)
-    stored = lake.read_scores("sensors", score("sensors", model_name="sensors-last", **env)["scores_key"])
-    det, _ = tracking.load_detector(last["model_uri"])
-    whole = det.score(nodes.feature_frame(both).reset_index(drop=True))
-    assert len(stored) == len(both) and (stored["batch_id"].to_numpy() == both["batch_id"].to_numpy()).all()
-    np.testing.assert_allclose(stored["anomaly_score"].to_numpy(), whole["anomaly_score"].to_numpy(), rtol=1e-4, atol=1e-5)
+    key = ["sensor", "timestamp"]
+    whole = pd.concat([both[key], det.with_point_score("last").score(nodes.feature_frame(both))], axis=1)
+    stored = scores.merge(whole, on=key, suffixes=("", "_whole"))
+    assert len(stored) == len(both)
+    np.testing.assert_allclose(stored["anomaly_score"], stored["anomaly_score_whole"], rtol=1e-4, atol=1e-5)
+    assert (stored["is_anomaly"] == stored["is_anomaly_whole"]).mean() > 0.999
+    # the offline mode is an option, under a key of its own; its newest batch has no future to miss
+    last = lake.list_batches("sensors")[-1].batch_id
+    offline = score("sensors", model_name="sensors-e2e", point_score="mean", batch_ids=[last], **env)
+    assert offline["scores_key"] == "sensors-e2e-v1-offline" and len(offline["scored"]) == 1
+    newest = both["batch_id"] == last
+    off_whole = det.score(nodes.feature_frame(both))["anomaly_score"].to_numpy()[newest.to_numpy()]
+    off_stored = lake.read_scores("sensors", offline["scores_key"])
+    np.testing.assert_allclose(off_stored.loc[off_stored["batch_id"] == last, "anomaly_score"], off_whole, rtol=1e-4, atol=1e-5)
+    pd.testing.assert_frame_equal(lake.read_scores("sensors", result["scores_key"]), scores)  # untouched
+    # a report card of an event draws the model's expected band beneath the observed values
+    from pipelines.reports.store import ReportStore
+
+    store = ReportStore(lake.url)
+    refs = [r for r in store.list("sensors") if r.label == result["scores_key"]]
+    with_events = [r for r in refs if store.report(r)["items"]]
+    assert with_events and all("expected (mean ± 2 sd)" in store.html(r).decode() for r in with_events)
 
 
 def _threads_in_a_new_thread() -> int:

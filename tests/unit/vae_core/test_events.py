@@ -59,3 +59,13 @@ def test_bad_arguments():
         find_events(hours(3), np.zeros(2, bool), np.zeros(3))
     with pytest.raises(ValueError, match="max_gap"):
         find_events(hours(3), np.zeros(3, bool), np.zeros(3), max_gap=-1)
+
+
+def test_event_excess_sums_each_events_points():
+    from vae_core.events import event_excess
+
+    excess = np.array([[1.0, 0.0], [2.0, -1.0], [0.5, 3.0], [4.0, 4.0], [0.0, 1.0]])
+    member = np.array([-1, 0, 0, -1, 1])
+    out = event_excess(excess, member)
+    np.testing.assert_array_equal(out, [[1.0, 0.0], [2.5, 2.0], [2.5, 2.0], [4.0, 4.0], [0.0, 1.0]])
+    assert event_excess(excess, np.full(5, -1)) is excess

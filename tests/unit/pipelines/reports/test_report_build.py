@@ -105,6 +105,11 @@ def test_timeseries_report_groups_flags_into_events(series_case):
     html = render_html(report, figures(report, batch, scores))
     assert html.count('<article class="card"') == len(events)
     assert len(html.encode()) < 2_000_000
+    assert "expected (mean ± 2 sd)" not in html
+    # with the model's expected band, each card draws it beneath the observed values
+    banded = render_html(report, figures(report, batch, scores, det.expected(batch)))
+    assert banded.count("expected (mean ± 2 sd)") == len(events)  # the legend, as SVG text
+    assert banded.count("<path") > html.count("<path")
     with pytest.raises(ValueError, match="rows"):
         build_report(scores, None, None, facts, BatchFacts(dataset="hosts", batch_id="b2", rows=len(batch)))
 
@@ -116,3 +121,26 @@ def test_many_flags_are_capped(fitted, frame):
     report = build_report(scores, batch, None, detector_facts(fitted, "m", "1"),
                           BatchFacts(dataset="d", batch_id="b", rows=len(batch)))
     assert report["summary"]["flagged"] > MAX_ITEMS == len(report["items"]) == report["summary"]["items_shown"]
+
+
+@pytest.mark.slow
+def test_a_long_batch_with_many_events_and_their_bands_stays_small(series_case):
+    """A 10,000-point batch with the most event cards, each with its expected band, makes a
+    report under 2 MB (slow: it draws 100 cards)."""
+    det = series_case[0]
+    rng = np.random.default_rng(1)
+    t = pd.date_range("2026-01-03", periods=5000, freq="5min", tz="UTC")
+    parts = []
+    for name, phase in (("s1", 0.0), ("s2", 1.0)):
+        v = np.sin(np.arange(len(t)) * 2 * np.pi / 96 + phase) + rng.normal(scale=0.05, size=len(t))
+        v[np.arange(150, 5000, 97)] += 5.0  # a spike every 97 points: many events
+        parts.append(pd.DataFrame({"ts": t, "host": name, "load": v}))
+    batch = pd.concat(parts, ignore_index=True)
+    scores = det.score(batch).assign(_source_row=np.arange(len(batch)))
+    report = build_report(scores, batch, None, detector_facts(det, "load", "1"),
+                          BatchFacts(dataset="hosts", batch_id="b3", rows=len(batch)))
+    assert report["summary"]["n_items"] >= 50
+    band = det.expected(batch)
+    html = render_html(report, figures(report, batch, scores, band))
+    assert len(html.encode()) < 2_000_000, len(html.encode())
+    assert html.count("expected (mean ± 2 sd)") == len(report["items"]) == 100

@@ -1,0 +1,64 @@
+"""The model's expected band of a series: the decoder's mean and spread at each point.
+
+A Gaussian VAE gives it for free: each window decoded at the posterior mean z = mu(x) gives, per
+position and column, a mean and a variance. A point's expectation combines the windows that
+score it (every covering window offline, the one ending at it in the causal mode: the same
+windows as its score, :mod:`vae_core.series_modes`) as an equal mixture: its mean is the mean of
+the windows' means, its variance the mixture's (the windows' variances plus the spread of their
+means). Both are turned back into the data's units with each column's centre and scale. With
+``student_dof`` the spread is the t's scale. Plotted as mean +- 2 sd under the observed values,
+a point outside the band is one the model did not expect.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .preprocess import Encoded
+from .series_scores import CHUNK_WINDOWS, sliding_windows
+
+
+def series_expectation(engine: Any, values: np.ndarray, window: int, last_only: bool, cond: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and standard deviation, standardised units, of each grid point: arrays (L, d) from a
+    series ``values`` of shape (L, d) (NaN where missing), as in :func:`vae_core.series_scores.score_series`."""
+    L, d = values.shape
+    W = window
+    mean, second, cover = np.zeros((L, d)), np.zeros((L, d)), np.zeros(L)
+    flat, starts = sliding_windows(values, W)
+    for lo in range(0, len(starts), CHUNK_WINDOWS):
+        st = starts[lo : lo + CHUNK_WINDOWS]
+        enc = Encoded.numeric(flat[lo : lo + CHUNK_WINDOWS], None if cond is None else cond[lo : lo + CHUNK_WINDOWS])
+        mu, logvar = (a.reshape(len(st), W, d) for a in engine.reconstruct(enc))
+        weight = np.ones((len(st), W))
+        if last_only:  # only the window that ends at a point (the first window: its first points too)
+            weight[st != 0, :-1] = 0.0
+        idx = (st[:, None] + np.arange(W)).ravel()
+        np.add.at(mean, idx, (mu * weight[..., None]).reshape(-1, d))
+        np.add.at(second, idx, ((np.exp(logvar) + mu**2) * weight[..., None]).reshape(-1, d))
+        cover += np.bincount(idx, weights=weight.ravel(), minlength=L)
+    mean /= cover[:, None]
+    var = second / cover[:, None] - mean**2
+    return mean, np.sqrt(np.maximum(var, 0.0))
+
+
+def expected(det: Any, grids: list, n_rows: int, skip: int, index: pd.Index) -> pd.DataFrame:
+    """:meth:`TimeSeriesVAEDetector.expected` of the rows after the first ``skip`` (the context)
+    of the ``n_rows`` rows laid on ``grids``."""
+    W = det.config_.window
+    last_only = det.config_.point_score == "last"
+    d = len(det.value_columns_)
+    mean, std = np.full((n_rows, d), np.nan), np.full((n_rows, d), np.nan)
+    for g in grids:
+        cond = det._window_cond(g, np.arange(len(g.values) - W + 1)) if det.engine_.model.n_cond else None
+        m, s = series_expectation(det.engine_, g.values, W, last_only, cond)
+        mean[g.rows], std[g.rows] = m[g.points], s[g.points]
+    specs = det.preprocessor_.by_kind("numeric")  # the value columns, in order
+    center = np.array([c.center for c in specs], float)
+    scale = np.array([c.scale for c in specs], float)
+    data = {}
+    for j, name in enumerate(det.value_columns_):
+        data[(name, "mean")] = center[j] + scale[j] * mean[skip:, j]
+        data[(name, "std")] = scale[j] * std[skip:, j]
+    return pd.DataFrame(data, index=index)
