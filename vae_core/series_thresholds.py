@@ -39,9 +39,11 @@ def fit_series_calibrations(scores: np.ndarray, series: np.ndarray, config: VAEC
 
 
 def refit(calibrations: dict[str, Calibration], config: VAEConfig) -> dict[str, Calibration]:
-    """The same series' stored scores under a new threshold ``config`` (``calibrate()``)."""
+    """The same series' stored scores under a new threshold ``config`` (``calibrate()``); a fixed
+    threshold (``threshold_method="fixed"``, e.g. from reviews) is the one cut of every series,
+    whose p-values still come from its own scores."""
     return {name: Calibration.fit(c.scores, config.threshold_method, config.contamination, config.pot_risk,
-                                  config.pot_level) for name, c in calibrations.items()}
+                                  config.pot_level, fixed=config.fixed_threshold) for name, c in calibrations.items()}
 
 
 def apply(scored: pd.DataFrame, series: Optional[np.ndarray], calibrations: dict[str, Calibration]) -> pd.DataFrame:

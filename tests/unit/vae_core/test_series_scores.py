@@ -127,3 +127,6 @@ def test_a_threshold_per_series(kinds, causal, tmp_path):
     pd.testing.assert_frame_equal(loaded.score(frame.test), out)
     loaded.calibrate(contamination=0.05)
     assert all(loaded.series_calibration_[k].threshold < c.threshold for k, c in cals.items())
+    loaded.calibrate(threshold=12.5)  # a fixed cut (from reviews) is every series' threshold
+    assert {c.threshold for c in loaded.series_calibration_.values()} == {12.5}
+    assert (loaded.score(frame.test)["is_anomaly"] == (out["anomaly_score"] > 12.5)).all()
