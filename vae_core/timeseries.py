@@ -22,12 +22,12 @@ from .calendar import calendar_periods, cycle_features, series_one_hot
 from .config import TimeSeriesConfig
 from .events import find_events
 from .explain import Attribution, explain_rows
-from .engine import Engine, build_model
+from .engine import Engine, build_model, iwae_rate
 from .errors import DataError
 from .preprocess import Encoded, Preprocessor, check_frame
 from .seeds import numpy_rng
 from .series_frame import infer_step, is_datetime, parse_times, series_codes, series_names, values_frame
-from .series_scores import score_series, sliding_windows
+from .series_scores import balanced_rate_weight, score_series, sliding_windows
 from . import series_thresholds
 from .threshold import Calibration
 from .train import EpochCallback
@@ -160,6 +160,8 @@ class TimeSeriesVAEDetector(DetectorBase):
         if tail.sum() < 20:  # too short a tail: fall back to in-sample scores
             tail[:] = True
         self.attribution_ = Attribution.fit(feat[tail], feat_sq[tail], len(self.value_columns_))
+        self.rate_weight_ = (cfg.rate_weight if cfg.rate_weight is not None
+                             else balanced_rate_weight(raw["nll_iwae"][tail], raw["kl"][tail]))
         score = self._anomaly_score(raw)
         self._calibrate(score[tail])
         names = self._row_series(frame)
@@ -175,6 +177,12 @@ class TimeSeriesVAEDetector(DetectorBase):
         super().calibrate(*args, **kwargs)
         self.series_calibration_ = series_thresholds.refit(self.series_calibration_, self.config_)
         return self
+
+    def _anomaly_score(self, raw: dict[str, np.ndarray]) -> np.ndarray:
+        """As :meth:`DetectorBase._anomaly_score`, with the fitted (or configured) rate weight."""
+        if self.config_.anomaly_score == "iwae_rate":
+            return iwae_rate(raw["nll_iwae"], raw["kl"], self.rate_weight_)
+        return raw[self.config_.anomaly_score]
 
     def _row_series(self, frame: pd.DataFrame) -> Optional[np.ndarray]:
         """Each row's series name as a string (None for a single series)."""
@@ -230,8 +238,10 @@ class TimeSeriesVAEDetector(DetectorBase):
         (:mod:`vae_core.series_scores`): ``nll_iwae`` and ``neg_elbo`` in nats per point (the point's
         share of its windows' bounds, which sum back to each window's bound), ``recon_error`` the
         point's mean squared standardised residual, ``anomaly_score`` = ``nll_iwae`` +
-        ``rate_weight`` x the window's rate / W. With ``point_score="last"`` a point's score uses
-        only the window that ends at it (past points only). Flags use each series' own threshold
+        ``rate_weight_`` x the windows' rate / W, where ``rate_weight_`` is ``rate_weight``, or by
+        default the weight balanced in ``fit`` (:func:`~vae_core.series_scores.balanced_rate_weight`).
+        With ``point_score="last"`` a point's score uses only the window that ends at it (past
+        points only). Flags use each series' own threshold
         when the detector was fitted with ``threshold_per_series``; :meth:`events` groups them.
         """
         raw, _, _ = self._score_frame_raw(frame)
@@ -341,7 +351,7 @@ class TimeSeriesVAEDetector(DetectorBase):
         return {
             "time_column": self.time_column_, "series_column": self.series_column_, "value_columns": self.value_columns_,
             "time_kind": self.time_kind_, "step": self.step_, "series_names": self.series_names_,
-            "periods": self.periods_,
+            "periods": self.periods_, "rate_weight": self.rate_weight_,
             "series_calibration": {k: c.to_dict() for k, c in self.series_calibration_.items()},
         }
 
@@ -349,6 +359,7 @@ class TimeSeriesVAEDetector(DetectorBase):
         self.time_column_, self.series_column_ = meta["time_column"], meta["series_column"]
         self.value_columns_, self.time_kind_, self.step_ = meta["value_columns"], meta["time_kind"], meta["step"]
         self.series_names_, self.periods_ = meta.get("series_names", []), meta.get("periods", [])
+        self.rate_weight_ = meta.get("rate_weight", self.config_.rate_weight if self.config_.rate_weight is not None else 2.0)
         saved = meta.get("series_calibration", {})
         self.series_calibration_ = {k: Calibration.from_dict(c) for k, c in saved.items()}
 
