@@ -103,6 +103,12 @@ class TimeSeriesConfig(VAEConfig):
         description="As in VAEConfig; 0.05 by default here: a series' history holds its own anomalies (spikes, "
         "shifts), and windows that are fitted to them stop standing out",
     )
+    rate_weight: Optional[float] = Field(
+        None, ge=0,
+        description='As in VAEConfig, but None by default here: "balanced", set in fit to the ratio of the spreads '
+        "(interquartile ranges) of nll_iwae and of the rate's per-point share on the held-out tail, so the two "
+        "parts weigh alike whatever the window and however well the model fitted",
+    )
     point_score: Literal["mean", "last"] = Field(
         "mean",
         description='How a timestamp gets its score: "mean" over every window that covers it (uses up to '

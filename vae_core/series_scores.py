@@ -30,6 +30,22 @@ CHUNK_WINDOWS = 20000
 TERMS = ("neg_elbo", "nll_iwae", "recon_error", "kl")
 
 
+def balanced_rate_weight(nll_iwae: np.ndarray, kl: np.ndarray, fallback: float = 2.0) -> float:
+    """The rate weight at which ``rate_weight * kl`` spreads as much as ``nll_iwae``: the ratio of
+    their interquartile ranges over held-out points (``fallback`` when the rate does not vary).
+
+    A point's rate share is its windows' rate / W, a window-level quantity that moves slowly along
+    the series; weighted so, it carries an anomaly over the windows that hold it (NAB's long
+    labelled windows) while a spike's own NLL still peaks at the spike. A well-fitted model's
+    ratio is 30-60 (NAB, the kinds suite), a briefly trained one's about 3, where a weight of 8
+    already drowned the NLL (benchmarks/README.md).
+    """
+    spread = lambda x: float(np.subtract(*np.percentile(x, [75, 25]))) if len(x) else 0.0  # noqa: E731
+    s_nll, s_kl = spread(nll_iwae), spread(kl)
+    weight = s_nll / s_kl if s_kl > 0 else fallback
+    return weight if np.isfinite(weight) else fallback
+
+
 def sliding_windows(values: np.ndarray, window: int, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """(n_windows, window * d) flattened windows and their start positions."""
     view = np.lib.stride_tricks.sliding_window_view(values, window, axis=0)  # (L-W+1, d, W)

@@ -22,12 +22,12 @@ from .calendar import calendar_periods, cycle_features, series_one_hot
 from .config import TimeSeriesConfig
 from .events import event_excess, find_events
 from .explain import explain_rows
-from .engine import Engine, build_model
+from .engine import Engine, build_model, iwae_rate
 from .errors import DataError
 from .preprocess import Encoded, Preprocessor, check_frame
 from .seeds import numpy_rng
 from .series_frame import infer_step, is_datetime, parse_times, series_codes, series_names, values_frame
-from .series_scores import score_series, sliding_windows
+from .series_scores import balanced_rate_weight, score_series, sliding_windows
 from . import series_band, series_modes, series_thresholds
 from .threshold import Calibration
 from .train import EpochCallback
@@ -160,7 +160,11 @@ class TimeSeriesVAEDetector(DetectorBase):
         in_sample = tail.sum() < 20  # too short a tail: fall back to in-sample scores
         tail[:] = tail | in_sample
         names, d = self._row_series(frame), len(self.value_columns_)
-        own = series_modes.fit_mode(self._score_grids(grids, len(frame)), tail, names, cfg, self._anomaly_score, d)
+        scored = self._score_grids(grids, len(frame))
+        raw = scored[0]  # the rate weight, balanced on this mode's tail, serves both modes
+        self.rate_weight_ = (cfg.rate_weight if cfg.rate_weight is not None
+                             else balanced_rate_weight(raw["nll_iwae"][tail], raw["kl"][tail]))
+        own = series_modes.fit_mode(scored, tail, names, cfg, self._anomaly_score, d)
         self.calibration_, self.series_calibration_, self.attribution_ = own.calibration, own.series_calibration, own.attribution
         # the other point-score mode, calibrated on the same tail (scored from its windows only)
         other = series_modes.other_mode(cfg.point_score)
@@ -181,6 +185,12 @@ class TimeSeriesVAEDetector(DetectorBase):
         super().calibrate(*args, **kwargs)
         self.series_calibration_ = series_thresholds.refit(self.series_calibration_, self.config_)
         return self
+
+    def _anomaly_score(self, raw: dict[str, np.ndarray]) -> np.ndarray:
+        """As :meth:`DetectorBase._anomaly_score`, with the fitted (or configured) rate weight."""
+        if self.config_.anomaly_score == "iwae_rate":
+            return iwae_rate(raw["nll_iwae"], raw["kl"], self.rate_weight_)
+        return raw[self.config_.anomaly_score]
 
     def _row_series(self, frame: pd.DataFrame) -> Optional[np.ndarray]:
         """Each row's series name as a string (None for a single series)."""
@@ -204,23 +214,10 @@ class TimeSeriesVAEDetector(DetectorBase):
         return self.config_.condition_on_series and 1 < len(self.series_names_) <= MAX_SERIES_CONDITION
 
     def events(self, frame: pd.DataFrame, scores: Optional[pd.DataFrame] = None, max_gap: int = 2) -> pd.DataFrame:
-        """The flagged runs of points of each series as events (see :func:`vae_core.events.find_events`).
-
-        Parameters
-        ----------
-        frame : DataFrame
-            The scored frame (its time and series columns are read).
-        scores : DataFrame, optional
-            ``score(frame)``; computed when omitted.
-        max_gap : int
-            Unflagged points allowed inside one event.
-
-        Returns
-        -------
-        DataFrame
-            One row per event: ``event_id``, ``series``, ``start``, ``end``, ``peak`` (time of the
-            highest score), ``peak_score``, ``points``, ``flagged_points``.
-        """
+        """The flagged runs of points of each series as events (see :func:`vae_core.events.find_events`):
+        one row per event with ``event_id``, ``series``, ``start``, ``end``, ``peak`` (time of the
+        highest score), ``peak_score``, ``points`` and ``flagged_points``. ``scores`` is
+        ``score(frame)`` (computed when omitted); ``max_gap`` unflagged points may sit inside one event."""
         scores = self.score(frame) if scores is None else scores
         series = frame[self.series_column_] if self.series_column_ else None
         events, _ = find_events(frame[self.time_column_], scores["is_anomaly"].to_numpy(),
@@ -236,9 +233,11 @@ class TimeSeriesVAEDetector(DetectorBase):
         (:mod:`vae_core.series_scores`): ``nll_iwae`` and ``neg_elbo`` in nats per point (the point's
         share of its windows' bounds, which sum back to each window's bound), ``recon_error`` the
         point's mean squared standardised residual, ``anomaly_score`` = ``nll_iwae`` +
-        ``rate_weight`` x the window's rate / W. With ``point_score="last"`` a point's score uses
-        only the window that ends at it (past points only). Flags use each series' own threshold
-        when the detector was fitted with ``threshold_per_series``; :meth:`events` groups them.
+        ``rate_weight_`` x the windows' rate / W, where ``rate_weight_`` is ``rate_weight``, or by
+        default the weight balanced in ``fit`` (:func:`~vae_core.series_scores.balanced_rate_weight`).
+        With ``point_score="last"`` a point's score uses only the window that ends at it (past
+        points only). Flags use each series' own threshold when the detector was fitted with
+        ``threshold_per_series``; :meth:`events` groups them.
         ``context``: earlier rows of the same series (columns as ``frame``), scored before
         ``frame`` and left out of the result, e.g. the last ``window - 1`` points of each series.
         """
@@ -378,7 +377,7 @@ class TimeSeriesVAEDetector(DetectorBase):
         return {
             "time_column": self.time_column_, "series_column": self.series_column_, "value_columns": self.value_columns_,
             "time_kind": self.time_kind_, "step": self.step_, "series_names": self.series_names_,
-            "periods": self.periods_,
+            "periods": self.periods_, "rate_weight": self.rate_weight_,
             "series_calibration": {k: c.to_dict() for k, c in self.series_calibration_.items()},
             "point_modes": {k: m.to_dict() for k, m in self.point_modes_.items()},
         }
@@ -387,6 +386,7 @@ class TimeSeriesVAEDetector(DetectorBase):
         self.time_column_, self.series_column_ = meta["time_column"], meta["series_column"]
         self.value_columns_, self.time_kind_, self.step_ = meta["value_columns"], meta["time_kind"], meta["step"]
         self.series_names_, self.periods_ = meta.get("series_names", []), meta.get("periods", [])
+        self.rate_weight_ = meta.get("rate_weight", self.config_.rate_weight if self.config_.rate_weight is not None else 2.0)
         saved = meta.get("series_calibration", {})
         self.series_calibration_ = {k: Calibration.from_dict(c) for k, c in saved.items()}
         modes = meta.get("point_modes", {})  # none in a model saved before both modes were calibrated

@@ -6,6 +6,7 @@ import pytest
 from vae_fixtures import FAST, assert_scores_close
 import vae_core
 from vae_core import SCORE_COLUMNS, DataError, TimeSeriesVAEDetector
+from vae_core.series_scores import balanced_rate_weight
 
 TS_FAST = {**FAST, "max_epochs": 25, "window": 16}
 
@@ -130,8 +131,8 @@ def test_last_point_scores_use_only_the_past(ts_fitted):
 def test_point_anomaly_score_adds_the_weighted_rate_of_the_covering_windows():
     frame = series_frame(n=300)
     fit = lambda **kw: TimeSeriesVAEDetector(seed=0, **TS_FAST, **kw).fit(frame, time_column="timestamp")
-    default, plain = fit(), fit(rate_weight=0.0)  # the weight does not change training
-    a, b = default.score(frame), plain.score(frame)
+    default, two, plain = fit(), fit(rate_weight=2.0), fit(rate_weight=0.0)  # the weight does not change training
+    a, b = two.score(frame), plain.score(frame)
     np.testing.assert_array_equal(a["nll_iwae"], b["nll_iwae"])
     np.testing.assert_array_equal(b["anomaly_score"], b["nll_iwae"])
     rate = a["anomaly_score"] - a["nll_iwae"]
@@ -139,6 +140,16 @@ def test_point_anomaly_score_adds_the_weighted_rate_of_the_covering_windows():
     # the added term is linear in the weight
     half = fit(rate_weight=1.0).score(frame)
     np.testing.assert_allclose(half["anomaly_score"] - half["nll_iwae"], rate / 2, rtol=1e-9)
+    # by default the weight is balanced in fit: the rate part spreads like nll_iwae over the tail
+    assert two.rate_weight_ == 2.0 and 0 < default.rate_weight_ < np.inf
+    c = default.score(frame)
+    np.testing.assert_allclose(c["anomaly_score"] - c["nll_iwae"], rate / 2 * default.rate_weight_, rtol=1e-6)
+
+
+def test_balanced_rate_weight_is_the_ratio_of_the_spreads():
+    nll, kl = np.arange(101.0), np.arange(101.0) / 40 + 7
+    assert balanced_rate_weight(nll, kl) == pytest.approx(40.0)
+    assert balanced_rate_weight(nll, np.full(101, 3.0)) == 2.0  # a rate that does not vary: the fallback
 
 
 def test_load_returns_the_time_series_detector(ts_fitted, tmp_path):
