@@ -13,7 +13,8 @@ since the modes differ only in which windows' terms a point takes (:mod:`vae_cor
 
 Normal scores are distributed differently in the two modes, so ``fit`` scores the held-out tail
 in the other mode too and keeps that mode's threshold, per-series thresholds and attribution
-medians (:class:`ModeCalibration`); :func:`switch` gives the detector that scores in it.
+medians, and (unless ``rate_weight`` is set) the rate weight balanced on that mode's tail
+(:class:`ModeCalibration`); :func:`switch` gives the detector that scores in it.
 """
 from __future__ import annotations
 
@@ -24,6 +25,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from . import series_thresholds
+from .series_scores import balanced_rate_weight
 from .config import TimeSeriesConfig
 from .explain import Attribution
 from .threshold import Calibration
@@ -38,17 +40,20 @@ class ModeCalibration:
     calibration: Calibration
     series_calibration: dict[str, Calibration]
     attribution: Attribution
+    rate_weight: Optional[float] = None  # None: a model saved before the weight was balanced per mode
 
     def to_dict(self) -> dict:
         """JSON-ready state."""
         return {"calibration": self.calibration.to_dict(), "attribution": self.attribution.to_dict(),
-                "series_calibration": {k: c.to_dict() for k, c in self.series_calibration.items()}}
+                "series_calibration": {k: c.to_dict() for k, c in self.series_calibration.items()},
+                "rate_weight": self.rate_weight}
 
     @classmethod
     def from_dict(cls, d: dict) -> "ModeCalibration":
         """Rebuild from :meth:`to_dict` output."""
         series = {k: Calibration.from_dict(c) for k, c in d["series_calibration"].items()}
-        return cls(Calibration.from_dict(d["calibration"]), series, Attribution.from_dict(d["attribution"]))
+        return cls(Calibration.from_dict(d["calibration"]), series, Attribution.from_dict(d["attribution"]),
+                   d.get("rate_weight"))
 
 
 def other_mode(mode: str) -> str:
@@ -57,15 +62,18 @@ def other_mode(mode: str) -> str:
 
 
 def fit_mode(scored: tuple[dict, np.ndarray, np.ndarray], tail: np.ndarray, names: Optional[np.ndarray],
-             config: TimeSeriesConfig, score_fn: Callable[[dict], np.ndarray], n_values: int) -> ModeCalibration:
-    """A mode's calibration from its scores of the fitting rows (``_score_grids``' output) on the ``tail`` rows."""
+             config: TimeSeriesConfig, score_fn: Callable[[dict, float], np.ndarray], n_values: int) -> ModeCalibration:
+    """A mode's calibration from its scores of the fitting rows (``_score_grids``' output) on the
+    ``tail`` rows; ``score_fn(raw, rate_weight)`` is the detector's anomaly score."""
     raw, feat, feat_sq = scored
-    score = score_fn(raw)[tail]
+    weight = (config.rate_weight if config.rate_weight is not None
+              else balanced_rate_weight(raw["nll_iwae"][tail], raw["kl"][tail]))
+    score = score_fn(raw, weight)[tail]
     c = config
     cal = Calibration.fit(score, c.threshold_method, c.contamination, c.pot_risk, c.pot_level, fixed=c.fixed_threshold)
     per_series = (series_thresholds.fit_series_calibrations(score, names[tail], c)
                   if c.threshold_per_series and names is not None else {})
-    return ModeCalibration(cal, per_series, Attribution.fit(feat[tail], feat_sq[tail], n_values))
+    return ModeCalibration(cal, per_series, Attribution.fit(feat[tail], feat_sq[tail], n_values), weight)
 
 
 def tail_grid(grid: Any, cut: int, window: int, step: float) -> Optional[Any]:
@@ -98,5 +106,6 @@ def switch(det: Any, mode: str) -> Any:
         "pot_risk": cal.risk, "pot_level": cal.level, "fixed_threshold": cal.threshold if cal.method == "fixed" else None,
     })
     out.calibration_, out.series_calibration_, out.attribution_ = cal, target.series_calibration, target.attribution
-    out.point_modes_ = {own: ModeCalibration(det.calibration_, det.series_calibration_, det.attribution_)}
+    out.rate_weight_ = det.rate_weight_ if target.rate_weight is None else target.rate_weight
+    out.point_modes_ = {own: ModeCalibration(det.calibration_, det.series_calibration_, det.attribution_, det.rate_weight_)}
     return out

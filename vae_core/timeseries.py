@@ -27,7 +27,7 @@ from .errors import DataError
 from .preprocess import Encoded, Preprocessor, check_frame
 from .seeds import numpy_rng
 from .series_frame import infer_step, is_datetime, parse_times, series_codes, series_names, values_frame
-from .series_scores import balanced_rate_weight, score_series, sliding_windows
+from .series_scores import score_series, sliding_windows
 from . import series_band, series_modes, series_thresholds
 from .threshold import Calibration
 from .train import EpochCallback
@@ -160,12 +160,9 @@ class TimeSeriesVAEDetector(DetectorBase):
         in_sample = tail.sum() < 20  # too short a tail: fall back to in-sample scores
         tail[:] = tail | in_sample
         names, d = self._row_series(frame), len(self.value_columns_)
-        scored = self._score_grids(grids, len(frame))
-        raw = scored[0]  # the rate weight, balanced on this mode's tail, serves both modes
-        self.rate_weight_ = (cfg.rate_weight if cfg.rate_weight is not None
-                             else balanced_rate_weight(raw["nll_iwae"][tail], raw["kl"][tail]))
-        own = series_modes.fit_mode(scored, tail, names, cfg, self._anomaly_score, d)
+        own = series_modes.fit_mode(self._score_grids(grids, len(frame)), tail, names, cfg, self._anomaly_score, d)
         self.calibration_, self.series_calibration_, self.attribution_ = own.calibration, own.series_calibration, own.attribution
+        self.rate_weight_ = own.rate_weight
         # the other point-score mode, calibrated on the same tail (scored from its windows only)
         other = series_modes.other_mode(cfg.point_score)
         tails = grids if in_sample else [t for g, c in zip(grids, cuts) if (t := series_modes.tail_grid(g, c, W, self.step_))]
@@ -186,10 +183,10 @@ class TimeSeriesVAEDetector(DetectorBase):
         self.series_calibration_ = series_thresholds.refit(self.series_calibration_, self.config_)
         return self
 
-    def _anomaly_score(self, raw: dict[str, np.ndarray]) -> np.ndarray:
-        """As :meth:`DetectorBase._anomaly_score`, with the fitted (or configured) rate weight."""
+    def _anomaly_score(self, raw: dict[str, np.ndarray], rate_weight: Optional[float] = None) -> np.ndarray:
+        """As :meth:`DetectorBase._anomaly_score`, with the fitted (or configured, or given) rate weight."""
         if self.config_.anomaly_score == "iwae_rate":
-            return iwae_rate(raw["nll_iwae"], raw["kl"], self.rate_weight_)
+            return iwae_rate(raw["nll_iwae"], raw["kl"], self.rate_weight_ if rate_weight is None else rate_weight)
         return raw[self.config_.anomaly_score]
 
     def _row_series(self, frame: pd.DataFrame) -> Optional[np.ndarray]:
@@ -234,7 +231,7 @@ class TimeSeriesVAEDetector(DetectorBase):
         share of its windows' bounds, which sum back to each window's bound), ``recon_error`` the
         point's mean squared standardised residual, ``anomaly_score`` = ``nll_iwae`` +
         ``rate_weight_`` x the windows' rate / W, where ``rate_weight_`` is ``rate_weight``, or by
-        default the weight balanced in ``fit`` (:func:`~vae_core.series_scores.balanced_rate_weight`).
+        default the weight balanced in ``fit`` on this mode's tail (:func:`~vae_core.series_scores.balanced_rate_weight`).
         With ``point_score="last"`` a point's score uses only the window that ends at it (past
         points only). Flags use each series' own threshold when the detector was fitted with
         ``threshold_per_series``; :meth:`events` groups them.
