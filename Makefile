@@ -2,6 +2,8 @@
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
+# `make test` runs test files on this many pytest-xdist workers (one file stays on one worker)
+TEST_WORKERS ?= 2
 STAMP  := $(VENV)/.installed
 
 .PHONY: setup browser demo test test-fast bench clean
@@ -25,10 +27,10 @@ demo: setup
 	$(VENV)/bin/vae-anomaly demo
 
 test: setup
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: setup
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile -m "not slow"
 
 bench: setup
 	$(PY) -m benchmarks.run
