@@ -83,7 +83,7 @@ def restore_batch(lake: Lake, dataset: str, batch_id: str) -> dict[str, Any]:
         if version is None:
             continue
         old = lake._table(dataset, name, version)
-        data = old.to_pyarrow_dataset(file_pruning_predicate=[(BATCH_COLUMN, "=", batch_id)]).to_table()
+        data = delta.arrow_dataset(old, file_pruning_predicate=[(BATCH_COLUMN, "=", batch_id)]).to_table()
         groups = [VERSION_COLUMN] if name == "scores" else []
         for key in sorted(set(data.column(groups[0]).to_pylist())) if groups else [None]:
             part = data if key is None else data.filter(pc.equal(data.column(VERSION_COLUMN), key))

@@ -12,7 +12,7 @@ from typing import Optional
 import pyarrow as pa
 from deltalake import DeltaTable
 
-from pipelines.lake.delta import open_table
+from pipelines.lake.delta import arrow_dataset, open_table
 from pipelines.lake.records import BatchRecord
 
 _JSON_FIELDS = ("schema", "quarantined_by_column", "ignored_columns")
@@ -51,4 +51,4 @@ def load(uri: str, options: dict[str, str], version: Optional[int] = None) -> tu
     table = open_table(uri, options, version)
     if table is None:
         return None, []
-    return table, from_table(table.to_pyarrow_table())
+    return table, from_table(arrow_dataset(table).to_table())

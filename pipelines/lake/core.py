@@ -247,7 +247,7 @@ class Lake:
         """A pyarrow dataset over one batch's files of a Delta table (``table`` may be ``None``)."""
         if table is None:
             return pds.dataset(schema.empty_table())
-        return table.to_pyarrow_dataset(file_pruning_predicate=[(BATCH_COLUMN, "=", batch_id)], schema=schema)
+        return delta.arrow_dataset(table, file_pruning_predicate=[(BATCH_COLUMN, "=", batch_id)], schema=schema)
 
     def iter_record_batches(
         self,

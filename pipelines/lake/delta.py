@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import time
 from typing import Any, Callable, Optional, Union
+from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
+import pyarrow.dataset as pds
+import pyarrow.fs as pa_fs
 from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
@@ -57,6 +60,25 @@ def open_table(uri: str, options: dict[str, str], version: Optional[int] = None)
         return DeltaTable(uri, version=version, storage_options=options or None)
     except TableNotFoundError:
         return None
+
+
+def arrow_dataset(table: DeltaTable, **options: Any) -> pds.Dataset:
+    """``table.to_pyarrow_dataset(**options)``, reading a local table's files with Arrow's own
+    file system.
+
+    delta-rs's default reader, a ``PyFileSystem`` over its Python ``DeltaStorageHandler``, gives
+    Arrow Python file objects. Arrow's scanner may release the last of them on one of its worker
+    threads just after ``to_table`` has returned, and that destructor takes the GIL: if the
+    interpreter is exiting by then, Python 3.11 ends the thread with ``pthread_exit``, whose
+    unwinding through Arrow's ``noexcept`` destructor calls ``std::terminate`` ("terminate called
+    without an active exception", SIGABRT after the program's work is done; delta-io/delta-rs#2184,
+    apache/arrow#34314). A native file system keeps Python out of Arrow's threads. Object stores
+    still use delta-rs's handler (their credentials are delta-rs options).
+    """
+    uri = urlparse(table.table_uri)
+    if uri.scheme == "file" and "filesystem" not in options:
+        options["filesystem"] = pa_fs.SubTreeFileSystem(unquote(uri.path).rstrip("/") or "/", pa_fs.LocalFileSystem())
+    return table.to_pyarrow_dataset(**options)
 
 
 def quote(value: str) -> str:

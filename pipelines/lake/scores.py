@@ -126,8 +126,8 @@ def read_scores(table, model_version: Optional[str], order: list[str]) -> pa.Tab
     names = [n for n in schema.names if n not in (VERSION_COLUMN, BATCH_COLUMN)] + [VERSION_COLUMN, BATCH_COLUMN]
     tables = []
     for version, batch_id in keys:
-        data = table.to_pyarrow_dataset(
-            file_pruning_predicate=[(VERSION_COLUMN, "=", version), (BATCH_COLUMN, "=", batch_id)]
+        data = delta.arrow_dataset(
+            table, file_pruning_predicate=[(VERSION_COLUMN, "=", version), (BATCH_COLUMN, "=", batch_id)]
         ).to_table()
         data = data.select(names)
         # delta-rs may write a stream's record batches out of order: restore the rows' order

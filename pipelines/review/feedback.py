@@ -18,6 +18,8 @@ import pyarrow as pa
 from deltalake import CommitProperties, DeltaTable, write_deltalake
 from deltalake.exceptions import TableNotFoundError
 
+from pipelines.lake.delta import arrow_dataset
+
 #: The verdict vocabulary (ThirdEye's four feedback types): what each means for the model.
 VERDICTS = {
     "anomaly": "confirmed: a real anomaly (left out of training data)",
@@ -104,7 +106,7 @@ class FeedbackStore:
     def history(self) -> pd.DataFrame:
         """Every action, oldest first."""
         try:
-            table = DeltaTable(self.uri, storage_options=self.options).to_pyarrow_table()
+            table = arrow_dataset(DeltaTable(self.uri, storage_options=self.options)).to_table()
         except TableNotFoundError:
             table = SCHEMA.empty_table()
         return table.to_pandas().sort_values(["at", "action_id"], kind="stable").reset_index(drop=True)
