@@ -19,7 +19,8 @@ from benchmarks.demo_sensors import load, measure
 
 
 def run(params: dict) -> dict:
-    """Fit v1 and v2 and measure both; ``params`` override ``DEMO_PARAMS`` for both fits."""
+    """Fit v1 and v2 and measure both; ``params`` override ``DEMO_PARAMS`` for both fits
+    (``seed=N`` sets both detectors' seed, default 0)."""
     import torch
 
     from pipelines import nodes
@@ -28,7 +29,8 @@ def run(params: dict) -> dict:
 
     torch.set_num_threads(1)
     history, every = load()
-    fit = lambda f: TimeSeriesVAEDetector(seed=0, **{**DEMO_PARAMS, **params}).fit(  # noqa: E731
+    settings = {k: v for k, v in params.items() if k != "seed"}
+    fit = lambda f: TimeSeriesVAEDetector(seed=int(params.get("seed", 0)), **{**DEMO_PARAMS, **settings}).fit(  # noqa: E731
         f, time_column="timestamp", series_column="sensor")
     t0 = time.perf_counter()
     v1 = fit(history)
