@@ -23,6 +23,21 @@ def score_label(model_name: str, version: str) -> str:
     return f"{model_name}-v{version}"
 
 
+#: What ends the scores key of a time series' offline (``point_score="mean"``) scores; causal
+#: scores, the score flow's default, have the plain key.
+OFFLINE_SUFFIX = "-offline"
+
+
+def mode_scores_key(scores_key: str, point_score: str) -> str:
+    """The scores key of a time series' scores in ``point_score`` mode (``"last"`` or ``"mean"``)."""
+    return scores_key + (OFFLINE_SUFFIX if point_score == "mean" else "")
+
+
+def point_score_of(scores_key: str) -> str:
+    """The point-score mode a time series' scores under ``scores_key`` (or a report label) were made in."""
+    return "mean" if scores_key.endswith(OFFLINE_SUFFIX) else "last"
+
+
 def feature_frame(frame: pd.DataFrame, exclude: Optional[list[str]] = None) -> pd.DataFrame:
     """The columns a model sees: everything but the lake's bookkeeping and ``exclude``."""
     exclude = list(exclude or [])

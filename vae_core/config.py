@@ -123,6 +123,17 @@ class TimeSeriesConfig(VAEConfig):
     condition_on_series: bool = Field(
         True, description="Condition on which series a window is from (one-hot; fleets of 2 to 64 series)"
     )
+    threshold_method: Literal["quantile", "pot", "fixed"] = Field(
+        "pot",
+        description='As in VAEConfig, but "pot" by default here: a held-out tail without anomalies (a retrained '
+        "model's, whose champion's flags were left out) puts a 1% quantile at a 1% false-alarm rate, more than a "
+        "series' share of anomalies; POT places it at pot_risk",
+    )
+    tail_fence: Optional[float] = Field(
+        6.0, gt=0,
+        description="Held-out tail scores above q75 + tail_fence x IQR are left out of the threshold's calibration "
+        "(anomalies the tail held, which would lift the threshold); None keeps every tail score",
+    )
     threshold_per_series: bool = Field(
         False, description="A threshold per series, each placed by threshold_method on that series' held-out tail"
     )

@@ -28,7 +28,7 @@ from . import series_thresholds
 from .series_scores import balanced_rate_weight
 from .config import TimeSeriesConfig
 from .explain import Attribution
-from .threshold import Calibration
+from .threshold import Calibration, inliers
 
 POINT_SCORES = ("mean", "last")
 
@@ -64,14 +64,17 @@ def other_mode(mode: str) -> str:
 def fit_mode(scored: tuple[dict, np.ndarray, np.ndarray], tail: np.ndarray, names: Optional[np.ndarray],
              config: TimeSeriesConfig, score_fn: Callable[[dict, float], np.ndarray], n_values: int) -> ModeCalibration:
     """A mode's calibration from its scores of the fitting rows (``_score_grids``' output) on the
-    ``tail`` rows; ``score_fn(raw, rate_weight)`` is the detector's anomaly score."""
+    ``tail`` rows, less those beyond ``config.tail_fence`` (:func:`~vae_core.threshold.inliers`);
+    ``score_fn(raw, rate_weight)`` is the detector's anomaly score."""
     raw, feat, feat_sq = scored
     weight = (config.rate_weight if config.rate_weight is not None
               else balanced_rate_weight(raw["nll_iwae"][tail], raw["kl"][tail]))
     score = score_fn(raw, weight)[tail]
     c = config
-    cal = Calibration.fit(score, c.threshold_method, c.contamination, c.pot_risk, c.pot_level, fixed=c.fixed_threshold)
-    per_series = (series_thresholds.fit_series_calibrations(score, names[tail], c)
+    normal = inliers(score, c.tail_fence)
+    cal = Calibration.fit(score[normal], c.threshold_method, c.contamination, c.pot_risk, c.pot_level,
+                          fixed=c.fixed_threshold)
+    per_series = (series_thresholds.fit_series_calibrations(score[normal], names[tail][normal], c)
                   if c.threshold_per_series and names is not None else {})
     return ModeCalibration(cal, per_series, Attribution.fit(feat[tail], feat_sq[tail], n_values), weight)
 

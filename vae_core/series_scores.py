@@ -30,9 +30,19 @@ CHUNK_WINDOWS = 20000
 TERMS = ("neg_elbo", "nll_iwae", "recon_error", "kl")
 
 
+#: Most the balanced rate weight may reach. The ratio of spreads grows without bound as the
+#: encoder's rate stops varying (a nearly collapsed encoder: the demo's retrained sensors model,
+#: 0.23 nats of rate per window, gave 277), and a window's rate is shared by all its points, so
+#: at such a weight the rate of each window that holds one anomaly flagged the window's normal
+#: points too (228 of that model's 263 false flags lay within 31 points after an anomaly).
+#: 64 keeps every NAB and kinds model's own ratio (30-60); a fixed 128 lost kinds recall.
+MAX_BALANCED_RATE_WEIGHT = 64.0
+
+
 def balanced_rate_weight(nll_iwae: np.ndarray, kl: np.ndarray, fallback: float = 2.0) -> float:
     """The rate weight at which ``rate_weight * kl`` spreads as much as ``nll_iwae``: the ratio of
-    their interquartile ranges over held-out points (``fallback`` when the rate does not vary).
+    their interquartile ranges over held-out points (``fallback`` when the rate does not vary),
+    at most :data:`MAX_BALANCED_RATE_WEIGHT`.
 
     A point's rate share is its windows' rate / W, a window-level quantity that moves slowly along
     the series; weighted so, it carries an anomaly over the windows that hold it (NAB's long
@@ -43,7 +53,7 @@ def balanced_rate_weight(nll_iwae: np.ndarray, kl: np.ndarray, fallback: float =
     spread = lambda x: float(np.subtract(*np.percentile(x, [75, 25]))) if len(x) else 0.0  # noqa: E731
     s_nll, s_kl = spread(nll_iwae), spread(kl)
     weight = s_nll / s_kl if s_kl > 0 else fallback
-    return weight if np.isfinite(weight) else fallback
+    return min(weight, MAX_BALANCED_RATE_WEIGHT) if np.isfinite(weight) else fallback
 
 
 def sliding_windows(values: np.ndarray, window: int, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:

@@ -79,6 +79,19 @@ def fit_tail(scores: np.ndarray, level: float) -> Optional[TailModel]:
     return TailModel(t, sigma, xi, len(excesses) / len(scores))
 
 
+def inliers(scores: np.ndarray, fence: Optional[float]) -> np.ndarray:
+    """Which ``scores`` lie at or below Tukey's fence ``q75 + fence * IQR`` (all, with
+    ``fence=None``, or when fewer than 20 would be left): held-out scores beyond it are anomalies
+    the held-out data held, left out so they do not raise the threshold placed on the rest."""
+    scores = np.asarray(scores, float)
+    keep = np.ones(len(scores), bool)
+    if fence is None or len(scores) == 0:
+        return keep
+    q25, q75 = np.percentile(scores, [25, 75])
+    keep = scores <= q75 + fence * (q75 - q25)
+    return keep if keep.sum() >= 20 else np.ones(len(scores), bool)
+
+
 @dataclass
 class Calibration:
     """Scores of held-out normal rows, and the threshold chosen from them."""

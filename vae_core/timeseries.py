@@ -119,7 +119,7 @@ class TimeSeriesVAEDetector(DetectorBase):
         grids = self._grids(frame, times)
 
         # time-ordered split: the last `validation_fraction` of each series is held out
-        train_w, val_w, cal_points, cuts = [], [], [], []
+        train_w, val_w, cuts = [], [], []
         W = cfg.window
         for g in grids:
             flat, starts = sliding_windows(g.values, W, cfg.train_stride)
@@ -128,7 +128,6 @@ class TimeSeriesVAEDetector(DetectorBase):
             observed = np.isfinite(flat[:, : W * len(self.value_columns_)]).any(1)
             train_w.append(flat[(starts + W <= cut) & observed])
             val_w.append(flat[(starts >= cut - W // 2) & observed])
-            cal_points.append(g.points >= cut)
             cuts.append(cut)
         train = np.concatenate(train_w)
         val = np.concatenate(val_w)
@@ -154,9 +153,16 @@ class TimeSeriesVAEDetector(DetectorBase):
         split = lambda a: Encoded.numeric(a[:, :n_val], a[:, n_val:] if n_cond else None)  # noqa: E731
         self.history_ = [m.as_dict() for m in self.engine_.fit(split(train), split(val), callback)]
 
+        self._calibrate_modes(frame, grids, cuts)
+        return self
+
+    def _calibrate_modes(self, frame: pd.DataFrame, grids: list[SeriesGrid], cuts: list[int]) -> None:
+        """Both point-score modes' calibrations from the held-out tail (each grid's points at its
+        cut and after; every row when that tail is under 20 points)."""
+        cfg, W = self.config_, self.config_.window
         tail = np.zeros(len(frame), bool)
-        for g, is_tail in zip(grids, cal_points):
-            tail[g.rows] = is_tail
+        for g, cut in zip(grids, cuts):
+            tail[g.rows] = g.points >= cut
         in_sample = tail.sum() < 20  # too short a tail: fall back to in-sample scores
         tail[:] = tail | in_sample
         names, d = self._row_series(frame), len(self.value_columns_)
@@ -168,7 +174,6 @@ class TimeSeriesVAEDetector(DetectorBase):
         tails = grids if in_sample else [t for g, c in zip(grids, cuts) if (t := series_modes.tail_grid(g, c, W, self.step_))]
         scored = self._score_grids(tails, len(frame), other)
         self.point_modes_ = {other: series_modes.fit_mode(scored, tail, names, cfg, self._anomaly_score, d)}
-        return self
 
     def with_point_score(self, point_score: str) -> "TimeSeriesVAEDetector":
         """This detector scoring per point in ``point_score`` mode: ``"last"`` (causal) or ``"mean"``

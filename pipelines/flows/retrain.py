@@ -41,7 +41,9 @@ from pipelines.flows.common import (
     TrainingSpec, fit_and_register, io_task, lake_for, log_reviewed_precision, read_reviewed_items, read_training_data,
     set_aliases, tracking_for,
 )
-from pipelines.review.comparison import CONFIRMED, ReviewedComparison, combined_decision, compare_reviewed, item_scores
+from pipelines.review.comparison import (
+    CONFIRMED, ReviewedComparison, both_item_scores, combined_decision, compare_reviewed,
+)
 from pipelines.review.labels import covered, without_confirmed
 from pipelines.review.threshold import FALSE
 from pipelines.settings import apply_torch_threads
@@ -133,14 +135,14 @@ def read_reviewed_rows(lake_url: Optional[str], dataset: str, items: pd.DataFram
 @task(name="score-reviewed-items", cache_policy=NO_CACHE)
 def score_reviewed(champion: Champion, challenger: nodes.Detector, items: pd.DataFrame, rows: pd.DataFrame,
               time_column: Optional[str], series_column: Optional[str]) -> Optional[ReviewedComparison]:
-    """Both models on the reviewed items found in ``rows`` (None without a champion or items)."""
+    """Both models on the reviewed items found in ``rows``, a series' in the mode its reviewed scores
+    were made in (None without a champion or items)."""
     if champion.detector is None or items.empty:
         return None
     items = items.drop_duplicates("key").reset_index(drop=True)  # an item in two versions' reports
-    old, flags, found = item_scores(champion.detector, rows, items, time_column, series_column)
-    new, _, _ = item_scores(challenger, rows, items, time_column, series_column)
-    confirmed = items["verdict"].isin(CONFIRMED).to_numpy(bool)
-    return compare_reviewed(old[found], flags[found], new[found], confirmed[found])
+    s = both_item_scores(champion.detector, challenger, rows, items, time_column, series_column)
+    confirmed, found = items["verdict"].isin(CONFIRMED).to_numpy(bool), s["found"]
+    return compare_reviewed(s["champion"][found], s["flags"][found], s["challenger"][found], confirmed[found])
 
 
 @task(name="compare-models", cache_policy=NO_CACHE)

@@ -151,8 +151,7 @@ def resolve_point_score(model: ScoreModel, point_score: str, tracking_uri: Optio
     if getattr(det, "time_column_", None) is None:
         return model
     det.with_point_score(point_score)
-    suffix = "-offline" if point_score == "mean" else ""
-    return replace(model, scores_key=model.scores_key + suffix, point_score=point_score)
+    return replace(model, scores_key=nodes.mode_scores_key(model.scores_key, point_score), point_score=point_score)
 
 
 @io_task("list-batches")

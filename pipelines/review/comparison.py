@@ -10,6 +10,10 @@ rankings at the same alert load, so a model cannot look better by flagging less.
 ``expected`` flag was right): retraining keeps expected items as normal data, so a challenger
 that learned them scores them lower, as the verdict asked, and must not lose for it.
 
+A time series' items are scored in the mode of the scores their report was made from, the one
+the reviewers saw (causal, ``point_score="last"``, unless the report's scores key ends in
+``-offline``): a model scores its fitted mode's way only when the two agree.
+
 The reviewed items are not held out: the challenger trained on the false alarms as normal rows
 (what the verdicts asked for). The comparison measures whether it learned that without losing
 the confirmed anomalies.
@@ -87,6 +91,28 @@ def combined_decision(promoted: bool, rule: str, reviewed: Optional[ReviewedComp
     if promoted and worse:
         return False, f"kept the champion: {text}; held-out: {rule}"
     return promoted, f"{rule}; {text}"
+
+
+def in_mode(det: Any, point_score: str) -> Any:
+    """``det`` scoring a time series in ``point_score`` mode (a table's detector has no modes)."""
+    return det.with_point_score(point_score) if getattr(det, "time_column_", None) is not None else det
+
+
+def both_item_scores(champion: Any, challenger: Any, rows: pd.DataFrame, items: pd.DataFrame,
+                     time_column: Optional[str], series_column: Optional[str]) -> dict[str, np.ndarray]:
+    """:func:`item_scores` of both models, each item in the mode of its report's scores (its
+    ``label``, :func:`pipelines.nodes.point_score_of`): ``champion``, ``flags`` (the champion's),
+    ``challenger`` and ``found``, aligned with ``items``."""
+    out = {"champion": np.zeros(len(items)), "flags": np.zeros(len(items), bool),
+           "challenger": np.zeros(len(items)), "found": np.zeros(len(items), bool)}
+    modes = np.array([nodes.point_score_of(str(label)) for label in items["label"]], dtype=object)
+    for mode in dict.fromkeys(modes):
+        part = modes == mode
+        some = items[part]
+        out["champion"][part], out["flags"][part], out["found"][part] = item_scores(
+            in_mode(champion, mode), rows, some, time_column, series_column)
+        out["challenger"][part] = item_scores(in_mode(challenger, mode), rows, some, time_column, series_column)[0]
+    return out
 
 
 def item_scores(det: Any, rows: pd.DataFrame, items: pd.DataFrame, time_column: Optional[str],

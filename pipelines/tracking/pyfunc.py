@@ -20,6 +20,9 @@ from pipelines.tracking.store import TrackingError, client, errors
 DETECTOR_ARTIFACT = "detector"  # key of the vae_core save folder among the pyfunc artifacts
 LOGGED_MODEL_NAME = "vae_detector"
 SERVED_MODEL_FILE = Path(__file__).with_name("served_model.py")
+#: The mode a time series' served model scores in unless a request passes ``point_score``: causal,
+#: as the score flow stores scores and as the thresholds set from reviews were placed.
+SERVED_POINT_SCORE = "last"
 # packages the served model imports (and vae_core's own); pinned to the versions installed here
 SERVING_PACKAGES = ("mlflow", "torch", "pandas", "numpy", "pyarrow", "pydantic")
 
@@ -54,9 +57,12 @@ def log_pyfunc(
     """
     if not isinstance(input_example, pd.DataFrame) or input_example.empty:
         raise TrackingError("input_example must be a non-empty DataFrame of model input rows")
-    output = vae_core.score_with_explanations(detector, input_example, top_k=top_k)
+    series = getattr(detector, "time_column_", None) is not None
+    modes = {"point_score": SERVED_POINT_SCORE} if series else {}  # what the score flow stores
+    served = detector.with_point_score(SERVED_POINT_SCORE) if series else detector
+    output = vae_core.score_with_explanations(served, input_example, top_k=top_k)
     with errors("cannot infer the model signature"):
-        signature = mlflow.models.infer_signature(input_example, output, params={"top_k": int(top_k)})
+        signature = mlflow.models.infer_signature(input_example, output, params={"top_k": int(top_k), **modes})
     with tempfile.TemporaryDirectory(prefix="vae-anomaly-model-") as tmp, errors(f"cannot log the model of run {run_id}"):
         saved = detector.save(Path(tmp) / DETECTOR_ARTIFACT)
         params = client().get_run(run_id).data.params
@@ -74,7 +80,7 @@ def log_pyfunc(
                 run_id=run_id,
                 model_id=logged.model_id,
                 python_model=str(SERVED_MODEL_FILE),  # models from code: a file path, not an object
-                model_config={"top_k": int(top_k), "detector_artifact": DETECTOR_ARTIFACT},
+                model_config={"top_k": int(top_k), "detector_artifact": DETECTOR_ARTIFACT, **modes},
                 artifacts={DETECTOR_ARTIFACT: str(saved)},
                 code_paths=[str(Path(vae_core.__file__).parent)],
                 pip_requirements=serving_requirements(),

@@ -6,7 +6,11 @@ path as ``python_model``, MLflow copies it into the model and, on load, runs it 
 read, and a served model needs mlflow, pandas and vae_core only, never ``pipelines``.
 
 The model's config (``model_config``) names the artifact that holds the vae_core save folder
-(``detector_artifact``) and the default number of features in ``top_features`` (``top_k``).
+(``detector_artifact``), the default number of features in ``top_features`` (``top_k``) and, for
+a time series, the point-score mode it serves (``point_score``): ``"last"``, causal, the mode the
+score flow stores and reviewers see, so a served score of a point is the stored one when the
+request holds the point's ``window - 1`` predecessors; a request may pass ``point_score="mean"``
+(offline). A model logged before the key existed serves in its fitted mode.
 """
 from __future__ import annotations
 
@@ -29,11 +33,13 @@ class VAEAnomalyModel(mlflow.pyfunc.PythonModel):
     def __init__(self) -> None:
         self.detector: Any = None
         self.top_k = 3
+        self.point_score: Optional[str] = None  # a time series' mode; None: the fitted one
 
     def load_context(self, context: Any) -> None:
         config = context.model_config or {}
         self.top_k = int(config.get("top_k", self.top_k))
         self.detector = vae_core.load(context.artifacts[config.get("detector_artifact", "detector")])
+        self.point_score = config.get("point_score")
 
     # MLflow reads these type hints: pd.DataFrame means "no type-hint validation, signature from
     # the input example" (it logs an INFO line saying so on load; without hints it warns).
@@ -41,7 +47,11 @@ class VAEAnomalyModel(mlflow.pyfunc.PythonModel):
         if self.detector is None:
             raise RuntimeError("the model is not loaded (load_context was not called)")
         top_k = (params or {}).get("top_k") or self.top_k
-        return vae_core.score_with_explanations(self.detector, model_input, top_k=int(top_k))
+        mode = (params or {}).get("point_score") or self.point_score
+        det = self.detector
+        if mode and getattr(det, "time_column_", None) is not None:  # a table's detector has no modes
+            det = det.with_point_score(mode)
+        return vae_core.score_with_explanations(det, model_input, top_k=int(top_k))
 
 
 mlflow.models.set_model(VAEAnomalyModel())

@@ -317,6 +317,13 @@ def test_time_series_detector_round_trips(server, tmp_path):
     assert isinstance(loaded, TimeSeriesVAEDetector) and loaded_info == info
     assert (loaded.time_column_, loaded.value_columns_) == ("timestamp", ["cpu", "mem"])
     pd.testing.assert_frame_equal(loaded.score(series), detector.score(series), check_exact=True)
+    # the served model scores causally, as the score flow stores scores; a request may ask for offline
+    served = mlflow.pyfunc.load_model(info.model_uri)
+    causal, offline = detector.with_point_score("last").score(series), detector.score(series)
+    assert not np.allclose(causal["anomaly_score"], offline["anomaly_score"])  # the modes differ here
+    np.testing.assert_allclose(served.predict(series)["anomaly_score"], causal["anomaly_score"], rtol=1e-6)
+    np.testing.assert_allclose(served.predict(series, params={"point_score": "mean"})["anomaly_score"],
+                               offline["anomaly_score"], rtol=1e-6)
 
 
 def test_log_comparison_records_metrics_and_the_decision(server, client):

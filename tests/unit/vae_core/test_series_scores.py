@@ -11,7 +11,10 @@ from vae_core.series_scores import window_terms
 
 SPEC = SuiteSpec(temperature_noise=(0.25, 0.5), history_days=7, test_days=5, events_per_kind=1,
                  history_spikes=1, min_gap=60)
-SETTINGS = {**FAST, "max_epochs": 30, "window": 16, "trim_fraction": 0.05}
+# the quantile rule: this briefly trained model (30 epochs) scores the spike and the level shift
+# just under its tail's top scores, where the default POT threshold sits (the kinds benchmark
+# measures the default at full training: recall 0.80 with POT as with the quantile)
+SETTINGS = {**FAST, "max_epochs": 30, "window": 16, "trim_fraction": 0.05, "threshold_method": "quantile"}
 TOLERANCE = 3  # points either side of an event that still count as finding it
 
 

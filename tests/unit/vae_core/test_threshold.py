@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from vae_core.threshold import Calibration, fit_gpd
+from vae_core.threshold import Calibration, fit_gpd, inliers
 
 
 def test_quantile_threshold_gives_the_target_false_positive_rate():
@@ -55,3 +55,13 @@ def test_round_trip_through_dict_is_exact():
 def test_unknown_method_is_refused():
     with pytest.raises(ValueError, match="unknown threshold method"):
         Calibration.fit(np.arange(100.0), "magic", 0.01, 1e-3, 0.95)
+
+
+def test_inliers_leave_out_only_far_out_scores():
+    scores = np.concatenate([np.random.default_rng(0).normal(size=500), [40.0, 90.0]])
+    keep = inliers(scores, fence=6.0)
+    assert keep[:500].all() and not keep[500:].any()
+    assert inliers(scores, fence=None).all()
+    few = np.r_[np.zeros(19), np.full(6, 1e6)]
+    assert inliers(np.r_[np.zeros(30), np.full(6, 1e6)], fence=6.0).sum() == 30
+    assert inliers(few, fence=6.0).all()  # 19 would be left, under 20: every score is kept

@@ -3,7 +3,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.review.comparison import combined_decision, compare_reviewed, item_scores, precision_at_k
+from pipelines.review.comparison import both_item_scores, combined_decision, compare_reviewed, item_scores, precision_at_k
 from pipelines.review.labels import ITEM_COLUMNS
 
 
@@ -78,3 +78,30 @@ def test_item_scores_of_series_events_take_the_peak_of_their_span():
     for i, e in enumerate(report["items"]):
         span = (batch["host"] == e["series"]) & (batch["ts"] >= pd.Timestamp(e["start"])) & (batch["ts"] <= pd.Timestamp(e["end"]))
         assert score[i] == pytest.approx(scores.loc[span.to_numpy(), "anomaly_score"].max())
+
+
+def test_series_items_are_judged_in_the_mode_their_scores_were_made_in():
+    """A report of causal scores (the score flow's default, key ``<model>-v<N>``) has its items
+    scored causally by both models; one of offline scores (``-offline``) offline; a table's
+    items as they are."""
+    from vae_core import TimeSeriesVAEDetector
+
+    rng = np.random.default_rng(1)
+    t = pd.date_range("2026-01-01", periods=400, freq="5min", tz="UTC")
+    v = np.sin(np.arange(len(t)) * 2 * np.pi / 96) + rng.normal(scale=0.05, size=len(t))
+    train = pd.DataFrame({"ts": t, "load": v})
+    champion = TimeSeriesVAEDetector(seed=0, window=16, max_epochs=4).fit(train, time_column="ts")
+    challenger = TimeSeriesVAEDetector(seed=1, window=16, max_epochs=4).fit(train, time_column="ts")
+    batch = train.assign(load=v + np.where(np.arange(len(t)) == 200, 3.0, 0.0))
+    rows = batch.assign(batch_id="b1", _source_row=np.arange(len(batch)))
+    item = {"kind": "event", "batch_id": "b1", "verdict": "anomaly", "series": None,
+            "start": str(t[195]), "end": str(t[210])}
+    items = pd.DataFrame([{**item, "key": "causal", "label": "load-v1"}, {**item, "key": "offline", "label": "load-v1-offline"}],
+                         columns=ITEM_COLUMNS)
+    s = both_item_scores(champion, challenger, rows, items, "ts", None)
+    span = slice(195, 211)
+    for i, mode in enumerate(("last", "mean")):
+        for name, det in (("champion", champion), ("challenger", challenger)):
+            want = det.with_point_score(mode).score(batch)["anomaly_score"].to_numpy()[span].max()
+            assert s[name][i] == pytest.approx(want), (name, mode)
+    assert s["found"].all() and s["champion"][0] != pytest.approx(s["champion"][1])  # the modes differ
