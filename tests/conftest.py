@@ -27,6 +27,32 @@ if "PREFECT_HOME" not in os.environ:
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+# `make test` hands whole files to two pytest-xdist workers in collection order
+# (`--dist loadfile --no-loadscope-reorder`). The longest files go first, so that no worker starts
+# a ten-minute file while the other runs out of work (longest-first). Seconds in a CI run; a file
+# missing here only runs later, so this list changes the run's length, never its result.
+LONGEST_FIRST = (
+    "integration/test_smoke.py",  # ~520 s
+    "integration/test_cli.py",
+    "integration/test_flows.py",
+    "integration/test_reliability.py",
+    "integration/test_postgres_topology.py",
+    "e2e/test_demo.py",
+    "integration/test_tracking.py",
+    "integration/test_serve.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Put the files of :data:`LONGEST_FIRST` first, in its order (a stable sort)."""
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+
+    def key(item):
+        relative = Path(str(item.fspath)).relative_to(PROJECT_ROOT / "tests").as_posix()
+        return rank.get(relative, len(rank))
+
+    items.sort(key=key)
+
 
 @pytest.fixture(scope="session")
 def samples_dir() -> Path:
