@@ -29,17 +29,17 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # `make test` hands whole files to two pytest-xdist workers in collection order
 # (`--dist loadfile --no-loadscope-reorder`). The longest files go first, so that no worker starts
-# a ten-minute file while the other runs out of work (longest-first). Seconds in a CI run; a file
-# missing here only runs later, so this list changes the run's length, never its result.
-LONGEST_FIRST = (
-    "integration/test_smoke.py",  # ~520 s
-    "integration/test_cli.py",
-    "integration/test_flows.py",
-    "integration/test_reliability.py",
-    "integration/test_postgres_topology.py",
-    "e2e/test_demo.py",
-    "integration/test_tracking.py",
-    "integration/test_serve.py",
+# a ten-minute file while the other runs out of work (longest first). A file missing here only
+# runs later, so this list changes the run's length, never its result.
+LONGEST_FIRST = (  # seconds per file in one two-worker run of the whole suite, at load 4-13
+    "integration/test_cli.py",  # 974
+    "integration/test_smoke.py",  # 585
+    "integration/test_flows.py",  # 582
+    "e2e/test_demo.py",  # 520
+    "integration/test_tracking.py",  # 284
+    "integration/test_reliability.py",  # 182
+    "integration/test_postgres_topology.py",  # 127
+    "integration/test_review_loop.py",  # 77
 )
 
 
