@@ -71,17 +71,30 @@ def read_own(
     if table is None:
         data = pds.dataset(schema.empty_table())
     else:
-        data = table.to_pyarrow_dataset(file_pruning_predicate=[(BATCH_COLUMN, "=", record.batch_id)], schema=schema)
-    keep = own_rows(record)
+        data = table.to_pyarrow_dataset(  # the marker read as a dictionary: one value per file to check
+            file_pruning_predicate=[(BATCH_COLUMN, "=", record.batch_id)], schema=schema,
+            parquet_read_options=pds.ParquetReadOptions(dictionary_columns={CONTENT_COLUMN}),
+        )
+    marker = content_marker(record.sha256)
     if not stream:
-        return data.to_table(columns=read).filter(keep).select(columns)
+        return _only_own(data.to_table(columns=read), marker).select(columns)
     # a plain sequential read: Arrow's scanner otherwise reads ahead in background
     # threads while a slow consumer (scoring) works, and memory grows with the batch
     parts = data.to_batches(
         batch_size=batch_size, columns=read, batch_readahead=0, fragment_readahead=0, use_threads=False,
         fragment_scan_options=pds.ParquetFragmentScanOptions(pre_buffer=False),
     )
-    return (part.select(columns) for part in (p.filter(keep) for p in parts) if part.num_rows)
+    return (part.select(columns) for part in (_only_own(p, marker) for p in parts) if part.num_rows)
+
+
+def _only_own(part: Union[pa.Table, pa.RecordBatch], marker: str) -> Union[pa.Table, pa.RecordBatch]:
+    """``part`` less its rows of other content than ``marker`` (not copied when all are its own)."""
+    column = part.column(CONTENT_COLUMN)
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    if all(pa.types.is_dictionary(c.type) and pc.all(pc.equal(c.dictionary, marker)).as_py() is not False for c in chunks):
+        return part  # every value is the marker or null (the usual case: no per-row work)
+    mine = pc.or_kleene(pc.equal(column, marker), pc.is_null(column))
+    return part.filter(mine)
 
 
 def foreign_content(table, records: list[BatchRecord]) -> list[tuple[str, str]]:
