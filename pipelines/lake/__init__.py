@@ -5,20 +5,24 @@ Layout under the lake root (a local path or an ``s3://`` URL); each folder is a 
 
     <dataset>/batches/      one row per committed batch: id, content and file hashes, source,
                             format, counts, schema (JSON), ingest time, ``seq`` (ingest order)
-    <dataset>/rows/batch_id=<id>/...         accepted rows (+ ``_source_row``)
-    <dataset>/quarantine/batch_id=<id>/...   rejected rows as text (+ ``_reason``, ``_source_row``)
+    <dataset>/rows/batch_id=<id>/...         accepted rows (+ ``_source_row``, ``_content``)
+    <dataset>/quarantine/batch_id=<id>/...   rejected rows as text (+ ``_reason``, ``_source_row``, ``_content``)
     <dataset>/scores/model_version=<v>/batch_id=<id>/...   scores (+ batch-level columns, e.g. ``psi``)
 
-Commit protocol. An ingest replaces the batch's partition of ``rows`` and then of
-``quarantine`` (one Delta commit each, overwrite by predicate ``batch_id = <id>``), then
+Commit protocol. An ingest replaces its rows in the batch's partition of ``rows`` and then of
+``quarantine`` (one Delta commit each, overwrite by predicate ``batch_id = <id> AND
+(_content = <marker> OR _content IS NULL)``, the marker being the content hash's first 16 hex
+digits; readers keep only the committed record's content: :mod:`~pipelines.lake.content`), then
 appends the batch's row to ``batches`` with a compare-and-swap commit: it succeeds only if no
 other writer committed to ``batches`` since it was read (delta-rs ``max_commit_retries=0``).
 A writer that loses the race reads ``batches`` again: if the same content is now there (a
 concurrent ingest of the same rows) its ingest is a no-op, otherwise it retries. Readers list
 batches from ``batches`` only, so data of a batch whose ingest was killed is invisible (and is
-replaced by the re-run, or deleted by :meth:`Lake.vacuum`). The batch id is derived from the
-content hash of the validated rows (:func:`~pipelines.lake.identity.content_hash`), so the
-same rows from a CSV or a Parquet file are one batch. Scores of a batch are spooled to a
+replaced by the re-run, or deleted by :meth:`Lake.vacuum`), and so are the rows of an ingest
+that lost its explicit batch id to other content (deleted by :meth:`Lake.vacuum`). The batch id
+is derived from the content hash of the validated rows
+(:func:`~pipelines.lake.identity.content_hash`), so the same rows from a CSV or a Parquet file
+are one batch. Scores of a batch are spooled to a
 private temporary file and committed with one partition-replacing commit.
 
 Logical types are ``int``, ``float``, ``bool``, ``string`` and ``datetime``, stored as Arrow
@@ -29,7 +33,8 @@ empty field (and, outside string columns, ``NA``, ``NaN``, ``null``, ``None``) i
 Modules: :mod:`~pipelines.lake.errors` (exceptions), :mod:`~pipelines.lake.records` (types and
 records), :mod:`~pipelines.lake.sources` (reading files), :mod:`~pipelines.lake.validation`
 (inference and casting), :mod:`~pipelines.lake.identity` (content hash),
-:mod:`~pipelines.lake.delta` (commits), :mod:`~pipelines.lake.batches` (the batches table),
+:mod:`~pipelines.lake.delta` (commits), :mod:`~pipelines.lake.content` (rows keyed by their
+batch's content), :mod:`~pipelines.lake.batches` (the batches table),
 :mod:`~pipelines.lake.scores` (the scores table), :mod:`~pipelines.lake.core` (the
 :class:`Lake`), :mod:`~pipelines.lake.admin` (list, remove, restore, migrate) and
 :mod:`~pipelines.lake.storage` (single-file writes; the ``_crash_point`` test seam). Import the
@@ -39,6 +44,7 @@ from pipelines.lake.core import Lake
 from pipelines.lake.errors import LakeError, SchemaError, SourceError
 from pipelines.lake.records import (
     BATCH_COLUMN,
+    CONTENT_COLUMN,
     INFER_MIN_SHARE,
     LOGICAL_TYPES,
     META_COLUMNS,
@@ -62,6 +68,7 @@ from pipelines.lake.validation import infer_schema, validate_batch
 
 __all__ = [
     "BATCH_COLUMN",
+    "CONTENT_COLUMN",
     "INFER_MIN_SHARE",
     "LOGICAL_TYPES",
     "META_COLUMNS",

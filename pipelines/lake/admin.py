@@ -17,11 +17,11 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.lake import batches as batches_table
-from pipelines.lake import delta
+from pipelines.lake import content, delta
 from pipelines.lake.core import Lake
 from pipelines.lake.errors import LakeError
 from pipelines.lake.identity import content_hash
-from pipelines.lake.records import BATCH_COLUMN, PART_FILE, REASON_COLUMN, ROW_COLUMN, BatchRecord, DatasetSchema
+from pipelines.lake.records import BATCH_COLUMN, CONTENT_COLUMN, PART_FILE, REASON_COLUMN, ROW_COLUMN, BatchRecord, DatasetSchema
 from pipelines.lake.scores import VERSION_COLUMN
 from pipelines.lake.validation import _check_name
 
@@ -84,6 +84,11 @@ def restore_batch(lake: Lake, dataset: str, batch_id: str) -> dict[str, Any]:
             continue
         old = lake._table(dataset, name, version)
         data = delta.arrow_dataset(old, file_pruning_predicate=[(BATCH_COLUMN, "=", batch_id)]).to_table()
+        if name != "scores":  # only the record's content (a loser of its id may have left rows)
+            data = data.filter(content.own_rows(record)) if delta.has_column(old, CONTENT_COLUMN) else data
+            if data.num_rows:
+                content.write_part(lake, dataset, name, data, batch_id, record.sha256, "restore")
+            continue
         groups = [VERSION_COLUMN] if name == "scores" else []
         for key in sorted(set(data.column(groups[0]).to_pylist())) if groups else [None]:
             part = data if key is None else data.filter(pc.equal(data.column(VERSION_COLUMN), key))
@@ -130,14 +135,13 @@ def migrate(lake: Lake, dataset: str) -> dict[str, Any]:
         tables = {name: _old_part(lake, dataset, name, entry.batch_id) for name in ("rows", "quarantine")}
         accepted = tables["rows"] if tables["rows"] is not None else schema.arrow_schema().empty_table()
         quarantine = tables["quarantine"]
-        for name, table in (("rows", accepted), ("quarantine", quarantine)):
-            if table is not None and table.num_rows:
-                data = table.append_column(BATCH_COLUMN, pa.array([entry.batch_id] * table.num_rows, pa.string()))
-                delta.replace_partition(lake.table_uri(dataset, name), lake.delta_options, data, {BATCH_COLUMN: entry.batch_id}, "migrate", name)
         if quarantine is None:
             text = [(c, pa.string()) for c in schema.columns] + [(REASON_COLUMN, pa.string()), (ROW_COLUMN, pa.int64())]
             quarantine = pa.schema(text).empty_table()
         digest = content_hash(schema, accepted, quarantine)
+        for name, table in (("rows", accepted), ("quarantine", quarantine)):
+            if table.num_rows:
+                content.write_part(lake, dataset, name, table, entry.batch_id, digest, "migrate")
         record = BatchRecord(**{**entry.to_dict(), "sha256": digest, "file_sha256": entry.sha256, "seq": seq})
         _migrate_scores(lake, dataset, entry.batch_id)
         _append_record(lake, dataset, record, "migrate")

@@ -8,9 +8,16 @@ from typing import TYPE_CHECKING, Optional
 import pyarrow as pa
 
 from pipelines.lake import batches as batches_table
-from pipelines.lake import delta, storage
+from pipelines.lake import content, delta, storage
 from pipelines.lake.errors import LakeError, SchemaRace
-from pipelines.lake.records import BATCH_COLUMN, BatchRecord, DatasetSchema, IngestReport, ValidatedBatch
+from pipelines.lake.records import (
+    BATCH_COLUMN,
+    CONTENT_COLUMN,
+    BatchRecord,
+    DatasetSchema,
+    IngestReport,
+    ValidatedBatch,
+)
 
 if TYPE_CHECKING:
     from pipelines.lake.core import Lake
@@ -24,8 +31,10 @@ def _utc_now() -> str:
 def commit_batch(lake: "Lake", batch: ValidatedBatch) -> IngestReport:
     """Commit a validated batch: its rows, its quarantine, then its row in ``batches``.
 
-    The rows and quarantine each replace the batch's partition in one Delta commit; the
-    batch becomes visible with the last commit, an append to the ``batches`` table that
+    The rows and quarantine each replace the batch content's rows in the batch's partition in
+    one Delta commit (:func:`pipelines.lake.content.write_part`: a writer of other content
+    under the same id keeps its rows apart, and readers keep only the committed content's);
+    the batch becomes visible with the last commit, an append to the ``batches`` table that
     succeeds only if no other writer committed since it was read (compare and swap). On
     a lost race the table is read again: the same content committed by the other writer
     makes this a no-op (``skipped``), anything else is retried. A run killed at any point
@@ -82,15 +91,12 @@ def commit_batch(lake: "Lake", batch: ValidatedBatch) -> IngestReport:
 
 
 def write_data(lake: "Lake", batch: ValidatedBatch) -> None:
-    """Replace the batch's partitions of the rows and quarantine tables (not yet visible)."""
-    partition = {BATCH_COLUMN: batch.batch_id}
+    """Replace the batch content's rows of the rows and quarantine tables (not yet visible)."""
     for name, table in (("rows", batch.accepted), ("quarantine", batch.quarantine)):
         if name == "quarantine" and not table.num_rows:
             continue  # readers only look for quarantine rows the batch record counts
-        column = pa.array([batch.batch_id] * table.num_rows, pa.string())
-        data = table.append_column(BATCH_COLUMN, column).combine_chunks()  # delta-rs keeps one batch's order
         try:
-            delta.replace_partition(lake.table_uri(batch.dataset, name), lake.delta_options, data, partition, "ingest", name)
+            content.write_part(lake, batch.dataset, name, table, batch.batch_id, batch.content_sha256, "ingest")
         except delta.DeltaError as exc:
             if batch.schema_is_new and any(word in str(exc).lower() for word in ("schema", "cast")):
                 raise SchemaRace(f"the {name} table has other column types ({exc})") from exc
@@ -98,13 +104,16 @@ def write_data(lake: "Lake", batch: ValidatedBatch) -> None:
 
 
 def vacuum(lake: "Lake", dataset: str, retention_hours: Optional[int] = None) -> list[str]:
-    """Delete the data of batches missing from ``batches`` (left by killed ingests) and,
-    with ``retention_hours``, Delta-vacuum files older than that; return what was removed.
+    """Delete the data of batches missing from ``batches`` (left by killed ingests), rows of
+    listed batch ids with content other than the record's (left by an ingest that lost its
+    id to other content) and, with ``retention_hours``, Delta-vacuum files older than that;
+    return what was removed.
 
     Run it when no ingest of the dataset is running: a running ingest's data is not
     listed yet either. Vacuuming files drops the history that ``lake restore`` uses.
     """
-    listed = [r.batch_id for r in lake._manifest(dataset)]
+    records = lake._manifest(dataset)
+    listed = [r.batch_id for r in records]
     keep = ", ".join(delta.quote(b) for b in listed) or "''"
     removed = []
     for name in ("rows", "quarantine", "scores"):
@@ -115,6 +124,12 @@ def vacuum(lake: "Lake", dataset: str, retention_hours: Optional[int] = None) ->
         if orphans:
             delta.delete_where(lake.table_uri(dataset, name), lake.delta_options, f"{BATCH_COLUMN} NOT IN ({keep})", "vacuum")
             removed += [f"{name}/{BATCH_COLUMN}={b}" for b in orphans]
+            table = lake._table(dataset, name)
+        foreign = content.foreign_content(table, records) if name != "scores" else []
+        if foreign:
+            where = " OR ".join(f"({BATCH_COLUMN} = {delta.quote(b)} AND {CONTENT_COLUMN} = {delta.quote(c)})" for b, c in foreign)
+            delta.delete_where(lake.table_uri(dataset, name), lake.delta_options, where, "vacuum")
+            removed += [f"{name}/{BATCH_COLUMN}={b}/{CONTENT_COLUMN}={c}" for b, c in foreign]
         if retention_hours is not None:
             table = lake._table(dataset, name)
             removed += table.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False)

@@ -15,7 +15,7 @@ import pyarrow as pa
 import pyarrow.dataset as pds
 
 from pipelines.lake import batches as batches_table
-from pipelines.lake import commit, delta, scores
+from pipelines.lake import commit, content, delta, scores
 from pipelines.lake.errors import LakeError, SchemaRace
 from pipelines.lake.records import (
     BATCH_COLUMN,
@@ -218,7 +218,8 @@ class Lake:
         return commit.commit_batch(self, batch)
 
     def vacuum(self, dataset: str, retention_hours: Optional[int] = None) -> list[str]:
-        """Delete data of batches missing from ``batches`` (left by killed ingests) and, with
+        """Delete data of batches missing from ``batches`` (left by killed ingests) or of other
+        content than their record's (left by an ingest that lost its batch id) and, with
         ``retention_hours``, Delta-vacuum older files; see :func:`pipelines.lake.commit.vacuum`."""
         return commit.vacuum(self, dataset, retention_hours)
 
@@ -242,12 +243,6 @@ class Lake:
             raise LakeError(f"dataset {dataset!r} has no committed batch(es) {unknown}")
         wanted = set(batch_ids)
         return [r for r in records if r.batch_id in wanted]
-
-    def _partition_data(self, table, batch_id: str, schema: pa.Schema) -> pds.Dataset:
-        """A pyarrow dataset over one batch's files of a Delta table (``table`` may be ``None``)."""
-        if table is None:
-            return pds.dataset(schema.empty_table())
-        return delta.arrow_dataset(table, file_pruning_predicate=[(BATCH_COLUMN, "=", batch_id)], schema=schema)
 
     def iter_record_batches(
         self,
@@ -280,12 +275,7 @@ class Lake:
         table = self._table(dataset, "rows")
         schema = fixed.arrow_schema().append(pa.field(BATCH_COLUMN, pa.string()))
         for record in records:
-            # a plain sequential read: Arrow's scanner otherwise reads ahead in background
-            # threads while a slow consumer (scoring) works, and memory grows with the batch
-            yield from self._partition_data(table, record.batch_id, schema).to_batches(
-                batch_size=batch_size, columns=columns, batch_readahead=0, fragment_readahead=0, use_threads=False,
-                fragment_scan_options=pds.ParquetFragmentScanOptions(pre_buffer=False),
-            )
+            yield from content.read_own(table, record, schema, columns, stream=True, batch_size=batch_size)
 
     def read(
         self, dataset: str, batch_ids: Optional[list[str]] = None, columns: Optional[list[str]] = None
@@ -310,7 +300,7 @@ class Lake:
         schema = fixed.arrow_schema().append(pa.field(BATCH_COLUMN, pa.string()))
         table = self._table(dataset, "rows")
         parts = [
-            _in_source_order(self._partition_data(table, r.batch_id, schema).to_table(columns=columns))
+            _in_source_order(content.read_own(table, r, schema, columns))
             for r in self._selected(dataset, batch_ids) if r.rows_accepted
         ]
         empty = schema.empty_table().select(columns) if columns else schema.empty_table()
@@ -332,7 +322,7 @@ class Lake:
         )
         table = self._table(dataset, "quarantine")
         parts = [
-            _in_source_order(self._partition_data(table, r.batch_id, schema).to_table())
+            _in_source_order(content.read_own(table, r, schema))
             for r in self._selected(dataset, batch_ids) if r.rows_quarantined
         ]
         return _to_pandas(pa.concat_tables([schema.empty_table(), *parts]))

@@ -81,6 +81,11 @@ def arrow_dataset(table: DeltaTable, **options: Any) -> pds.Dataset:
     return table.to_pyarrow_dataset(**options)
 
 
+def has_column(table: DeltaTable, name: str) -> bool:
+    """True if the table's schema has a column ``name``."""
+    return any(f.name == name for f in table.schema().fields)
+
+
 def quote(value: str) -> str:
     """A SQL string literal (names are checked to be safe, but quote anyway)."""
     return "'" + str(value).replace("'", "''") + "'"
@@ -102,8 +107,11 @@ def replace_partition(
     partition: dict[str, str],
     op: str,
     stage: str,
+    scope: Optional[dict[str, str]] = None,
 ) -> None:
-    """Atomically make ``data`` the whole content of one partition (overwrite by predicate).
+    """Atomically make ``data`` the whole content of one partition (overwrite by predicate),
+    or, with ``scope`` (data column -> value), of the partition's rows with that value or a
+    null one (rows written before the table had the column; all of them while it has none).
 
     Creates the table, partitioned by ``partition``'s keys, if it does not exist. Every commit
     is a compare and swap on the version it was computed from (delta-rs ``max_commit_retries=0``):
@@ -114,10 +122,12 @@ def replace_partition(
     ``data`` may be a callable returning a fresh stream for each attempt. New columns are merged
     into the table's schema.
     """
-    predicate = " AND ".join(f"{k} = {quote(v)}" for k, v in partition.items())
     for attempt in range(COMMIT_ATTEMPTS):
         payload = data() if callable(data) else data
         table = open_table(uri, options)
+        scoped = {k: v for k, v in (scope or {}).items() if table is not None and has_column(table, k)}
+        predicate = " AND ".join([f"{k} = {quote(v)}" for k, v in partition.items()]
+                                 + [f"({k} = {quote(v)} OR {k} IS NULL)" for k, v in scoped.items()])
         try:
             write_deltalake(
                 table if table is not None else uri,
@@ -130,7 +140,7 @@ def replace_partition(
                 writer_properties=WriterProperties(max_row_group_size=ROW_GROUP_ROWS),
                 # no delta-rs retry: a create retried as an append, or an overwrite rebased on
                 # another writer's, could keep its files beside that writer's
-                commit_properties=commit_properties(op, **partition),
+                commit_properties=commit_properties(op, **partition, **(scope or {})),
             )
             break
         except CommitFailedError:

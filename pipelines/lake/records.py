@@ -19,8 +19,12 @@ ExtraColumns = Literal["error", "ignore"]
 BATCH_COLUMN = "batch_id"
 ROW_COLUMN = "_source_row"
 REASON_COLUMN = "_reason"
+#: Written with every row of ``rows`` and ``quarantine``: the marker of the batch content
+#: that wrote it, so writers of one batch id with other content never replace each other's
+#: rows and readers keep only the committed record's (see :mod:`pipelines.lake.content`).
+CONTENT_COLUMN = "_content"
 META_COLUMNS: tuple[str, ...] = (BATCH_COLUMN, ROW_COLUMN)
-RESERVED_COLUMNS = frozenset({BATCH_COLUMN, ROW_COLUMN, REASON_COLUMN, "model_version"})
+RESERVED_COLUMNS = frozenset({BATCH_COLUMN, ROW_COLUMN, REASON_COLUMN, CONTENT_COLUMN, "model_version"})
 PART_FILE = "part-0.parquet"  # the legacy (manifest) layout's file name, for migration
 
 #: A column is inferred as a type when at least this share of its non-missing values fit it;
@@ -28,6 +32,7 @@ PART_FILE = "part-0.parquet"  # the legacy (manifest) layout's file name, for mi
 INFER_MIN_SHARE = 0.95
 #: Above this share of uncastable values a column counts as retyped (SchemaError), not dirty.
 RETYPE_SHARE = 0.5
+
 
 _ARROW_TYPES = {
     "int": pa.int64(),

@@ -159,6 +159,7 @@ def test_the_tables_read_with_plain_delta_readers(lake, tmp_path):
     assert rows["id"].tolist() == list(range(8)) and set(rows["batch_id"]) == {batch}
     batches = DeltaTable(f"{lake.root}/d/batches").to_pandas()
     assert batches["batch_id"].tolist() == [batch] and json.loads(batches["schema"][0])["time_column"] == "ts"
+    assert set(rows["_content"]) == {batches["sha256"][0][:16]}  # the README's join to the committed content
 
 
 def test_s3_storage_options_are_passed_to_delta_rs_in_its_names():
