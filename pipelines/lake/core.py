@@ -12,7 +12,6 @@ from typing import Any, Iterator, Optional, Union
 import fsspec
 import pandas as pd
 import pyarrow as pa
-import pyarrow.dataset as pds
 
 from pipelines.lake import batches as batches_table
 from pipelines.lake import commit, content, delta, scores
