@@ -34,8 +34,8 @@ def label(key: str) -> str:
     """Human-readable name of a detector key."""
     if key in _LABELS:
         return _LABELS[key]
-    if key.startswith("vae_core_ts/"):
-        return "ours " + key.split("/", 1)[1]
+    if key.startswith("vae_core_ts/"):  # "anomaly_score@last": the same model in the other mode
+        return "ours " + key.split("/", 1)[1].replace("@last", " (causal)").replace("@mean", " (offline)")
     return key
 
 
@@ -311,6 +311,8 @@ def render_markdown(result: dict) -> str:
         + (f" · source sha256 {m['vae_core']['source']['sha256']} (newest file {m['vae_core']['source']['newest_mtime']})"
            if m["vae_core"].get("source") else ""),
         f"- data: `{m['data_root']}`",
+    ] + ([f"- time-series settings (`$VAE_ANOMALY_BENCH_TS_PARAMS`): `{m['ts_params']}`"]
+         if m.get("ts_params") else []) + [
         "",
         "Protocol notes:",
         "",
