@@ -248,7 +248,10 @@ def protocol_notes(seeds, threads: int, train_cap, window: int, vus_buffer: int)
         "NAB: only series with labelled anomalies (artificialNoAnomaly and "
         "ec2_cpu_utilization_c6585a are skipped); no train split, so every detector is fitted on the "
         "whole series without labels and scores the whole series. Labels are NAB's anomaly windows "
-        "(`label`), scored per point — these are not NAB scores.",
+        "(`label`), scored per point — these are not NAB scores. Four series repeat a timestamp "
+        "(the 2014-03-09 DST hour written as 03:00; one hourly time written twice): each run of "
+        "repeated times is spread evenly between its neighbours (`data.spread_repeated_times`), "
+        "which only the time-aware vae_core detector reads.",
         "SMD: fit on the `train` rows, score the `test` rows; the time column for vae_core is an "
         "integer row index continuing from train into test. Baselines get the last 31 train rows as "
         "context so every test point has a full window.",
