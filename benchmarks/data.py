@@ -28,6 +28,7 @@ __all__ = [
     "split_tabular",
     "nab_names",
     "load_nab",
+    "spread_repeated_times",
     "smd_names",
     "load_smd",
 ]
@@ -199,10 +200,50 @@ def load_nab(name: str, root: Path | None = None) -> pd.DataFrame:
     Returns
     -------
     pandas.DataFrame
-        Columns ``timestamp``, ``value``, ``label``, ``point_label``.
+        Columns ``timestamp``, ``value``, ``label``, ``point_label``.  Repeated timestamps are
+        spread out (:func:`spread_repeated_times`): four series hold runs of one time (two at the
+        2014-03-09 DST change, where the hour 02:00-02:59 was written as 03:00, two with one
+        hourly time written twice), which ``TimeSeriesVAEDetector`` refuses.
     """
     root = root or benchdata_root()
-    return pd.read_parquet(root / "timeseries" / "nab" / f"{name}.parquet")
+    df = pd.read_parquet(root / "timeseries" / "nab" / f"{name}.parquet")
+    try:
+        return df.assign(timestamp=spread_repeated_times(df["timestamp"]))
+    except ValueError as exc:
+        raise ValueError(f"NAB series {name}: {exc}") from None
+
+
+def spread_repeated_times(times: pd.Series) -> pd.Series:
+    """Each run of ``r`` rows sharing one time, spread evenly between the distinct times before
+    and after it (``prev + (k + 1) * (next - prev) / (r + 1)``).
+
+    At the DST change this restores the lost hour exactly (01:59, twelve rows at 03:00, 03:04
+    become 01:59, 02:04, ..., 02:59, 03:04).
+
+    Raises
+    ------
+    ValueError
+        If the times are not sorted, or a run is at the start or end (no time on one side).
+    """
+    t = times.to_numpy()
+    if len(t) < 2 or not (t[1:] == t[:-1]).any():
+        return times
+    if (t[1:] < t[:-1]).any():
+        i = int(np.flatnonzero(t[1:] < t[:-1])[0])
+        raise ValueError(f"times are not sorted (row {i + 1}: {t[i + 1]} after {t[i]})")
+    out = t.copy()
+    new = np.r_[True, t[1:] != t[:-1]]  # first row of each run
+    starts = np.flatnonzero(new)
+    ends = np.r_[starts[1:], len(t)]
+    for a, b in zip(starts, ends):
+        r = b - a
+        if r == 1:
+            continue
+        if a == 0 or b == len(t):
+            raise ValueError(f"rows {a}-{b - 1} share the time {t[a]} at the series' {'start' if a == 0 else 'end'}")
+        gap = (t[b] - t[a - 1]) / (r + 1)
+        out[a:b] = t[a - 1] + gap * np.arange(1, r + 1)
+    return pd.Series(out, index=times.index, name=times.name)
 
 
 def smd_names(root: Path | None = None) -> list[str]:

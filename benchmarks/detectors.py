@@ -168,6 +168,7 @@ def run_vae_timeseries(
     seed: int,
     window: int,
     series_column: str | None = None,
+    both_modes: bool = False,
 ) -> Scored:
     """Fit ``TimeSeriesVAEDetector`` on ``train`` and score ``test``.
 
@@ -184,6 +185,10 @@ def run_vae_timeseries(
         Detector window length.
     series_column : str, optional
         Column naming the series when the frames hold several (one model for all of them).
+    both_modes : bool
+        Also score ``test`` with the same fitted model in the other point-score mode
+        (``with_point_score``; training does not depend on the mode), as
+        ``"anomaly_score@last"`` (or ``"@mean"``); ``score_s`` stays the model's own mode's.
 
     Returns
     -------
@@ -201,4 +206,8 @@ def run_vae_timeseries(
     out = det.score(test)
     score_s = time.perf_counter() - t0
     scores, extra = _check_score_frame(out, len(test), test.index)
+    if both_modes:
+        other = "mean" if det.config_.point_score == "last" else "last"
+        more, _ = _check_score_frame(det.with_point_score(other).score(test), len(test), test.index)
+        scores[f"anomaly_score@{other}"] = more["anomaly_score"]
     return Scored(scores, fit_s, score_s, extra)

@@ -34,8 +34,8 @@ def label(key: str) -> str:
     """Human-readable name of a detector key."""
     if key in _LABELS:
         return _LABELS[key]
-    if key.startswith("vae_core_ts/"):
-        return "ours " + key.split("/", 1)[1]
+    if key.startswith("vae_core_ts/"):  # "anomaly_score@last": the same model in the other mode
+        return "ours " + key.split("/", 1)[1].replace("@last", " (causal)").replace("@mean", " (offline)")
     return key
 
 
@@ -248,7 +248,10 @@ def protocol_notes(seeds, threads: int, train_cap, window: int, vus_buffer: int)
         "NAB: only series with labelled anomalies (artificialNoAnomaly and "
         "ec2_cpu_utilization_c6585a are skipped); no train split, so every detector is fitted on the "
         "whole series without labels and scores the whole series. Labels are NAB's anomaly windows "
-        "(`label`), scored per point — these are not NAB scores.",
+        "(`label`), scored per point — these are not NAB scores. Four series repeat a timestamp "
+        "(the 2014-03-09 DST hour written as 03:00; one hourly time written twice): each run of "
+        "repeated times is spread evenly between its neighbours (`data.spread_repeated_times`), "
+        "which only the time-aware vae_core detector reads.",
         "SMD: fit on the `train` rows, score the `test` rows; the time column for vae_core is an "
         "integer row index continuing from train into test. Baselines get the last 31 train rows as "
         "context so every test point has a full window.",
@@ -311,6 +314,8 @@ def render_markdown(result: dict) -> str:
         + (f" · source sha256 {m['vae_core']['source']['sha256']} (newest file {m['vae_core']['source']['newest_mtime']})"
            if m["vae_core"].get("source") else ""),
         f"- data: `{m['data_root']}`",
+    ] + ([f"- time-series settings (`$VAE_ANOMALY_BENCH_TS_PARAMS`): `{m['ts_params']}`"]
+         if m.get("ts_params") else []) + [
         "",
         "Protocol notes:",
         "",

@@ -152,7 +152,7 @@ def _ts_record(source, series, key, y, s, fit_s, score_s, n_fit) -> dict:
 
 
 def _ts_one(source, series, fit_frame, eval_frame, time_col, value_cols, context, y, seed, vae_ok,
-            problems, t0) -> list[dict]:
+            problems, t0, both_modes=False) -> list[dict]:
     """All time-series detectors on one series."""
     recs = []
     fit_vals = fit_frame[value_cols].to_numpy(np.float64)
@@ -161,7 +161,7 @@ def _ts_one(source, series, fit_frame, eval_frame, time_col, value_cols, context
         try:
             res = detectors.run_vae_timeseries(fit_frame[[time_col] + value_cols],
                                                eval_frame[[time_col] + value_cols],
-                                               time_col, seed, TS_WINDOW)
+                                               time_col, seed, TS_WINDOW, both_modes=both_modes)
             for c, s in res.scores.items():
                 rec = _ts_record(source, series, f"vae_core_ts/{c}", y, s, res.fit_s, res.score_s,
                                  len(fit_frame))
@@ -170,7 +170,8 @@ def _ts_one(source, series, fit_frame, eval_frame, time_col, value_cols, context
                                     "inf scores" + (", constant scores" if rec.get("constant") else ""))
                 recs.append(rec)
             _log(f"{source} {series[:40]:40s} ours fit {res.fit_s:6.2f}s score {res.score_s:6.2f}s "
-                 f"AUROC {recs[-1]['auroc']:.3f}", t0)
+                 "AUROC " + " ".join(f"{r['key'].split('/')[-1]} {r['auroc']:.3f}" for r in recs
+                                     if r["key"].split("/")[-1].startswith("anomaly_score")), t0)
         except Exception as exc:
             msg = _err(exc)
             recs += [{"source": source, "series": series, "key": f"vae_core_ts/{c}", "error": msg}
@@ -195,13 +196,13 @@ def _ts_one(source, series, fit_frame, eval_frame, time_col, value_cols, context
     return recs
 
 
-def run_timeseries(nab, smd, seed, vae_ok, problems, t0) -> dict:
+def run_timeseries(nab, smd, seed, vae_ok, problems, t0, both_modes=False) -> dict:
     """NAB (fit and score the whole series) and SMD (fit train, score test)."""
     records = []
     for name in nab:
         df = data.load_nab(name)
         records += _ts_one("nab", name, df, df, "timestamp", ["value"], None,
-                           df["label"].to_numpy(np.int64), seed, vae_ok, problems, t0)
+                           df["label"].to_numpy(np.int64), seed, vae_ok, problems, t0, both_modes)
     for name in smd:
         train, test = data.load_smd(name)
         cols = [c for c in train.columns if c.startswith("f")]
@@ -210,9 +211,10 @@ def run_timeseries(nab, smd, seed, vae_ok, problems, t0) -> dict:
         test.index = pd.RangeIndex(len(train), len(train) + len(test))
         ctx = train[cols].to_numpy(np.float64)[-(TS_WINDOW - 1):]
         records += _ts_one("smd", name, train, test, "t", cols, ctx,
-                           test["label"].to_numpy(np.int64), seed, vae_ok, problems, t0)
+                           test["label"].to_numpy(np.int64), seed, vae_ok, problems, t0, both_modes)
     return {"seed": seed, "window": TS_WINDOW, "records": records,
-            "main_keys": ["vae_core_ts/anomaly_score", "robust_z", "iforest_win"]}
+            "main_keys": ["vae_core_ts/anomaly_score", "vae_core_ts/anomaly_score@mean",
+                          "vae_core_ts/anomaly_score@last", "robust_z", "iforest_win"]}
 
 
 # --------------------------------------------------------------------------- main
@@ -250,6 +252,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help=f"max train rows per tabular split, 0 = no cap (default {DEFAULT_TRAIN_CAP})")
     p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                    help=f"torch intra-op threads for every detector (default {DEFAULT_THREADS})")
+    p.add_argument("--ts-both-modes", action="store_true",
+                   help="time series: also score each fitted model in the other point-score mode")
     p.add_argument("--speed-rows", type=int, default=SPEED_ROWS, help="rows of the speed pass")
     p.add_argument("--out-name", default=None, help="results file stem (default latest; quick: quick)")
     p.add_argument("--no-write", action="store_true", help="print only, write no results files")
@@ -327,7 +331,8 @@ def main(argv=None) -> int:
         smd = [] if args.quick else _select(data.smd_names(), wanted)
         if nab or smd:
             t = time.perf_counter()
-            result["timeseries"] = run_timeseries(nab, smd, args.seeds[0], vae_ok, problems, t0)
+            result["timeseries"] = run_timeseries(nab, smd, args.seeds[0], vae_ok, problems, t0,
+                                                  args.ts_both_modes)
             part_s["timeseries"] = time.perf_counter() - t
     if "kinds" in parts and wanted is None:
         t = time.perf_counter()
@@ -347,6 +352,7 @@ def main(argv=None) -> int:
         "vae_core": {"available": vae_ok, "error": vae_err, "source": vae_fp},
         "data_root": str(data.benchdata_root()),
         "options": {k: v for k, v in vars(args).items()},
+        "ts_params": detectors.ts_params(),  # $VAE_ANOMALY_BENCH_TS_PARAMS
         "notes": report.protocol_notes(args.seeds, args.threads, train_cap, TS_WINDOW, VUS_MAX_BUFFER),
         "problems": problems,
     }
