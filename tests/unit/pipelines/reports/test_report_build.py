@@ -144,3 +144,13 @@ def test_a_long_batch_with_many_events_and_their_bands_stays_small(series_case):
     html = render_html(report, figures(report, batch, scores, band))
     assert len(html.encode()) < 2_000_000, len(html.encode())
     assert html.count("expected (mean ± 2 sd)") == len(report["items"]) == 100
+
+
+def test_share_bars_are_escaped_svg_in_proportion():
+    from pipelines.reports.plots import shares_plot
+
+    svg = shares_plot([{"feature": "a<img src=x onerror=alert(1)>", "share": 0.6}, {"feature": "b", "share": 0.15}])
+    assert svg.startswith("<svg") and svg.endswith("</svg>")
+    assert "<img" not in svg and "a&lt;img src=x onerror" in svg
+    widths = [float(w) for w in re.findall(r'<rect [^>]*width="([0-9.]+)"', svg)]
+    assert len(widths) == 2 and widths[0] == pytest.approx(4 * widths[1])
