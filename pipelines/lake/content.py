@@ -40,7 +40,7 @@ def write_part(lake: "Lake", dataset: str, name: str, table: pa.Table, batch_id:
     marker = content_marker(sha256)
     table = table.drop_columns([c for c in (CONTENT_COLUMN, BATCH_COLUMN) if c in table.column_names])
     for column, value in ((CONTENT_COLUMN, marker), (BATCH_COLUMN, batch_id)):
-        table = table.append_column(column, pa.array([value] * table.num_rows, pa.string()))
+        table = table.append_column(column, pa.repeat(pa.scalar(value, pa.string()), table.num_rows))
     data = table.combine_chunks()  # delta-rs keeps one batch's order
     uri = lake.table_uri(dataset, name)
     delta.replace_partition(uri, lake.delta_options, data, {BATCH_COLUMN: batch_id}, op, name, scope={CONTENT_COLUMN: marker})

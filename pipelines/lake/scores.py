@@ -81,7 +81,7 @@ class ScoresWriter:
             # streaming a 1M-row batch's scores back added their whole size (~125 MiB) to RSS
             with pa.OSFile(self._spool, "rb") as source:
                 for part in pa.ipc.open_stream(source):
-                    columns = list(part.columns) + [pa.array([extra[k]] * part.num_rows, types[k]) for k in types]
+                    columns = list(part.columns) + [pa.repeat(pa.scalar(extra[k], types[k]), part.num_rows) for k in types]
                     yield pa.RecordBatch.from_arrays(columns, schema=schema)
 
         return pa.RecordBatchReader.from_batches(schema, batches())
