@@ -141,12 +141,14 @@ def _parse_parquet(data: bytes) -> tuple[pd.DataFrame, dict[int, str]]:
     """Parquet columns normalised to int64 / float64 / bool / timestamp[UTC] / text."""
     table = pq.read_table(io.BytesIO(data))
     columns = [_normalise_arrow(table.column(i)) for i in range(table.num_columns)]
-    table = pa.table(columns, names=table.column_names)
     mapper = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}.get
-    frame = table.to_pandas(types_mapper=mapper)
-    for name in frame.columns:
-        if _kind(frame[name]) == "text":
-            frame[name] = _as_text(frame[name])
+    parts = {  # text as str objects, None where null (what _as_text makes), without a pandas string column between
+        i: pd.Series(c.to_numpy(zero_copy_only=False), dtype=object) if pa.types.is_string(c.type)
+        else c.to_pandas(types_mapper=mapper)
+        for i, c in enumerate(columns)
+    }
+    frame = pd.DataFrame(parts, index=pd.RangeIndex(table.num_rows), copy=False)  # not consolidated: no copy
+    frame.columns = table.column_names
     return frame, {}
 
 
@@ -226,7 +228,9 @@ def _as_text(series: pd.Series) -> pd.Series:
     kind = _kind(series)
     notna = series.notna().to_numpy()
     if kind == "text":
-        values = [v if isinstance(v, str) or v is None else str(v) for v in series.astype(object)]
+        values = series.to_numpy(object)
+        if pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):  # not all str or None
+            values = [v if isinstance(v, str) or v is None else str(v) for v in values]
     elif kind == "bool":
         values = ["true" if v else "false" for v in series.astype(object)]
     elif kind == "int":

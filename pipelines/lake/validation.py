@@ -38,7 +38,8 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 def _missing(text: pd.Series, ltype: str) -> np.ndarray:
     """Missing-value mask of a text column for the target type."""
     if ltype == "string":
-        return text.map(lambda v: v is None or v == "").to_numpy(bool)
+        values = text.to_numpy(object)
+        return pd.isna(values) | (values == "")  # values are str or None
     return text.map(lambda v: v is None or v.strip().lower() in _MISSING_TOKENS).to_numpy(bool)
 
 
@@ -115,10 +116,11 @@ def _coerce(series: pd.Series, ltype: str) -> _Cast:
     needs_text = kind == "text" or ltype == "string"
     text = _as_text(series) if needs_text else None
     missing = _missing(text, ltype) if kind == "text" else ~series.notna().to_numpy()
-    stripped = text.map(lambda v: v.strip() if isinstance(v, str) else v) if kind == "text" else None
+    parsed = kind == "text" and ltype != "string"
+    stripped = text.map(lambda v: v.strip() if isinstance(v, str) else v) if parsed else None
     infinite = np.zeros(len(series), bool)
     if ltype == "string":
-        values = pa.array(np.where(missing, None, text.to_numpy(object)), pa.string())
+        values = pa.array(text.to_numpy(object), pa.string(), mask=missing)
         bad = infinite.copy()
     elif ltype == "datetime":
         if kind == "datetime":
@@ -334,9 +336,10 @@ def validate_batch(
             by_column[name] = int(cast.bad.sum())
 
     rows = np.arange(n, dtype=np.int64)
-    keep = pa.array(~rejected)
     arrays = {name: cast.values for name, cast in casts.items()}
-    accepted = pa.table({**arrays, ROW_COLUMN: pa.array(rows)}, schema=fixed.arrow_schema()).filter(keep)
+    accepted = pa.table({**arrays, ROW_COLUMN: pa.array(rows)}, schema=fixed.arrow_schema())
+    if rejected.any():  # filtering copies every column
+        accepted = accepted.filter(pa.array(~rejected))
     bad_rows = np.flatnonzero(rejected)
     quarantine = pa.table(
         {
