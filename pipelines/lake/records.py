@@ -130,13 +130,19 @@ class IngestReport(BatchRecord):
 
 @dataclass
 class SourceBatch:
-    """A source file read into memory: one frame row per source record (index = record number)."""
+    """A source file read into memory: one frame row per source record (index = record number).
+
+    ``table``, for Parquet, holds the same columns as Arrow (the types of
+    :func:`~pipelines.lake.sources.read_source`): validation takes a column that already has its
+    logical type from there as it is, without a round trip through pandas.
+    """
 
     source: str
     format: str
     sha256: str
     frame: pd.DataFrame
     record_errors: dict[int, str] = field(default_factory=dict)
+    table: Optional[pa.Table] = None
 
     @property
     def rows_read(self) -> int:

@@ -86,16 +86,16 @@ def read_source(
             data = handle.read()
     reader = {"csv": _parse_csv, "parquet": _parse_parquet, "jsonl": _parse_jsonl}[fmt]
     try:
-        frame, record_errors = reader(data)
+        frame, record_errors, table = reader(data)
     except SourceError as exc:
         raise SourceError(f"{source!r}: {exc}") from exc
     except Exception as exc:  # parsers raise many types; name the file in one place
         raise SourceError(f"cannot parse {source!r} as {fmt}: {exc}") from exc
     frame.index = pd.RangeIndex(len(frame))
-    return SourceBatch(source=source, format=fmt, sha256=digest, frame=frame, record_errors=record_errors)
+    return SourceBatch(source=source, format=fmt, sha256=digest, frame=frame, record_errors=record_errors, table=table)
 
 
-def _parse_csv(data: bytes) -> tuple[pd.DataFrame, dict[int, str]]:
+def _parse_csv(data: bytes) -> tuple[pd.DataFrame, dict[int, str], None]:
     """All CSV fields as text; no NA conversion here. A record with too few or too many
     fields becomes an all-missing row with an error (quarantined with its text), so the rest
     of the file is kept."""
@@ -134,11 +134,12 @@ def _parse_csv(data: bytes) -> tuple[pd.DataFrame, dict[int, str]]:
         column = np.full(n, None, dtype=object)
         column[keep] = values
         columns[name] = column
-    return pd.DataFrame(columns, index=pd.RangeIndex(n), dtype=object), errors
+    return pd.DataFrame(columns, index=pd.RangeIndex(n), dtype=object), errors, None
 
 
-def _parse_parquet(data: bytes) -> tuple[pd.DataFrame, dict[int, str]]:
-    """Parquet columns normalised to int64 / float64 / bool / timestamp[UTC] / text."""
+def _parse_parquet(data: bytes) -> tuple[pd.DataFrame, dict[int, str], pa.Table]:
+    """Parquet columns normalised to int64 / float64 / bool / timestamp[UTC] / text, as a frame
+    and as the Arrow table it is made from."""
     table = pq.read_table(io.BytesIO(data))
     columns = [_normalise_arrow(table.column(i)) for i in range(table.num_columns)]
     mapper = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}.get
@@ -149,7 +150,7 @@ def _parse_parquet(data: bytes) -> tuple[pd.DataFrame, dict[int, str]]:
     }
     frame = pd.DataFrame(parts, index=pd.RangeIndex(table.num_rows), copy=False)  # not consolidated: no copy
     frame.columns = table.column_names
-    return frame, {}
+    return frame, {}, pa.table(columns, names=table.column_names)
 
 
 def _normalise_arrow(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -173,7 +174,7 @@ def _normalise_arrow(column: pa.ChunkedArray) -> pa.ChunkedArray:
         return pa.chunked_array([pa.array([None if v is None else str(v) for v in column.to_pylist()], pa.string())])
 
 
-def _parse_jsonl(data: bytes) -> tuple[pd.DataFrame, dict[int, str]]:
+def _parse_jsonl(data: bytes) -> tuple[pd.DataFrame, dict[int, str], None]:
     """One record per non-blank line; bad lines become all-missing rows with an error."""
     text = data.decode("utf-8")
     records: list[dict[str, Any]] = []
@@ -196,7 +197,7 @@ def _parse_jsonl(data: bytes) -> tuple[pd.DataFrame, dict[int, str]]:
     for obj in records:
         names.update(dict.fromkeys(obj))
     columns = {name: pd.Series([_json_text(r.get(name)) for r in records], dtype=object) for name in names}
-    return pd.DataFrame(columns, index=pd.RangeIndex(len(records))), errors
+    return pd.DataFrame(columns, index=pd.RangeIndex(len(records))), errors, None
 
 
 def _json_text(value: Any) -> Optional[str]:

@@ -13,6 +13,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.lake.errors import LakeError, SchemaError, SourceError
 from pipelines.lake.identity import content_hash
@@ -33,6 +34,8 @@ _MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "nat"})
 _TRUE = frozenset({"true", "t", "yes", "y", "1", "1.0"})
 _FALSE = frozenset({"false", "f", "no", "n", "0", "0.0"})
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+#: Codes of what is wrong with a value (:attr:`_Cast.why`; the text is :meth:`_Cast.problem`).
+_FINE, _UNPARSABLE, _INFINITE, _NO_TIME = range(4)
 
 
 def _missing(text: pd.Series, ltype: str) -> np.ndarray:
@@ -91,9 +94,17 @@ class _Cast:
     source: pd.Series  # the column as read
     missing: np.ndarray
     bad: np.ndarray  # value present but not acceptable
-    why: np.ndarray  # problem per bad row (None elsewhere)
+    why: np.ndarray  # problem code per row (uint8, _FINE where none)
     uncastable: np.ndarray  # bad because of its type (not e.g. infinite)
+    ltype: str = "string"
     _text: Optional[pd.Series] = None
+
+    def problem(self, row: int) -> str:
+        """What is wrong with the value in ``row``."""
+        code = self.why[row]
+        if code == _UNPARSABLE:
+            return f"cannot parse as {'an' if self.ltype == 'int' else 'a'} {self.ltype}"
+        return {_INFINITE: "infinite value", _NO_TIME: "missing time value"}.get(code, "")
 
     @property
     def text(self) -> pd.Series:
@@ -110,8 +121,11 @@ class _Cast:
         return _as_text(self.source.iloc[rows]).to_numpy(object)
 
 
-def _coerce(series: pd.Series, ltype: str) -> _Cast:
-    """Cast a column to ``ltype``, flagging values that do not fit."""
+def _coerce(series: pd.Series, ltype: str, typed: Optional[pa.ChunkedArray] = None) -> _Cast:
+    """Cast a column to ``ltype``, flagging values that do not fit; ``typed`` is the column as
+    Arrow (:attr:`SourceBatch.table`), used as it is when it already has ``ltype``'s type."""
+    if typed is not None and typed.type == _ARROW_TYPES[ltype]:
+        return _as_typed(series, ltype, typed.combine_chunks())
     kind = _kind(series)
     needs_text = kind == "text" or ltype == "string"
     text = _as_text(series) if needs_text else None
@@ -143,10 +157,30 @@ def _coerce(series: pd.Series, ltype: str) -> _Cast:
             bad = ~missing & np.isnan(numbers)
             infinite = ~missing & np.isinf(numbers)
             values = pa.array(numbers, pa.float64(), mask=missing | bad | infinite)
-    why = np.full(len(series), None, dtype=object)
-    why[bad] = f"cannot parse as {'an' if ltype == 'int' else 'a'} {ltype}"
-    why[infinite] = "infinite value"
-    return _Cast(values, series, missing, bad | infinite, why, uncastable=bad, _text=text)
+    why = np.zeros(len(series), np.uint8)
+    why[bad] = _UNPARSABLE
+    why[infinite] = _INFINITE
+    return _Cast(values, series, missing, bad | infinite, why, uncastable=bad, ltype=ltype, _text=text)
+
+
+def _as_typed(series: pd.Series, ltype: str, values: pa.Array) -> _Cast:
+    """What :func:`_coerce` makes of a column that already has the Arrow type of ``ltype``:
+    nulls are missing, and so are NaN (as in pandas) and, for strings, empty values;
+    infinite floats are bad."""
+    n = len(values)
+    if ltype == "string":
+        missing = pc.fill_null(pc.equal(values, ""), True)
+    else:
+        missing = pc.is_null(values, nan_is_null=ltype == "float")
+    infinite = pc.and_not(pc.is_inf(values), missing).fill_null(False) if ltype == "float" else None
+    hidden = missing if infinite is None else pc.or_(missing, infinite)
+    if (pc.sum(hidden).as_py() or 0) > values.null_count:  # values to null out (empty, NaN, infinite)
+        values = pc.if_else(hidden, pa.scalar(None, values.type), values)
+    none = np.zeros(n, bool)
+    bad = none if infinite is None else infinite.to_numpy(zero_copy_only=False)
+    why = np.zeros(n, np.uint8)
+    why[bad] = _INFINITE
+    return _Cast(values, series, missing.to_numpy(zero_copy_only=False), bad, why, uncastable=none, ltype=ltype)
 
 
 def _numbers(series: pd.Series, kind: str, stripped: pd.Series, missing: np.ndarray) -> np.ndarray:
@@ -304,7 +338,7 @@ def validate_batch(
     n = batch.rows_read
     casts: dict[str, _Cast] = {}
     for name, ltype in fixed.columns.items():
-        cast = _coerce(batch.frame[name], ltype)
+        cast = _coerce(batch.frame[name], ltype, batch.table.column(name) if batch.table is not None else None)
         observed = int((~cast.missing).sum())
         uncastable = int(cast.uncastable.sum())
         if observed and uncastable / observed > RETYPE_SHARE:
@@ -315,7 +349,7 @@ def validate_batch(
             )
         if name == fixed.time_column:
             gap = cast.missing & ~cast.bad
-            cast.why[gap] = "missing time value"
+            cast.why[gap] = _NO_TIME
             cast.bad = cast.bad | gap
         casts[name] = cast
 
@@ -328,12 +362,11 @@ def validate_batch(
     for name, cast in casts.items():
         if not cast.bad.any():
             continue
-        text = cast.text.to_numpy(object)
-        for row in np.flatnonzero(cast.bad):
-            rejected[row] = True
-            reasons[row].append(f"row {row}, column {name!r}: {cast.why[row]} ({text[row]!r})")
-        if cast.bad.any():
-            by_column[name] = int(cast.bad.sum())
+        bad = np.flatnonzero(cast.bad)
+        rejected[bad] = True
+        for row, text in zip(bad.tolist(), cast.text_at(bad)):  # only the bad rows rendered as text
+            reasons[row].append(f"row {row}, column {name!r}: {cast.problem(row)} ({text!r})")
+        by_column[name] = len(bad)
 
     rows = np.arange(n, dtype=np.int64)
     arrays = {name: cast.values for name, cast in casts.items()}
