@@ -18,27 +18,30 @@ from pipelines.lake.records import DatasetSchema
 
 
 def _feed(digest: "hashlib._Hash", name: str, column: pa.ChunkedArray) -> None:
-    """Add one column to ``digest`` in a canonical byte form."""
+    """Add one column to ``digest`` in a canonical byte form (buffers passed without copies)."""
     array = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
     digest.update(f"\0{name}\0{array.type}\0{len(array)}\0".encode())
-    digest.update(pc.is_valid(array).to_numpy(zero_copy_only=False).astype(np.uint8).tobytes())
+    if array.null_count:
+        digest.update(pc.is_valid(array).to_numpy(zero_copy_only=False).view(np.uint8))
+    else:  # the same bytes: one 1 per row
+        digest.update(b"\1" * len(array))
     kind = array.type
     if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        filled = pc.fill_null(array, "")
+        filled = pc.fill_null(array, "") if array.null_count else array
         width = np.int64 if pa.types.is_large_string(kind) else np.int32
         _, offset_buffer, data = filled.buffers()
         offsets = np.frombuffer(offset_buffer, width)[filled.offset: filled.offset + len(filled) + 1].astype(np.int64)
-        digest.update((offsets - offsets[0]).tobytes())
+        digest.update(offsets - offsets[0])
         if data is not None and len(offsets):
-            digest.update(data.to_pybytes()[offsets[0]: offsets[-1]])
+            digest.update(memoryview(data)[offsets[0]: offsets[-1]])
         return
     if pa.types.is_boolean(kind):
-        values = pc.fill_null(array, False).to_numpy(zero_copy_only=False).astype(np.uint8)
+        values = pc.fill_null(array, False).to_numpy(zero_copy_only=False).view(np.uint8)
     elif pa.types.is_timestamp(kind):
         values = pc.fill_null(array.cast(pa.int64()), 0).to_numpy()
     else:  # int64 / float64
-        values = pc.fill_null(array, 0).to_numpy()
-    digest.update(np.ascontiguousarray(values).tobytes())
+        values = (pc.fill_null(array, 0) if array.null_count else array).to_numpy()
+    digest.update(np.ascontiguousarray(values))
 
 
 def content_hash(schema: DatasetSchema, accepted: pa.Table, quarantine: pa.Table) -> str:
