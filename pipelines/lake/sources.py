@@ -143,9 +143,8 @@ def _parse_parquet(data: bytes) -> tuple[pd.DataFrame, dict[int, str], pa.Table]
     table = pq.read_table(io.BytesIO(data))
     columns = [_normalise_arrow(table.column(i)) for i in range(table.num_columns)]
     mapper = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}.get
-    parts = {  # text as str objects, None where null (what _as_text makes), without a pandas string column between
-        i: pd.Series(c.to_numpy(zero_copy_only=False), dtype=object) if pa.types.is_string(c.type)
-        else c.to_pandas(types_mapper=mapper)
+    parts = {  # text stays Arrow (string[pyarrow], no copy): made str objects (_as_text) only where needed
+        i: pd.Series(pd.arrays.ArrowExtensionArray(c)) if pa.types.is_string(c.type) else c.to_pandas(types_mapper=mapper)
         for i, c in enumerate(columns)
     }
     frame = pd.DataFrame(parts, index=pd.RangeIndex(table.num_rows), copy=False)  # not consolidated: no copy

@@ -51,6 +51,7 @@ def _infer(series: pd.Series) -> str:
     kind = _kind(series)
     if kind != "text":
         return kind
+    series = _as_text(series)  # str objects, None where missing
     values = series[~_missing(series, "float")].map(str.strip)
     if values.empty:
         return "string"
