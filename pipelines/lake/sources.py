@@ -16,6 +16,7 @@ import fsspec
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -207,6 +208,21 @@ def _json_text(value: Any) -> Optional[str]:
         return "true" if value else "false"
     return json.dumps(value)
 
+
+
+#: What ``str.strip()`` removes from ASCII text (``str.isspace`` of the ASCII characters).
+_ASCII_SPACE = " \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f"
+
+
+def _strip(text: pd.Series) -> tuple[pd.Series, pa.Array]:
+    """``text`` (``str`` or ``None``, as :func:`_as_text` makes it) as ``str.strip()`` leaves
+    it, as a Series and as Arrow; Arrow trims all-ASCII columns, Python the others."""
+    values = pa.array(text.to_numpy(object), pa.string())
+    if pc.all(pc.string_is_ascii(values)).as_py() is False:
+        stripped = pd.Series([v.strip() if isinstance(v, str) else v for v in text], index=text.index, dtype=object)
+        return stripped, pa.array(stripped.to_numpy(object), pa.string())
+    values = pc.ascii_trim(values, _ASCII_SPACE)
+    return pd.Series(values.to_numpy(zero_copy_only=False), index=text.index, dtype=object), values
 
 
 def _kind(series: pd.Series) -> str:

@@ -28,7 +28,7 @@ from pipelines.lake.records import (
     SourceBatch,
     ValidatedBatch,
 )
-from pipelines.lake.sources import _as_text, _kind
+from pipelines.lake.sources import _as_text, _kind, _strip
 
 _MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "nat"})
 _TRUE = frozenset({"true", "t", "yes", "y", "1", "1.0"})
@@ -38,12 +38,15 @@ _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 _FINE, _UNPARSABLE, _INFINITE, _NO_TIME = range(4)
 
 
-def _missing(text: pd.Series, ltype: str) -> np.ndarray:
-    """Missing-value mask of a text column for the target type."""
+def _missing(text: pd.Series, ltype: str, stripped: Optional[pa.Array] = None) -> np.ndarray:
+    """Missing-value mask of a text column for the target type (``stripped``: from :func:`_strip`)."""
     if ltype == "string":
         values = text.to_numpy(object)
         return pd.isna(values) | (values == "")  # values are str or None
-    return text.map(lambda v: v is None or v.strip().lower() in _MISSING_TOKENS).to_numpy(bool)
+    stripped = _strip(text)[1] if stripped is None else stripped
+    # Arrow's lower-casing differs from str.lower only off ASCII, where no value can be a token
+    token = pc.is_in(pc.utf8_lower(stripped), value_set=pa.array(sorted(_MISSING_TOKENS)))
+    return pc.or_(pc.is_null(stripped), token).to_numpy(zero_copy_only=False)
 
 
 def _infer(series: pd.Series) -> str:
@@ -52,7 +55,8 @@ def _infer(series: pd.Series) -> str:
     if kind != "text":
         return kind
     series = _as_text(series)  # str objects, None where missing
-    values = series[~_missing(series, "float")].map(str.strip)
+    stripped, trimmed = _strip(series)
+    values = stripped[~_missing(series, "float", trimmed)]
     if values.empty:
         return "string"
     need = INFER_MIN_SHARE * len(values)
@@ -130,9 +134,8 @@ def _coerce(series: pd.Series, ltype: str, typed: Optional[pa.ChunkedArray] = No
     kind = _kind(series)
     needs_text = kind == "text" or ltype == "string"
     text = _as_text(series) if needs_text else None
-    missing = _missing(text, ltype) if kind == "text" else ~series.notna().to_numpy()
-    parsed = kind == "text" and ltype != "string"
-    stripped = text.map(lambda v: v.strip() if isinstance(v, str) else v) if parsed else None
+    stripped, trimmed = _strip(text) if kind == "text" and ltype != "string" else (None, None)
+    missing = _missing(text, ltype, trimmed) if kind == "text" else ~series.notna().to_numpy()
     infinite = np.zeros(len(series), bool)
     if ltype == "string":
         values = pa.array(text.to_numpy(object), pa.string(), mask=missing)
@@ -150,7 +153,7 @@ def _coerce(series: pd.Series, ltype: str, typed: Optional[pa.ChunkedArray] = No
     else:
         numbers = _numbers(series, kind, stripped, missing)
         if ltype == "bool":
-            flags, bad = _bools(kind, series, stripped, numbers, missing)
+            flags, bad = _bools(kind, series, trimmed, numbers, missing)
             values = pa.array(flags, pa.bool_(), mask=missing | bad)
         elif ltype == "int":
             values, bad = _ints(series, kind, stripped, numbers, missing)
@@ -218,16 +221,17 @@ def _ints(
 
 
 def _bools(
-    kind: str, series: pd.Series, stripped: pd.Series, numbers: np.ndarray, missing: np.ndarray
+    kind: str, series: pd.Series, trimmed: Optional[pa.Array], numbers: np.ndarray, missing: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Bool values and bad mask; accepts true/false, t/f, yes/no, y/n and 1/0."""
+    """Bool values and bad mask; accepts true/false, t/f, yes/no, y/n and 1/0 (``trimmed``: the
+    stripped text of a text column, from :func:`_strip`)."""
     if kind == "bool":
         flags = series.fillna(False).to_numpy(bool)
         return flags, np.zeros(len(series), bool)
     if kind == "text":
-        lower = stripped.map(lambda v: v.lower() if isinstance(v, str) else "")
-        flags = lower.isin(_TRUE).to_numpy(bool)
-        known = flags | lower.isin(_FALSE).to_numpy(bool)
+        lower = pc.utf8_lower(trimmed)  # as str.lower wherever a value can be a token (ASCII)
+        flags = pc.is_in(lower, value_set=pa.array(sorted(_TRUE))).to_numpy(zero_copy_only=False)
+        known = flags | pc.is_in(lower, value_set=pa.array(sorted(_FALSE))).to_numpy(zero_copy_only=False)
     else:
         flags = numbers == 1.0
         known = flags | (numbers == 0.0)
