@@ -247,8 +247,8 @@ def _as_text(series: pd.Series) -> pd.Series:
         values = series.to_numpy(object)
         if pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):  # not all str or None
             values = [v if isinstance(v, str) or v is None else str(v) for v in values]
-    elif kind == "bool":
-        values = ["true" if v else "false" for v in series.astype(object)]
+    elif kind == "bool":  # nullable: no truth value of a missing one (set to None below)
+        values = np.where(series.fillna(False).to_numpy(bool), "true", "false").astype(object)
     elif kind == "int":
         values = [str(v) for v in series.astype(object)]
     elif kind == "float":

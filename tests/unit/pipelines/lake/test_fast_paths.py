@@ -1,5 +1,6 @@
 """The lake's fast paths give what the general ones give: Parquet columns taken from Arrow as they
-are, text stripped by Arrow, and the Parquet encoding of what the lake writes."""
+are, text stripped by Arrow, typed values rendered as text for the quarantine, and the Parquet
+encoding of what the lake writes."""
 import glob
 
 import numpy as np
@@ -44,6 +45,14 @@ def test_text_is_stripped_as_str_strip_strips_it_in_ascii_and_other_columns(lake
     assert rows["a"].tolist() == [7, 8] and rows["b"].tolist()[0] == 9 and rows["b"].isna().tolist() == [False, True]
     assert rows["c"].tolist() == [True, False]
     assert lake.read_quarantine("t")["_reason"].tolist() == ["row 2, column 'a': cannot parse as an int (' x ')"]
+
+
+def test_a_quarantined_row_with_a_missing_bool_keeps_it_missing_in_the_quarantine(lake, tmp_path):
+    pq.write_table(pa.table({"x": [1.0, float("inf"), 2.0], "b": pa.array([True, None, False])}), tmp_path / "b.parquet")
+    report = lake.ingest("b", tmp_path / "b.parquet")  # was a TypeError rendering the missing bool as text
+    assert (report.rows_accepted, report.quarantined_by_column) == (2, {"x": 1})
+    quarantine = lake.read_quarantine("b")
+    assert quarantine["x"].tolist() == ["inf"] and quarantine["b"].isna().all()
 
 
 def test_distinct_floats_are_written_plain_and_few_distinct_values_with_a_dictionary(lake, tmp_path):
