@@ -111,3 +111,31 @@ def test_student_t_likelihood_matches_torch_distributions():
     nll = vae.feature_nll(d, _batch(x))
     expected = -torch.distributions.StudentT(4.0, mean, torch.exp(0.5 * logvar)).log_prob(x)
     torch.testing.assert_close(nll, expected)
+
+
+@torch.no_grad()
+def test_category_nll_is_the_log_softmax_of_the_true_class_and_the_novelty_charge():
+    """The category term (computed with the class axis first, for speed) equals
+    -log softmax(logits)[true class] over the last axis, per draw and row; an unseen category
+    (novelty) adds its charge and a missing one counts 0."""
+    from vae_core.model import Decoded
+
+    sizes = (4, 5)
+    vae = VAE(NetworkShape(0, 0, sizes, 2, (), "feature"))
+    g = torch.Generator().manual_seed(0)
+    k, n = 3, 7
+    logits = torch.randn(k, n, sum(sizes), generator=g)
+    cats = torch.stack([torch.randint(0, s, (n,), generator=g) for s in sizes], dim=1)
+    mask = torch.ones(n, len(sizes))
+    mask[2, 0] = 0.0  # a missing value
+    novelty = torch.zeros(n, len(sizes))
+    novelty[4, 1] = 3.5  # an unseen category's charge
+    b = Batch(torch.zeros(n, 0), torch.zeros(n, 0), torch.zeros(n, 0), torch.zeros(n, 0), cats, mask, novelty)
+    d = Decoded(torch.zeros(k, n, 0), torch.zeros(k, n, 0), torch.zeros(k, n, 0), logits)
+    nll = vae.feature_nll(d, b)
+    assert nll.shape == (k, n, len(sizes))
+    for j, (off, size) in enumerate(zip((0, sizes[0]), sizes)):
+        logp = torch.log_softmax(logits[..., off : off + size], dim=-1)
+        expected = -logp.gather(-1, cats[:, j].expand(k, n).unsqueeze(-1)).squeeze(-1) * mask[:, j] + novelty[:, j]
+        torch.testing.assert_close(nll[..., j], expected, rtol=0, atol=1e-6)
+    assert torch.all(nll[:, 2, 0] == 0)
