@@ -136,8 +136,13 @@ def top_features_text(explanation: pd.DataFrame) -> pd.Series:
         f"{f}={value_text(v)} ({p}%)" if p >= 1 else ""
         for f, v, p in zip(explanation["feature"], explanation["value"], percents)
     ]
-    text = pd.Series(parts, index=explanation.index, dtype=object)
-    return text.groupby(level=0, sort=False).agg(lambda p: ", ".join(x for x in p if x))
+    rows: dict = {}  # label -> its parts, labels in order of appearance (a groupby with a
+    for label, part in zip(explanation.index, parts):  # Python lambda cost ~50 us a row)
+        kept = rows.setdefault(label, [])
+        if part:
+            kept.append(part)
+    index = pd.Index(list(rows), name=explanation.index.name)
+    return pd.Series([", ".join(p) for p in rows.values()], index=index, dtype=object)
 
 
 def score_and_explain(detector: Any, frame: pd.DataFrame, top_k: int = 3,
