@@ -142,7 +142,7 @@ def top_features_text(explanation: pd.DataFrame) -> pd.Series:
         if part:
             kept.append(part)
     index = pd.Index(list(rows), name=explanation.index.name)
-    return pd.Series([", ".join(p) for p in rows.values()], index=index, dtype=object)
+    return pd.Series([", ".join(p) for p in rows.values()], index=index)
 
 
 def score_and_explain(detector: Any, frame: pd.DataFrame, top_k: int = 3,
