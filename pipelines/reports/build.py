@@ -84,6 +84,8 @@ def _row_items(scores: pd.DataFrame, explanations: pd.DataFrame, model: ModelFac
     """Each flagged row an item, highest score first; and how many there are in all."""
     flagged = np.flatnonzero(scores["is_anomaly"].to_numpy(bool))
     flagged = flagged[np.argsort(-scores["anomaly_score"].to_numpy(float)[flagged], kind="stable")]
+    if explanations is not None and not explanations.empty:  # the items' rows only, found once
+        explanations = explanations[explanations.index.isin(flagged[:MAX_ITEMS])]
     items = []
     for pos in flagged[:MAX_ITEMS]:
         row = scores.iloc[pos]
