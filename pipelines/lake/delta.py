@@ -8,16 +8,15 @@ from __future__ import annotations
 
 import time
 from typing import Any, Callable, Optional, Union
-from urllib.parse import unquote, urlparse
 
 import pyarrow as pa
 import pyarrow.dataset as pds
-import pyarrow.fs as pa_fs
 from deltalake import CommitProperties, DeltaTable, WriterProperties, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 
 from pipelines.lake import storage
 from pipelines.lake.errors import LakeError
+from pipelines.lake.filesystems import native_filesystem
 
 #: How often a commit that lost a race (another writer committed first) is retried.
 COMMIT_ATTEMPTS = 20
@@ -69,8 +68,9 @@ def open_table(uri: str, options: dict[str, str], version: Optional[int] = None)
 
 
 def arrow_dataset(table: DeltaTable, **options: Any) -> pds.Dataset:
-    """``table.to_pyarrow_dataset(**options)``, reading a local table's files with Arrow's own
-    file system.
+    """``table.to_pyarrow_dataset(**options)``, reading the table's files with Arrow's own file
+    system where there is one for it (local and S3 tables:
+    :func:`pipelines.lake.filesystems.native_filesystem`).
 
     delta-rs's default reader, a ``PyFileSystem`` over its Python ``DeltaStorageHandler``, gives
     Arrow Python file objects. Arrow's scanner may release the last of them on one of its worker
@@ -78,12 +78,16 @@ def arrow_dataset(table: DeltaTable, **options: Any) -> pds.Dataset:
     interpreter is exiting by then, Python 3.11 ends the thread with ``pthread_exit``, whose
     unwinding through Arrow's ``noexcept`` destructor calls ``std::terminate`` ("terminate called
     without an active exception", SIGABRT after the program's work is done; delta-io/delta-rs#2184,
-    apache/arrow#34314). A native file system keeps Python out of Arrow's threads. Object stores
-    still use delta-rs's handler (their credentials are delta-rs options).
+    apache/arrow#34314). A native file system keeps Python out of Arrow's threads. The S3 one is
+    built from the options the table was opened with (``DeltaTable._storage_options``, what
+    delta-rs itself gives its handler). ``gs://`` and ``az://`` tables, and S3 options with no
+    ``S3FileSystem`` equivalent, still read through the handler.
     """
-    uri = urlparse(table.table_uri)
-    if uri.scheme == "file" and "filesystem" not in options:
-        options["filesystem"] = pa_fs.SubTreeFileSystem(unquote(uri.path).rstrip("/") or "/", pa_fs.LocalFileSystem())
+    if "filesystem" not in options:
+        opened_with = (table._storage_options or {}) if hasattr(table, "_storage_options") else None
+        filesystem = native_filesystem(table.table_uri, opened_with)
+        if filesystem is not None:
+            options["filesystem"] = filesystem
     return table.to_pyarrow_dataset(**options)
 
 
