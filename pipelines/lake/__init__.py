@@ -33,7 +33,8 @@ empty field (and, outside string columns, ``NA``, ``NaN``, ``null``, ``None``) i
 Modules: :mod:`~pipelines.lake.errors` (exceptions), :mod:`~pipelines.lake.records` (types and
 records), :mod:`~pipelines.lake.sources` (reading files), :mod:`~pipelines.lake.validation`
 (inference and casting), :mod:`~pipelines.lake.identity` (content hash),
-:mod:`~pipelines.lake.delta` (commits), :mod:`~pipelines.lake.content` (rows keyed by their
+:mod:`~pipelines.lake.delta` (commits), :mod:`~pipelines.lake.filesystems` (Arrow's file
+systems for reading tables), :mod:`~pipelines.lake.content` (rows keyed by their
 batch's content), :mod:`~pipelines.lake.batches` (the batches table),
 :mod:`~pipelines.lake.scores` (the scores table), :mod:`~pipelines.lake.core` (the
 :class:`Lake`), :mod:`~pipelines.lake.admin` (list, remove, restore, migrate) and

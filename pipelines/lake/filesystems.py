@@ -3,10 +3,11 @@
 :func:`native_filesystem` turns a table's URI and its delta-rs storage options into a
 ``pyarrow.fs`` file system rooted at the table, or ``None`` when it cannot (then delta-rs's
 Python handler reads; :func:`pipelines.lake.delta.arrow_dataset` says why that is avoided).
-On S3 it follows delta-rs: an option wins over the environment, and ``AWS_ENDPOINT_URL_S3``
-over ``AWS_ENDPOINT_URL`` and ``AWS_ENDPOINT`` (checked against delta-rs 1.6); keys, session
-token and region left unset are found by Arrow's AWS SDK (environment, profile files, instance
-metadata), as delta-rs finds them.
+On S3 it reads from the endpoint delta-rs reads the table's log from; in delta-rs 1.6 (checked
+against moto) that is ``AWS_ENDPOINT_URL_S3`` from the environment, else the endpoint option,
+else ``AWS_ENDPOINT_URL`` or ``AWS_ENDPOINT`` from the environment. The region is the option's,
+else ``AWS_REGION`` / ``AWS_DEFAULT_REGION``. Keys and session token left unset are found by
+Arrow's AWS SDK (environment, profile files, instance metadata).
 
 ``gs://`` and ``az://``/``abfs[s]://`` tables keep delta-rs's handler: Arrow's
 ``GcsFileSystem`` takes no service-account key (delta-rs's usual GCS credential) and its
@@ -39,8 +40,8 @@ _S3_WRITE_ONLY = frozenset({
     "aws_allow_http", "allow_http", "aws_s3_allow_unsafe_rename", "aws_conditional_put", "conditional_put",
     "aws_s3_locking_provider", "delta_dynamo_table_name", "aws_copy_if_not_exists", "copy_if_not_exists",
 })
-#: where delta-rs looks for an endpoint that no option gives, first found wins
-_ENDPOINT_ENV = ("AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL", "AWS_ENDPOINT")
+#: where delta-rs looks for an endpoint no option gives (after AWS_ENDPOINT_URL_S3), first found wins
+_ENDPOINT_ENV = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT")
 _REGION_ENV = ("AWS_REGION", "AWS_DEFAULT_REGION")
 
 
@@ -72,7 +73,8 @@ def s3_filesystem(options: Mapping[str, str], environ: Mapping[str, str]) -> Opt
     if ("access_key" in args) != ("secret_key" in args) or ("session_token" in args and "access_key" not in args):
         log.debug("S3 options give part of a key (%s): reading through delta-rs", sorted(args))
         return None
-    endpoint = args.pop("endpoint", None) or _first(environ, _ENDPOINT_ENV)
+    given = args.pop("endpoint", None)  # the AWS SDK's service-specific variable wins over it, as in delta-rs
+    endpoint = _first(environ, ("AWS_ENDPOINT_URL_S3",)) or given or _first(environ, _ENDPOINT_ENV)
     region = args.pop("region", None) or _first(environ, _REGION_ENV)
     if endpoint:
         parsed = urlparse(endpoint if "://" in endpoint else f"https://{endpoint}")
