@@ -125,7 +125,7 @@ def vacuum(lake: "Lake", dataset: str, retention_hours: Optional[int] = None) ->
             delta.delete_where(lake.table_uri(dataset, name), lake.delta_options, f"{BATCH_COLUMN} NOT IN ({keep})", "vacuum")
             removed += [f"{name}/{BATCH_COLUMN}={b}" for b in orphans]
             table = lake._table(dataset, name)
-        foreign = content.foreign_content(table, records) if name != "scores" else []
+        foreign = content.foreign_content(table, records)
         if foreign:
             where = " OR ".join(f"({BATCH_COLUMN} = {delta.quote(b)} AND {CONTENT_COLUMN} = {delta.quote(c)})" for b, c in foreign)
             delta.delete_where(lake.table_uri(dataset, name), lake.delta_options, where, "vacuum")

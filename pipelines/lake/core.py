@@ -352,21 +352,35 @@ class Lake:
         """
         _check_name("batch id", batch_id)
         version = _check_name("model version", str(model_version))
-        with scores.spooled_writer(self.table_uri(dataset, "scores"), self.delta_options, version, batch_id) as writer:
+        record = self.find_batch(dataset, batch_id=batch_id)
+        if record is None:
+            raise LakeError(f"dataset {dataset!r} has no committed batch {batch_id!r} to write scores of")
+
+        def still_current() -> bool:
+            now = self.find_batch(dataset, batch_id=batch_id)
+            return now is not None and now.sha256 == record.sha256
+
+        uri, marker = self.table_uri(dataset, "scores"), content.content_marker(record.sha256)
+        with scores.spooled_writer(uri, self.delta_options, version, batch_id, marker, still_current) as writer:
             yield writer
 
+    def _markers(self, dataset: str) -> dict[str, str]:
+        """Batch id -> the content marker of its committed record."""
+        return {r.batch_id: content.content_marker(r.sha256) for r in self._manifest(dataset)}
+
     def scored_batches(self, dataset: str, model_version: Union[str, int]) -> set[str]:
-        """Batch ids that have committed scores for ``model_version`` (the scoring watermark)."""
-        return scores.scored_batches(self._table(dataset, "scores"), str(model_version))
+        """Batch ids that have committed scores for ``model_version`` (the scoring watermark),
+        of the content now committed under each id (see :mod:`pipelines.lake.scores`)."""
+        return scores.scored_batches(self._table(dataset, "scores"), str(model_version), self._markers(dataset))
 
     def read_scores(self, dataset: str, model_version: Union[str, int, None] = None) -> pd.DataFrame:
         """Scores of one model version (or all), with ``model_version`` and ``batch_id`` columns.
 
         Batches come in ingest order within each model version; model versions in sorted order.
         """
-        order = [r.batch_id for r in self._manifest(dataset)]
+        markers = self._markers(dataset)
         version = None if model_version is None else str(model_version)
-        return _to_pandas(scores.read_scores(self._table(dataset, "scores"), version, order))
+        return _to_pandas(scores.read_scores(self._table(dataset, "scores"), version, list(markers), markers))
 
 
 def _in_source_order(table: pa.Table) -> pa.Table:

@@ -4,20 +4,29 @@ A batch's scores are written part by part to a private temporary Arrow IPC file 
 system's temp folder, never in a folder other writers use), then streamed into the table with
 one commit that replaces the partition. Concurrent score runs write different temporary files;
 two runs scoring the same batch each replace the partition whole, so it holds one run's rows.
+
+Scores are keyed by content like rows: each carries the :data:`CONTENT_COLUMN` marker of the
+batch it scored. A batch removed, or removed and ingested again with other content under its
+id, while a run scored it: the run's commit is refused when the check before it sees the
+change, and scores that slip past the check (the change landing between check and commit)
+carry the old marker, so readers and the watermark ignore them and the batch is scored again.
+Scores with a null marker were written before the column existed and count as the record's.
 """
 from __future__ import annotations
 
 import shutil
 import tempfile
 from contextlib import contextmanager
-from typing import Any, Iterator, Optional, Union
+from typing import Any, Callable, Iterator, Optional, Union
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as pds
 
 from pipelines.lake import delta, storage
 from pipelines.lake.errors import LakeError
-from pipelines.lake.records import BATCH_COLUMN, ROW_COLUMN
+from pipelines.lake.records import BATCH_COLUMN, CONTENT_COLUMN, ROW_COLUMN
 
 VERSION_COLUMN = "model_version"
 
@@ -25,8 +34,8 @@ VERSION_COLUMN = "model_version"
 class ScoresWriter:
     """Appends score frames of one batch (see :meth:`pipelines.lake.Lake.scores_writer`)."""
 
-    def __init__(self, spool: str, model_version: str, batch_id: str, path: str):
-        self.model_version, self.batch_id, self.path = model_version, batch_id, path
+    def __init__(self, spool: str, model_version: str, batch_id: str, path: str, marker: Optional[str] = None):
+        self.model_version, self.batch_id, self.path, self.marker = model_version, batch_id, path, marker
         self._spool = spool
         self._writer: Optional[pa.ipc.RecordBatchStreamWriter] = None
         self.schema: Optional[pa.Schema] = None
@@ -69,7 +78,7 @@ class ScoresWriter:
     def _stream(self) -> pa.RecordBatchReader:
         """The spooled rows plus the constant and partition columns, streamed."""
         base = self.schema if self.schema is not None else pa.schema([])
-        extra = {**self.constants, VERSION_COLUMN: self.model_version, BATCH_COLUMN: self.batch_id}
+        extra = {**self.constants, CONTENT_COLUMN: self.marker, VERSION_COLUMN: self.model_version, BATCH_COLUMN: self.batch_id}
         types = {k: pa.array([v]).type for k, v in extra.items()}
         types = {k: pa.string() if pa.types.is_null(t) else t for k, t in types.items()}
         schema = pa.schema(list(base) + [pa.field(k, t) for k, t in types.items()])
@@ -88,13 +97,19 @@ class ScoresWriter:
 
 
 @contextmanager
-def spooled_writer(uri: str, options: dict[str, str], model_version: str, batch_id: str) -> Iterator[ScoresWriter]:
-    """A :class:`ScoresWriter` whose rows are committed to the scores table when the block ends."""
+def spooled_writer(uri: str, options: dict[str, str], model_version: str, batch_id: str, marker: Optional[str] = None,
+                   still_current: Callable[[], bool] = lambda: True) -> Iterator[ScoresWriter]:
+    """A :class:`ScoresWriter` whose rows are committed to the scores table when the block ends,
+    marked as scores of content ``marker``, if ``still_current()`` then says the batch is still
+    that content."""
     folder = tempfile.mkdtemp(prefix="vae-anomaly-scores-")
-    writer = ScoresWriter(f"{folder}/part.arrows", model_version, batch_id, uri)
+    writer = ScoresWriter(f"{folder}/part.arrows", model_version, batch_id, uri, marker)
     try:
         yield writer
         writer._close()
+        if not still_current():
+            raise LakeError(f"batch {batch_id!r} was removed, or replaced by other content, while it was scored: "
+                            "its scores were not written; score it again")
         storage._crash_point("scores-spooled")
         if writer.rows:
             partition = {VERSION_COLUMN: model_version, BATCH_COLUMN: batch_id}
@@ -104,32 +119,53 @@ def spooled_writer(uri: str, options: dict[str, str], model_version: str, batch_
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def scored_batches(table, model_version: str) -> set[str]:
-    """Batch ids with committed scores for ``model_version`` (``table`` may be ``None``)."""
+def stale(table, markers: dict[str, str], model_version: Optional[str] = None) -> set[tuple[str, str]]:
+    """(model version, batch id) partitions holding scores of other content than the committed
+    record's (``markers``: batch id -> its content marker), e.g. of a removed batch. Reads the
+    marker column only, as a dictionary (see :func:`pipelines.lake.content.read_own` on why the
+    marker is never filtered in the scan)."""
+    if table is None or not delta.has_column(table, CONTENT_COLUMN):
+        return set()
+    pruning = None if model_version is None else [(VERSION_COLUMN, "=", model_version)]
+    data = delta.arrow_dataset(table, file_pruning_predicate=pruning,
+                               parquet_read_options=pds.ParquetReadOptions(dictionary_columns={CONTENT_COLUMN}))
+    found = data.to_table(columns=[VERSION_COLUMN, BATCH_COLUMN, CONTENT_COLUMN])
+    found = found.set_column(2, CONTENT_COLUMN, pc.cast(found.column(CONTENT_COLUMN), pa.string()))
+    triples = found.group_by([VERSION_COLUMN, BATCH_COLUMN, CONTENT_COLUMN]).aggregate([])
+    return {(v, b) for v, b, c in zip(*(triples.column(i).to_pylist() for i in range(3)))
+            if c is not None and markers.get(b) != c}
+
+
+def scored_batches(table, model_version: str, markers: dict[str, str]) -> set[str]:
+    """Batch ids with committed scores of their committed content for ``model_version``
+    (``table`` may be ``None``; ``markers`` as for :func:`stale`)."""
     if table is None:
         return set()
-    return {p[BATCH_COLUMN] for p in table.partitions(file_pruning_predicate=[(VERSION_COLUMN, "=", model_version)])}
+    parts = {p[BATCH_COLUMN] for p in table.partitions(file_pruning_predicate=[(VERSION_COLUMN, "=", model_version)])}
+    return parts - {b for _, b in stale(table, markers, model_version)}
 
 
-def read_scores(table, model_version: Optional[str], order: list[str]) -> pa.Table:
+def read_scores(table, model_version: Optional[str], order: list[str], markers: dict[str, str]) -> pa.Table:
     """Scores of one version (or all) as Arrow, versions sorted, batches in ``order``; the
-    partition columns last."""
+    partition columns last. Stale scores (:func:`stale`) are left out, and so is the marker."""
     if table is None:
         return pa.table({VERSION_COLUMN: pa.array([], pa.string()), BATCH_COLUMN: pa.array([], pa.string())})
     parts = table.partitions() if model_version is None else table.partitions(
         file_pruning_predicate=[(VERSION_COLUMN, "=", model_version)]
     )
     rank = {b: i for i, b in enumerate(order)}
-    keys = sorted({(p[VERSION_COLUMN], p[BATCH_COLUMN]) for p in parts}, key=lambda k: (k[0], rank.get(k[1], len(rank)), k[1]))
+    skip = stale(table, markers, model_version)
+    keys = sorted({(p[VERSION_COLUMN], p[BATCH_COLUMN]) for p in parts} - skip,
+                  key=lambda k: (k[0], rank.get(k[1], len(rank)), k[1]))
     schema = table.schema().to_arrow()
     schema = pa.schema(schema)  # arro3 -> pyarrow
-    names = [n for n in schema.names if n not in (VERSION_COLUMN, BATCH_COLUMN)] + [VERSION_COLUMN, BATCH_COLUMN]
+    hidden = (VERSION_COLUMN, BATCH_COLUMN, CONTENT_COLUMN)
+    names = [n for n in schema.names if n not in hidden] + [VERSION_COLUMN, BATCH_COLUMN]
     tables = []
     for version, batch_id in keys:
         data = delta.arrow_dataset(
             table, file_pruning_predicate=[(VERSION_COLUMN, "=", version), (BATCH_COLUMN, "=", batch_id)]
-        ).to_table()
-        data = data.select(names)
+        ).to_table(columns=names)
         # delta-rs may write a stream's record batches out of order: restore the rows' order
         tables.append(data.sort_by(ROW_COLUMN) if ROW_COLUMN in data.column_names else data)
     if not tables:
