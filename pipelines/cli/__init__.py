@@ -10,7 +10,7 @@ Modules by job:
 - :mod:`~pipelines.cli.errors`: exit codes and the one-line error of each failure;
 - :mod:`~pipelines.cli.lifecycle` and :mod:`~pipelines.cli.watchdog`: SIGTERM/SIGINT as
   one-line errors, and no child process (Prefect's temporary API) outliving the command;
-- :mod:`~pipelines.cli.app`: :func:`main`, which puts them together.
+- :mod:`~pipelines.cli.app`: :func:`main`, which puts them together, and :func:`run`, the console script.
 
 Prefect reads its settings when it is first imported, so nothing here imports Prefect, MLflow,
 torch or the flows at module level: :func:`main` applies the settings
@@ -22,7 +22,7 @@ JSON with ``--json``. Prefect's and MLflow's console logs are off by default (``
 lines and warnings, still without tracebacks; ``--debug`` shows everything; ``serve`` always
 shows the runs' INFO lines). The Prefect API still receives every log line.
 """
-from pipelines.cli.app import main
+from pipelines.cli.app import main, run
 from pipelines.cli.errors import (
     EXIT_ANOMALIES,
     EXIT_ERROR,
@@ -40,4 +40,5 @@ from pipelines.cli.parser import EPILOG, build_parser, parse_args
 __all__ = [
     "EPILOG", "EXIT_ANOMALIES", "EXIT_ERROR", "EXIT_INPUT", "EXIT_INTERRUPTED", "EXIT_MODEL", "EXIT_OK",
     "EXIT_TERMINATED", "UsageError", "build_parser", "error_line", "exit_code_for", "main", "parse_args",
+    "run",
 ]

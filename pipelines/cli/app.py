@@ -1,4 +1,5 @@
-""":func:`main`: parse, apply the settings, run the command, print its result or its error."""
+""":func:`main`: parse, apply the settings, run the command, print its result or its error;
+:func:`run`, the console script, ends the process with its exit code."""
 from __future__ import annotations
 
 import json
@@ -9,7 +10,7 @@ from typing import Optional, Sequence
 
 from pipelines.cli.console import output_console
 from pipelines.cli.errors import EXIT_ANOMALIES, EXIT_OK, error_line, exit_code_for
-from pipelines.cli.lifecycle import guard_children, install_signal_handlers
+from pipelines.cli.lifecycle import finish, guard_children, install_signal_handlers
 from pipelines.cli.parser import parse_args
 from pipelines.cli.render import jsonable
 from pipelines.settings import apply_prefect_env, get_settings
@@ -60,3 +61,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             traceback.print_exc()
         print(error_line(exc, code), file=sys.stderr, flush=True)
         return code
+
+
+def run() -> None:
+    """The ``vae-anomaly`` console script: :func:`main`, then :func:`~pipelines.cli.lifecycle.finish`
+    with its exit code."""
+    finish(main())

@@ -81,14 +81,27 @@ def arrow_dataset(table: DeltaTable, **options: Any) -> pds.Dataset:
     apache/arrow#34314). A native file system keeps Python out of Arrow's threads. The S3 one is
     built from the options the table was opened with (``DeltaTable._storage_options``, what
     delta-rs itself gives its handler). ``gs://`` and ``az://`` tables, and S3 options with no
-    ``S3FileSystem`` equivalent, still read through the handler.
+    ``S3FileSystem`` equivalent, still read through the handler; the CLI then ends without the
+    interpreter's finalization (:func:`pipelines.cli.lifecycle.finish`).
     """
     if "filesystem" not in options:
         opened_with = (table._storage_options or {}) if hasattr(table, "_storage_options") else None
         filesystem = native_filesystem(table.table_uri, opened_with)
         if filesystem is not None:
             options["filesystem"] = filesystem
+        else:
+            _HANDLER_READS.add(table.table_uri)
     return table.to_pyarrow_dataset(**options)
+
+
+_HANDLER_READS: set[str] = set()  # tables this process read through delta-rs's Python handler
+
+
+def read_through_handler() -> bool:
+    """True once this process has read a table through delta-rs's Python handler, after which
+    the interpreter's own exit may abort (see :func:`arrow_dataset`;
+    :func:`pipelines.cli.lifecycle.finish` ends such a process without it)."""
+    return bool(_HANDLER_READS)
 
 
 def has_column(table: DeltaTable, name: str) -> bool:

@@ -12,7 +12,8 @@ Arrow's AWS SDK (environment, profile files, instance metadata).
 ``gs://`` and ``az://``/``abfs[s]://`` tables keep delta-rs's handler: Arrow's
 ``GcsFileSystem`` takes no service-account key (delta-rs's usual GCS credential) and its
 ``AzureFileSystem`` names its options differently, and neither could be tested here against a
-real or emulated server.
+real or emulated server. A CLI command that read through the handler ends without the
+interpreter's finalization (:func:`pipelines.cli.lifecycle.finish`), where the abort happens.
 """
 from __future__ import annotations
 
