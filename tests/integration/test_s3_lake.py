@@ -134,6 +134,21 @@ def test_the_cli_ingests_into_and_lists_an_s3_lake_set_by_the_environment(s3_url
     assert [b.batch_id for b in Lake(lake_url, **KEYS, endpoint_url=s3_url).list_batches("transactions")] == [batch_id]
 
 
+def run_readers(code: str, env: dict, rounds: int) -> list[tuple[str, str]]:
+    """(stdout, stderr) of ``rounds`` x 4 processes running ``code``, 4 at a time (the contention
+    that showed the abort); fails unless every one exits 0."""
+    results = []
+    for _ in range(rounds):
+        procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                  text=True) for _ in range(4)]
+        for proc in procs:
+            out, err = proc.communicate(timeout=300)
+            results.append((proc.returncode, out, err))
+    failed = [(rc, err[-300:]) for rc, _, err in results if rc != 0]
+    assert not failed, f"{len(failed)} of {len(results)} readers failed: {failed}"
+    return [(out, err) for _, out, err in results]
+
+
 READ_AND_EXIT = """
 from pipelines.lake import Lake, delta
 lake = Lake({url!r})  # keys and endpoint from the environment
@@ -152,14 +167,8 @@ def test_processes_reading_an_s3_table_all_exit_0(s3_url, s3_lake, tmp_path, sam
         s3_lake.ingest("transactions", str(samples_dir / name))
     env = {**_s3_env(s3_url, s3_lake.url, tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     code = READ_AND_EXIT.format(url=s3_lake.url)
-    results = []
-    for _ in range(5):
-        procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True) for _ in range(4)]
-        results += [(p, *p.communicate(timeout=300)) for p in procs]
-    failed = [(p.returncode, err[-300:]) for p, _, err in results if p.returncode != 0]
-    assert not failed, f"{len(failed)} of {len(results)} readers failed: {failed}"
-    assert {out.split() == ["2", str(len(s3_lake.read("transactions")))] for _, out, _ in results} == {True}
+    results = run_readers(code, env, rounds=5)
+    assert {out.split() == ["2", str(len(s3_lake.read("transactions")))] for out, _ in results} == {True}
 
 
 READ_THROUGH_HANDLER_AND_FINISH = """
@@ -186,12 +195,6 @@ def test_processes_reading_through_delta_rs_handler_end_through_finish_and_exit_
     env = {**_s3_env(s3_url, s3_lake.url, tmp_path), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     code = READ_THROUGH_HANDLER_AND_FINISH.format(url=s3_lake.url, key=KEYS["AWS_ACCESS_KEY_ID"],
                                                   secret=KEYS["AWS_SECRET_ACCESS_KEY"], endpoint=s3_url)
-    results = []
-    for _ in range(10):
-        procs = [subprocess.Popen([sys.executable, "-c", code], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  text=True) for _ in range(4)]
-        results += [(p, *p.communicate(timeout=300)) for p in procs]
-    failed = [(p.returncode, err[-300:]) for p, _, err in results if p.returncode != 0]
-    assert not failed, f"{len(failed)} of {len(results)} readers failed: {failed}"
+    results = run_readers(code, env, rounds=10)
     rows = str(len(s3_lake.read("transactions")))
-    assert {tuple(out.split("\n")[:-1]) for _, out, _ in results} == {("2", rows, "True", "atexit ran")}
+    assert {tuple(out.split("\n")[:-1]) for out, _ in results} == {("2", rows, "True", "atexit ran")}
