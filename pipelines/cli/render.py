@@ -115,7 +115,7 @@ def render_score(r: dict) -> list:
         ("total", f"{r.get('rows', 0)} rows, {r.get('anomalies', 0)} anomalies"),
         ("already scored", f"{len(r.get('skipped', []))} batch(es) skipped"),
         ("drift", f"{drift} (max PSI {fmt(r.get('max_psi'), 3)})"),
-    ]))
+    ] + ([("reports rebuilt", ", ".join(r["reports_rebuilt"]))] if r.get("reports_rebuilt") else [])))
     if r.get("top"):
         out.append(top_anomalies_table(r["top"]))
     if r.get("retrain"):

@@ -14,7 +14,7 @@ serial runs give the same scores.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from functools import lru_cache
 from pathlib import Path
@@ -32,6 +32,7 @@ from pipelines.escaping import markdown as md
 from pipelines.flows.common import artifact_key, io_task, lake_for, tracking_for
 from pipelines.lake import BATCH_COLUMN, META_COLUMNS, ROW_COLUMN
 from pipelines.reports.batch import ReportParts, write_batch_report
+from pipelines.reports.store import ReportStore
 from pipelines.settings import apply_torch_threads
 
 TOP_N = 20
@@ -49,10 +50,12 @@ class ScoreModel:
 
 @dataclass(frozen=True)
 class ScorePlan:
-    """The wanted batches split into those to score and those this version scored already."""
+    """The wanted batches split into those to score and those this version scored already, and
+    which of the latter have no report (a run that died between its commit and its report)."""
 
     pending: list[str]
     skipped: list[str]
+    unreported: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -177,9 +180,12 @@ def resolve_model(tracking_uri: Optional[str], model_name: str, alias: str, vers
 
 @io_task("plan-scoring")
 def plan_scoring(lake_url: Optional[str], dataset: str, wanted: list[str], scores_key: str) -> ScorePlan:
-    """Which of ``wanted`` have no scores under ``scores_key`` yet."""
-    done = lake_for(lake_url).scored_batches(dataset, scores_key)
-    return ScorePlan([b for b in wanted if b not in done], [b for b in wanted if b in done])
+    """Which of ``wanted`` have no scores under ``scores_key`` yet, and which scored ones no report."""
+    lake = lake_for(lake_url)
+    done = lake.scored_batches(dataset, scores_key)
+    reported = {r.batch_id for r in ReportStore(lake.url).list(dataset) if r.label == scores_key}
+    skipped = [b for b in wanted if b in done]
+    return ScorePlan([b for b in wanted if b not in done], skipped, [b for b in skipped if b not in reported])
 
 
 @io_task("score-batch")
@@ -306,7 +312,9 @@ def score(
         ``dataset``, ``model_name``, ``model_version``, ``scores_key`` (the lake's key of these
         scores), ``scored`` (per batch: ``batch_id``, ``rows``, ``anomalies``, ``psi``),
         ``skipped``, ``rows``, ``anomalies``, ``max_psi``, ``drift``, ``retrain`` (the retrain
-        flow's result or None) and ``top`` (the highest-scoring anomalies).
+        flow's result or None), ``top`` (the highest-scoring anomalies) and ``reports_rebuilt``
+        (skipped batches whose missing report this run wrote: a run that died after committing
+        a batch's scores left it without one).
     """
     from pipelines.settings import get_settings
 
@@ -324,6 +332,7 @@ def score(
         for i, b in enumerate(plan.pending, 1):
             results.append(score_batch(dataset, b, **args))
             progress.report("batches", dataset, i, len(plan.pending))
+    rebuilt = _rebuild_reports(dataset, plan.unreported, args)
     version_number = model.info.version
     publish_report(dataset, model_name, version_number, results, plan.skipped, drift_threshold)
     max_psi = max((r.psi for r in results), default=None)
@@ -332,7 +341,7 @@ def score(
         "dataset": dataset, "model_name": model_name, "model_version": version_number, "scores_key": model.scores_key,
         "scored": [r.summary() for r in results], "skipped": plan.skipped,
         "rows": sum(r.rows for r in results), "anomalies": sum(r.anomalies for r in results),
-        "max_psi": max_psi, "drift": drift, "retrain": None, "top": _top(results),
+        "max_psi": max_psi, "drift": drift, "retrain": None, "top": _top(results), "reports_rebuilt": rebuilt,
     }
     log.info("scored %d batch(es), %d rows, %d anomalies; skipped %d", len(results), summary["rows"], summary["anomalies"], len(plan.skipped))
     if drift and retrain_on_drift:
@@ -341,6 +350,22 @@ def score(
         log.info("PSI %.3f > %.3f: retraining", max_psi, drift_threshold)
         summary["retrain"] = retrain(dataset, model_name=model_name, lake_url=lake_url, tracking_uri=tracking_uri)
     return summary
+
+
+def _rebuild_reports(dataset: str, batch_ids: list[str], args: dict) -> list[str]:
+    """Write the missing reports of scored batches (the report flow's task); a failure is a
+    warning, as for a report the run itself writes. Returns the batches whose report was written."""
+    from pipelines.flows.report import rebuild_report  # that flow imports this module
+
+    done = []
+    for batch_id in batch_ids:
+        try:
+            rebuild_report(args["lake_url"], dataset, batch_id, args["model"], args["tracking_uri"], args["batch_rows"])
+            done.append(batch_id)
+        except Exception as exc:  # noqa: BLE001 - the scores stand; say what failed and how to redo it
+            get_run_logger().warning("report of %s batch %s is missing and could not be rebuilt (%s); "
+                                     "run `vae-anomaly report %s`", dataset, batch_id, exc, dataset)
+    return done
 
 
 def _score_parallel(

@@ -1,6 +1,9 @@
 """ingest -> train -> score -> retrain on a real Prefect API, a real MLflow server and a real lake."""
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -34,6 +37,7 @@ def test_train_score_and_rescore_is_a_no_op(env, samples_dir):
     from pipelines import tracking
     from pipelines.flows.score import score
     from pipelines.lake import Lake
+    from pipelines.reports.store import ReportRef, ReportStore
 
     lake = Lake(env["lake_url"])
     batches = [r.batch_id for r in lake.list_batches("transactions")]
@@ -59,7 +63,19 @@ def test_train_score_and_rescore_is_a_no_op(env, samples_dir):
     assert roc_auc_score(merged["is_injected_anomaly"], merged["anomaly_score"]) > 0.9
 
     again = score("transactions", model_name="txn-e2e", **env)
-    assert again["scored"] == [] and again["skipped"] == batches
+    assert again["scored"] == [] and again["skipped"] == batches and again["reports_rebuilt"] == []
+    pd.testing.assert_frame_equal(lake.read_scores("transactions", model_version="txn-e2e-v1"), scores)
+
+    # a run that died between a batch's scores commit and its report: the next run writes it
+    store = ReportStore(lake.url)
+    ref = ReportRef("transactions", "txn-e2e-v1", batches[1])
+    written = store.report(ref)
+    shutil.rmtree(Path(store.folder(ref)))
+    healed = score("transactions", model_name="txn-e2e", **env)
+    assert healed["scored"] == [] and healed["reports_rebuilt"] == [batches[1]]
+    rebuilt = store.report(ref)
+    assert rebuilt is not None and rebuilt["items"] == written["items"]  # the same flags, from the stored scores
+    assert score("transactions", model_name="txn-e2e", **env)["reports_rebuilt"] == []
     pd.testing.assert_frame_equal(lake.read_scores("transactions", model_version="txn-e2e-v1"), scores)
 
     async def artifacts():
