@@ -36,6 +36,7 @@ _FALSE = frozenset({"false", "f", "no", "n", "0", "0.0"})
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 #: Codes of what is wrong with a value (:attr:`_Cast.why`; the text is :meth:`_Cast.problem`).
 _FINE, _UNPARSABLE, _INFINITE, _NO_TIME = range(4)
+_INFER_PROBE = 10_000  # first rows whose share of distinct values picks how _infer tests a column
 
 
 def _missing(text: pd.Series, ltype: str, stripped: Optional[pa.Array] = None) -> np.ndarray:
@@ -54,21 +55,27 @@ def _infer(series: pd.Series) -> str:
     kind = _kind(series)
     if kind != "text":
         return kind
-    series = _as_text(series)  # str objects, None where missing
-    stripped, trimmed = _strip(series)
-    values = stripped[~_missing(series, "float", trimmed)]
-    if values.empty:
+    text = _as_text(series)  # str objects, None where missing
+    head = text.iloc[:_INFER_PROBE]
+    count = np.ones(len(text), np.int64)  # mostly distinct values (ids): every row is tested
+    if head.nunique() <= len(head) // 2:  # each distinct text once, weighted by its rows: the same shares
+        codes, distinct = pd.factorize(text)  # missing -> -1
+        count, text = np.bincount(codes[codes >= 0], minlength=len(distinct)), pd.Series(distinct, dtype=object)
+    stripped, trimmed = _strip(text)
+    present = ~_missing(text, "float", trimmed)
+    values, count = stripped[present], count[present]
+    need = INFER_MIN_SHARE * count.sum()
+    if not need:
         return "string"
-    need = INFER_MIN_SHARE * len(values)
     number = pd.to_numeric(values, errors="coerce")
     numeric = number.notna().to_numpy() & np.isfinite(number.to_numpy(dtype="float64", na_value=np.nan))
-    if numeric.sum() >= need:
+    if count[numeric].sum() >= need:
         integral = values[numeric].str.fullmatch(r"[+-]?\d{1,18}").all()
         return "int" if integral else "float"
-    if values.str.lower().isin(("true", "false")).sum() >= need:
+    if count[values.str.lower().isin(("true", "false")).to_numpy(bool)].sum() >= need:
         return "bool"
     dates = pd.to_datetime(values, format="ISO8601", utc=True, errors="coerce")
-    if (dates.notna() & values.str.match(r"\d{4}-\d{2}-\d{2}")).sum() >= need:
+    if count[(dates.notna() & values.str.match(r"\d{4}-\d{2}-\d{2}")).to_numpy(bool)].sum() >= need:
         return "datetime"
     return "string"
 

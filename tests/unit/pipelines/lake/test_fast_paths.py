@@ -67,3 +67,23 @@ def test_distinct_floats_are_written_plain_and_few_distinct_values_with_a_dictio
     # a float column that kept a dictionary of its 131,072 values would take 1 MiB + 17-bit indices
     assert columns["x"].total_compressed_size < 1.1 * n * 8
     assert columns["kind"].total_compressed_size < n  # dictionary indices, 2 bits a row (plain: 5 bytes)
+
+
+def test_inference_weighs_each_distinct_text_by_its_rows():
+    """A column of few distinct texts is inferred from them once each, weighted by their rows:
+    the same type as testing every row (unweighted, 2 of 3 distinct texts parse)."""
+    import pandas as pd
+
+    from pipelines.lake.validation import INFER_MIN_SHARE, infer_schema
+
+    n = 20_000
+    odd = int((1 - INFER_MIN_SHARE) * n)  # just within the tolerated share of odd values
+    frame = pd.DataFrame({
+        "few_ok": [" 1", "2 "] * ((n - odd) // 2) + ["x"] * odd,
+        "few_odd": ["1", "2"] * ((n - odd - 2) // 2) + ["x"] * (odd + 2),
+        "ids": [str(i) for i in range(n - odd)] + ["x"] * odd,  # mostly distinct: every row tested
+        "flags": ["true", " FALSE"] * (n // 2 - 1) + ["maybe", None],
+        "missing": [None, "", "NA"] * (n // 3) + [None] * (n % 3),
+    })
+    assert infer_schema(frame).columns == {"few_ok": "int", "few_odd": "string", "ids": "int", "flags": "bool",
+                                           "missing": "string"}
