@@ -15,12 +15,14 @@ model (markup in a score table; duplicate timestamps, reported by ``train``) tra
 """
 from __future__ import annotations
 
+import contextlib
+import http.server
 import json
 import re
+import threading
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import pytest
 
@@ -63,7 +65,7 @@ class Case:
     counts: Optional[tuple[int, int, int]] = None  # --json rows read, accepted, quarantined
     reasons: list[str] = field(default_factory=list)  # regexes, one per quarantined row, in order
     stdout: list[str] = field(default_factory=list)  # literal texts stdout must contain (any one)
-    unreachable_tracking: bool = False  # MLFLOW_TRACKING_URI at a closed port on 127.0.0.1
+    tracking: Optional[str] = None  # "closed": a closed port on 127.0.0.1; "503": /health 200, the rest 503
     max_seconds: Optional[float] = None
 
 
@@ -123,9 +125,49 @@ CASES = {
         ["score", "t", "--model-name", "typo"], EXIT_MODEL,
         error=r"no registered model 'typo' \(looked for its 'champion' version\)"),
     "unreachable-tracking-server": Case(
-        ["score", "t"], EXIT_MODEL, unreachable_tracking=True, max_seconds=60,
+        ["score", "t"], EXIT_MODEL, tracking="closed", max_seconds=60,
         error=r"cannot reach the MLflow tracking server at http://127\.0\.0\.1:\d+ .*Connection refused"),
+    "tracking-server-answering-503": Case(
+        ["score", "t"], EXIT_MODEL, tracking="503", max_seconds=60,
+        error=r"cannot read alias 'champion' of model 't': .*too many 503 error responses"),
+    "retrain-model-name-typo": Case(
+        ["retrain", "t", "--model-name", "typo"], EXIT_MODEL, error=r"^error: no registered model 'typo'; run `vae-anomaly train` first$"),
+    # refused by the train flow's first step, before any epoch; exit 3 (a registry name), not 2
+    "train-unsafe-model-name": Case(
+        ["train", "t", "--model-name", "../evil/x", "--param", "max_epochs=1"], EXIT_MODEL,
+        error=r"^error: invalid model name '\.\./evil/x'"),
 }
+
+
+class _Answers503(http.server.BaseHTTPRequestHandler):
+    """A tracking server that is up (``/health`` answers 200) but fails every API call (503)."""
+
+    def _answer(self) -> None:
+        self.send_response(200 if self.path.startswith("/health") else 503)
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    do_GET = do_POST = do_PATCH = do_DELETE = _answer
+
+    def log_message(self, *args) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _tracking_uri(kind: Optional[str]) -> Iterator[Optional[str]]:
+    if kind is None:
+        yield None
+    elif kind == "closed":
+        yield f"http://127.0.0.1:{free_port()}"  # free a moment ago: nothing listens there
+    else:
+        server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Answers503)
+        thread = threading.Thread(target=server.serve_forever, daemon=True)
+        thread.start()
+        try:
+            yield f"http://127.0.0.1:{server.server_address[1]}"
+        finally:
+            server.shutdown()
+            server.server_close()
 
 
 @pytest.fixture(scope="module")
@@ -163,14 +205,15 @@ def test_bad_input(case: Case, shared, cli_env, tmp_path):
     for step in case.setup:
         done = vae_anomaly(env, *command(step))
         assert done.returncode == EXIT_OK, (step, done.stderr)
-    if case.unreachable_tracking:
-        env["MLFLOW_TRACKING_URI"] = f"http://127.0.0.1:{free_port()}"  # free a moment ago: nothing listens
     lake = Lake(shared["lake"])
     before = _batch_ids(lake)
 
-    t0 = time.monotonic()
-    result = vae_anomaly(env, *command(case.args))
-    seconds = time.monotonic() - t0
+    with _tracking_uri(case.tracking) as uri:
+        if uri is not None:
+            env["MLFLOW_TRACKING_URI"] = uri
+        t0 = time.monotonic()
+        result = vae_anomaly(env, *command(case.args))
+        seconds = time.monotonic() - t0
 
     assert result.returncode == case.code, (result.returncode, result.stderr)
     if case.max_seconds is not None:
