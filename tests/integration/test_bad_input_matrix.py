@@ -113,6 +113,13 @@ CASES = {
         ["score", "mk"], EXIT_OK, files={"markup.csv": _markup_rows},
         setup=[["ingest", "mk", "{tmp}/markup.csv"], ["train", "mk", "--param", "max_epochs=2"]],
         stdout=["c='[/]'", "c='[link=http://x]y[/link]'"]),
+    # a category the model never saw: scored (exit 0), flagged, and named as the row's top feature
+    "unseen-category": Case(
+        ["score", "uc", "--json"], EXIT_OK,
+        files={"seen.csv": _csv(HEADER + "".join(f"{i % 5 * 0.5},{i % 3},{'xy'[i % 2]}\n" for i in range(200))),
+               "unseen.csv": _csv(HEADER + "1.0,1,x\n0.5,2,never-seen\n1.5,0,y\n")},
+        setup=[["ingest", "uc", "{tmp}/seen.csv"], ["train", "uc", "--param", "max_epochs=5"], ["ingest", "uc", "{tmp}/unseen.csv"]],
+        stdout=["c='never-seen'"]),
     # ingest does not know the series column; `train` is the cheapest step that reports it
     "duplicate-timestamps-of-a-series": Case(
         ["train", "ts", "--series-column", "series", "--param", "max_epochs=2"], EXIT_INPUT,
@@ -184,7 +191,7 @@ def shared(prefect_harness, tmp_path_factory) -> dict:
 
 def _batch_ids(lake: Lake) -> dict[str, list[str]]:
     """The committed batches of each dataset the cases write to (none yet: an empty list)."""
-    return {name: [b.batch_id for b in lake.list_batches(name)] for name in ("t", "mk", "ts")}
+    return {name: [b.batch_id for b in lake.list_batches(name)] for name in ("t", "mk", "ts", "uc")}
 
 
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
