@@ -134,50 +134,127 @@ def test_four_concurrent_ingests_of_the_same_rows_commit_one_batch(tmp_path):
     assert len({r["batch_id"] for r in reports}) == 1 and sum(not r["skipped"] for r in reports) == 1
 
 
-def _kill_after(proc: subprocess.Popen, go: Path, delay: float) -> None:
+# A test-only hook on the lake's commit seam (``pipelines.lake.storage._crash_point``, called
+# after each commit stage: ingest's rows/quarantine/batches commits, ``scores-spooled`` before
+# the scores commit, ``scores`` after it, ``report-<file>-tmp`` before each report file's rename).
+# The hook also counts each part a score run appends to its spool (``scores-part``), so a kill
+# can land mid-spool, before the batch's scores commit. The child appends each stage it passes,
+# with its count, to ``log``, and kills itself with SIGKILL on the ``kill``-th call of stage
+# ``stage`` (``kill=None``: never). No production code knows about it.
+HOOK = """
+import pipelines.lake.scores as _scores, pipelines.lake.storage as _storage, signal as _signal
+_log, _seen, _write = os.open({log!r}, os.O_WRONLY | os.O_CREAT | os.O_APPEND), {{}}, _scores.ScoresWriter.write
+def _point(at):
+    _seen[at] = _seen.get(at, 0) + 1
+    os.write(_log, f"{{at}} {{_seen[at]}}\\n".encode())
+    if (at, _seen[at]) == {kill!r}:
+        os.kill(os.getpid(), _signal.SIGKILL)
+def _part(self, frame):
+    _write(self, frame)
+    _point("scores-part")
+_storage._crash_point, _scores.ScoresWriter.write = _point, _part
+"""
+INGEST_STRATA, SCORE_STRATA = 6, 4  # random-delay kills per test, one in each part of the run's duration
+
+
+def passed(log: Path) -> list[tuple[str, int]]:
+    """The commit stages a hooked child passed, in order, as (stage, k-th call)."""
+    lines = log.read_text().splitlines() if log.exists() else []
+    return [(line.rsplit(" ", 1)[0], int(line.rsplit(" ", 1)[1])) for line in lines]
+
+
+def hooked(code: str, go: Path, log: Path, kill=None, env=None, prelude: str = "") -> subprocess.Popen:
+    return child(code, go, env, prelude + HOOK.format(log=str(log), kill=kill))
+
+
+def timed_run(proc: subprocess.Popen, go: Path, timeout: float = 300) -> float:
+    """Let ``proc`` go and run to its end (exit 0); returns the seconds from go to exit."""
     start_together([proc], go)
-    time.sleep(delay)
-    proc.send_signal(signal.SIGKILL)
-    proc.communicate(timeout=60)
+    t0 = time.perf_counter()
+    finish(proc, timeout)
+    return time.perf_counter() - t0
+
+
+def kill_after(make, go: Path, delay: float, proc: subprocess.Popen | None = None, tries: int = 4) -> tuple[subprocess.Popen, float]:
+    """Let ``proc`` (or a new ``make()`` child) go and SIGKILL it ``delay`` s later; a child
+    that finished first (this run was faster than the timed one) is replaced by a new
+    ``make()`` child, killed after a shorter delay. Returns the killed child and its delay."""
+    for _ in range(tries):
+        proc = proc or make()
+        start_together([proc], go)
+        time.sleep(delay)
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate(timeout=120)
+        go.unlink()
+        if proc.returncode == -signal.SIGKILL:
+            return proc, delay
+        assert proc.returncode == 0, proc.stderr.read() if proc.stderr else proc.returncode
+        proc, delay = None, delay * 0.6
+    raise AssertionError(f"the child finished before each of {tries} kills")
+
+
+def delays(rng: random.Random, duration: float, strata: int) -> list[float]:
+    """One random delay in each of ``strata`` equal parts of the first 90% of ``duration``."""
+    return [(i + rng.random()) / strata * 0.9 * duration for i in range(strata)]
 
 
 def test_kill_9_at_random_points_of_an_ingest(tmp_path):
+    """Kill -9 at each commit stage of an ingest (after its rows, quarantine and batch-record
+    commits) and at random times over its whole run; every kill is checked to have killed
+    (-9) and placed by the stages the child had passed."""
     first, second = write_csv(tmp_path, 1), write_csv(tmp_path, 2)
     reference = Lake(tmp_path / "reference")
     for source in (first, second):
         reference.ingest("d", source)
     base = tmp_path / "base"  # the lake before the killed ingest: one batch
     Lake(base).ingest("d", first)
-    timing = tmp_path / "timing"
-    shutil.copytree(base, timing)
-    go = tmp_path / "go-timing"
-    proc = child(INGEST.format(root=str(timing), source=str(second)), go)
-    start_together([proc], go)
-    t0 = time.perf_counter()
-    finish(proc)
-    duration = time.perf_counter() - t0
+    code = lambda root: INGEST.format(root=str(root), source=str(second))
+
+    def copy(name: str) -> Path:
+        shutil.copytree(base, tmp_path / name)
+        return tmp_path / name
+
+    timing, log = copy("timing"), tmp_path / "timing.log"
+    duration = timed_run(hooked(code(timing), tmp_path / "go-timing", log), tmp_path / "go-timing")
+    stages = passed(log)
+    assert [s for s, _ in stages] == ["rows", "quarantine", "batches"], stages
 
     rng = random.Random(RNG_SEED)
-    seam = "import pipelines.lake.storage as s, signal\ns._crash_point = lambda at: os.kill(os.getpid(), signal.SIGKILL) if at == {stage!r} else None\n"
-    trials = [("rows", None), ("quarantine", None), ("batches", None)] + [(None, rng.uniform(0, duration))]
+    trials = [(stage, None) for stage in stages] + [(None, d) for d in delays(rng, duration, INGEST_STRATA)]
+    where = []  # per trial: how many commit stages the child had passed when it died
     for i, (stage, delay) in enumerate(trials):
-        root, go = tmp_path / f"lake-{i}", tmp_path / f"go-{i}"
-        shutil.copytree(base, root)
-        code = (seam.format(stage=stage) if stage else "") + INGEST.format(root=str(root), source=str(second))
-        proc = child(code, go)
+        root, go, log = copy(f"lake-{i}"), tmp_path / f"go-{i}", tmp_path / f"lake-{i}.log"
+        make = lambda: hooked(code(root), go, log, kill=stage)
         if stage:
+            proc = make()
             start_together([proc], go)
-            proc.communicate(timeout=60)
+            proc.communicate(timeout=120)
         else:
-            _kill_after(proc, go, delay)
-        assert proc.returncode == -signal.SIGKILL or delay is not None, (stage, delay, proc.returncode)
+            def fresh():  # a retry starts again from the base lake
+                shutil.rmtree(root)
+                shutil.copytree(base, root)
+                log.unlink(missing_ok=True)
+                return make()
+            proc, delay = kill_after(fresh, go, delay)
+        assert proc.returncode == -signal.SIGKILL, (stage, delay, proc.returncode)
+        reached = passed(log)
+        assert reached == stages[:len(reached)], reached
+        where.append(len(reached))
         lake = Lake(root)
-        assert len(lake.list_batches("d")) in (1, 2), (stage, delay)  # the new batch whole or not at all
+        # the new batch whole or not at all: visible exactly when its record was committed
+        records = lake.list_batches("d")
+        assert len(records) == (2 if ("batches", 1) in reached else 1), (stage, delay, reached)
+        assert len(lake.read("d")) == sum(r.rows_accepted for r in records)  # no uncommitted rows visible
+        assert len(lake.read_quarantine("d")) == sum(r.rows_quarantined for r in records)
         assert_consistent(lake, "d", {str(first): ROWS, str(second): ROWS})
         lake.ingest("d", second)  # the re-run completes (or finds the batch committed)
+        assert_consistent(lake, "d", {str(first): ROWS, str(second): ROWS})
         pd.testing.assert_frame_equal(lake.read("d"), reference.read("d"))
         pd.testing.assert_frame_equal(lake.read_quarantine("d"), reference.read_quarantine("d"))
         assert lake.vacuum("d") == []
+    # every point was hit: before the rows commit (mid-write of the rows), after each stage
+    assert set(where) == set(range(len(stages) + 1)), where
+    print(f"ingest: {len(trials)} kills, {duration:.2f} s run, stages {stages}, passed per kill {where}")
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -244,19 +321,82 @@ def test_two_concurrent_score_runs_both_succeed_with_undisturbed_scores(scored):
 
 
 def test_kill_9_at_random_points_of_a_score_run(scored):
+    """Kill -9 at each commit stage of a score run (before and after each batch's scores commit,
+    before each report file's rename) and at random times over its whole run; every kill is
+    checked to have killed (-9) and placed by the stages the child had passed. After each: the
+    batches are untouched, a batch's scores are whole or absent, and a re-run gives the
+    undisturbed run's scores and a report for every scored batch (rebuilt where it was lost)."""
     from pipelines.flows.score import score
+    from pipelines.reports.store import ReportStore
 
+    folder, env = scored["folder"], scored["env"]
+    sources = {r.source: r.rows_read for r in Lake(scored["pristine"]).list_batches("d")}
+    reports = [(r.label, r.batch_id) for r in ReportStore(str(folder / "reference")).list("d")]
+    assert len(reports) == 2
+
+    def make(name: str, kill=None):
+        root, log = _copy(scored, name), folder / f"{name}.log"
+        code = SCORE.format(root=root, tracking=scored["tracking"])
+        return root, log, lambda: hooked(code, folder / f"go-{name}", log, kill, env, SCORE_IMPORTS)
+
+    root, log, proc = make("timing")
+    duration = timed_run(proc(), folder / "go-timing")
+    stages = passed(log)
+    names = [s for s, _ in stages]
+    assert names.count("scores-spooled") == names.count("scores") == 2 and "report-report.json-tmp" in names, stages
+    assert names[:3] == ["scores-part"] * 3, stages  # 9,963 rows in parts of 4,000: a kill after the first is mid-spool
+    pd.testing.assert_frame_equal(_scores(Lake(root)), scored["reference"])  # the hook changes nothing
+
+    # a kill at each stage of the first batch's write (after its first spooled part: mid-spool)
+    # and at the run's last stage (the second batch's stages are the same code; random kills
+    # land in them), then random kills over the run
+    kills = [st for st in stages if st[1] == 1] + [stages[-1]]
     rng = random.Random(RNG_SEED + 1)
-    for i in range(2):
-        root, go = _copy(scored, f"killed-{i}"), scored["folder"] / f"go-killed-{i}"
-        proc = child(SCORE.format(root=root, tracking=scored["tracking"]), go, scored["env"], SCORE_IMPORTS)
-        _kill_after(proc, go, rng.uniform(0.1, 0.9) * scored["seconds"])  # within the run, after the imports
-        assert proc.returncode == -signal.SIGKILL
-        lake = Lake(root)
-        for batch_id in lake.scored_batches("d", _label(lake)):  # a batch's scores are whole or absent
-            assert len(lake.read_scores("d").query("batch_id == @batch_id")) == len(lake.read("d", [batch_id]))
-        score("d", model_name="rel", batch_rows=4000, lake_url=root, tracking_uri=scored["tracking"])  # the re-run
-        pd.testing.assert_frame_equal(_scores(lake), scored["reference"])
+    trials = [(stage, None) for stage in kills] + [(None, d) for d in delays(rng, duration, SCORE_STRATA)]
+
+    def spawn(i: int):  # trial i's lake, log and child (importing, then waiting for its go)
+        root, log, make_proc = make(f"killed-{i}", trials[i][0])
+        return root, log, make_proc, make_proc()
+
+    where, ahead = [], spawn(0)
+    try:
+        for i, (stage, delay) in enumerate(trials):
+            (root, log, make_proc, proc), go = ahead, folder / f"go-killed-{i}"
+            if stage:
+                start_together([proc], go)
+                proc.communicate(timeout=300)
+            else:
+                def fresh():  # a retry starts again from the pristine lake
+                    shutil.rmtree(root)
+                    shutil.copytree(scored["pristine"], root)
+                    log.unlink(missing_ok=True)
+                    return make_proc()
+                proc, delay = kill_after(fresh, go, delay, proc)
+            ahead = spawn(i + 1) if i + 1 < len(trials) else None  # imports while this trial is checked
+            assert proc.returncode == -signal.SIGKILL, (stage, delay, proc.returncode)
+            reached = passed(log)
+            assert reached == stages[:len(reached)], reached
+            where.append(len(reached))
+            lake = Lake(root)
+            assert_consistent(lake, "d", sources)  # scoring never touches the batches
+            scored_now = lake.scored_batches("d", _label(lake))
+            # a batch's scores are visible exactly when their commit was passed, and whole
+            assert len(scored_now) == [s for s, _ in reached].count("scores"), (reached, scored_now)
+            for batch_id in scored_now:
+                assert len(lake.read_scores("d").query("batch_id == @batch_id")) == len(lake.read("d", [batch_id]))
+            unreported = set(scored_now) - {r.batch_id for r in ReportStore(root).list("d")}
+            result = score("d", model_name="rel", batch_rows=4000, lake_url=root, tracking_uri=scored["tracking"])  # the re-run
+            assert set(result["reports_rebuilt"]) == unreported, (reached, result["reports_rebuilt"])
+            pd.testing.assert_frame_equal(_scores(lake), scored["reference"])
+            assert [(r.label, r.batch_id) for r in ReportStore(root).list("d")] == reports
+    finally:  # a failed trial leaves no child waiting for its go
+        if ahead is not None and ahead[3].poll() is None:
+            ahead[3].kill()
+            ahead[3].communicate()
+    # every point was hit: mid-spool, after each stage of a batch's write (spooled, scores
+    # committed, each report file), after the run's last stage
+    assert set(where) >= {stages.index(st) + 1 for st in kills}, where
+    print(f"score: {len(trials)} kills, {duration:.2f} s run, stages {stages}, passed per kill {where}")
 
 
 def _label(lake: Lake) -> str:
