@@ -140,13 +140,14 @@ def test_four_concurrent_ingests_of_the_same_rows_commit_one_batch(tmp_path):
 # The hook also counts each part a score run appends to its spool (``scores-part``), so a kill
 # can land mid-spool, before the batch's scores commit. The child appends each stage it passes,
 # with its count, to ``log``, and kills itself with SIGKILL on the ``kill``-th call of stage
-# ``stage`` (``kill=None``: never). No production code knows about it.
+# ``stage`` (``kill=None``: never), with the (system-wide monotonic) time it passed it. No
+# production code knows about it.
 HOOK = """
 import pipelines.lake.scores as _scores, pipelines.lake.storage as _storage, signal as _signal
 _log, _seen, _write = os.open({log!r}, os.O_WRONLY | os.O_CREAT | os.O_APPEND), {{}}, _scores.ScoresWriter.write
 def _point(at):
     _seen[at] = _seen.get(at, 0) + 1
-    os.write(_log, f"{{at}} {{_seen[at]}}\\n".encode())
+    os.write(_log, f"{{at}} {{_seen[at]}} {{time.monotonic()}}\\n".encode())
     if (at, _seen[at]) == {kill!r}:
         os.kill(os.getpid(), _signal.SIGKILL)
 def _part(self, frame):
@@ -154,25 +155,26 @@ def _part(self, frame):
     _point("scores-part")
 _storage._crash_point, _scores.ScoresWriter.write = _point, _part
 """
-INGEST_STRATA, SCORE_STRATA = 6, 4  # random-delay kills per test, one in each part of the run's duration
 
 
-def passed(log: Path) -> list[tuple[str, int]]:
-    """The commit stages a hooked child passed, in order, as (stage, k-th call)."""
-    lines = log.read_text().splitlines() if log.exists() else []
-    return [(line.rsplit(" ", 1)[0], int(line.rsplit(" ", 1)[1])) for line in lines]
+def passed(log: Path, times: bool = False) -> list:
+    """The commit stages a hooked child passed, in order, as (stage, k-th call), or with
+    ``times`` the monotonic times it passed them."""
+    lines = [line.split() for line in (log.read_text().splitlines() if log.exists() else [])]
+    return [float(t) for _, _, t in lines] if times else [(at, int(k)) for at, k, _ in lines]
 
 
 def hooked(code: str, go: Path, log: Path, kill=None, env=None, prelude: str = "") -> subprocess.Popen:
     return child(code, go, env, prelude + HOOK.format(log=str(log), kill=kill))
 
 
-def timed_run(proc: subprocess.Popen, go: Path, timeout: float = 300) -> float:
-    """Let ``proc`` go and run to its end (exit 0); returns the seconds from go to exit."""
+def timed_run(proc: subprocess.Popen, go: Path, log: Path, timeout: float = 300) -> tuple[float, list[float]]:
+    """Let hooked ``proc`` go and run to its end (exit 0); returns the seconds from go to exit
+    and from go to each stage it passed."""
     start_together([proc], go)
-    t0 = time.perf_counter()
+    t0 = time.monotonic()
     finish(proc, timeout)
-    return time.perf_counter() - t0
+    return time.monotonic() - t0, [t - t0 for t in passed(log, times=True)]
 
 
 def kill_after(make, go: Path, delay: float, proc: subprocess.Popen | None = None, tries: int = 4) -> tuple[subprocess.Popen, float]:
@@ -193,9 +195,13 @@ def kill_after(make, go: Path, delay: float, proc: subprocess.Popen | None = Non
     raise AssertionError(f"the child finished before each of {tries} kills")
 
 
-def delays(rng: random.Random, duration: float, strata: int) -> list[float]:
-    """One random delay in each of ``strata`` equal parts of the first 90% of ``duration``."""
-    return [(i + rng.random()) / strata * 0.9 * duration for i in range(strata)]
+def delays(rng: random.Random, duration: float, at: list[float], strata: int = 3) -> list[float]:
+    """Random kill delays: one in each of ``strata`` equal parts of the first 90% of the run's
+    ``duration``, and as many over its writes (from a bit before the first stage at ``at[0]``
+    to the last): a run spends most of its time before its first write and after its last."""
+    def spread(lo: float, hi: float) -> list[float]:
+        return [lo + (i + rng.random()) / strata * (hi - lo) for i in range(strata)]
+    return spread(0, 0.9 * duration) + spread(max(0.0, at[0] - 0.25 * (at[-1] - at[0])), at[-1])
 
 
 def test_kill_9_at_random_points_of_an_ingest(tmp_path):
@@ -215,13 +221,13 @@ def test_kill_9_at_random_points_of_an_ingest(tmp_path):
         return tmp_path / name
 
     timing, log = copy("timing"), tmp_path / "timing.log"
-    duration = timed_run(hooked(code(timing), tmp_path / "go-timing", log), tmp_path / "go-timing")
+    duration, at = timed_run(hooked(code(timing), tmp_path / "go-timing", log), tmp_path / "go-timing", log)
     stages = passed(log)
     assert [s for s, _ in stages] == ["rows", "quarantine", "batches"], stages
 
     rng = random.Random(RNG_SEED)
-    trials = [(stage, None) for stage in stages] + [(None, d) for d in delays(rng, duration, INGEST_STRATA)]
-    where = []  # per trial: how many commit stages the child had passed when it died
+    trials = [(stage, None) for stage in stages] + [(None, d) for d in delays(rng, duration, at)]
+    where, used = [], []  # per trial: the stages the child had passed when it died; the delay
     for i, (stage, delay) in enumerate(trials):
         root, go, log = copy(f"lake-{i}"), tmp_path / f"go-{i}", tmp_path / f"lake-{i}.log"
         make = lambda: hooked(code(root), go, log, kill=stage)
@@ -237,6 +243,7 @@ def test_kill_9_at_random_points_of_an_ingest(tmp_path):
                 return make()
             proc, delay = kill_after(fresh, go, delay)
         assert proc.returncode == -signal.SIGKILL, (stage, delay, proc.returncode)
+        used.append(delay)
         reached = passed(log)
         assert reached == stages[:len(reached)], reached
         where.append(len(reached))
@@ -254,7 +261,8 @@ def test_kill_9_at_random_points_of_an_ingest(tmp_path):
         assert lake.vacuum("d") == []
     # every point was hit: before the rows commit (mid-write of the rows), after each stage
     assert set(where) == set(range(len(stages) + 1)), where
-    print(f"ingest: {len(trials)} kills, {duration:.2f} s run, stages {stages}, passed per kill {where}")
+    print(f"ingest: {len(trials)} kills, {duration:.2f} s run, stages {stages} at {[round(t, 3) for t in at]} s, "
+          f"delays {[round(d, 3) for d in used if d is not None]} s, passed per kill {where}")
 
 
 # ----------------------------------------------------------------------------- scoring
@@ -340,7 +348,7 @@ def test_kill_9_at_random_points_of_a_score_run(scored):
         return root, log, lambda: hooked(code, folder / f"go-{name}", log, kill, env, SCORE_IMPORTS)
 
     root, log, proc = make("timing")
-    duration = timed_run(proc(), folder / "go-timing")
+    duration, at = timed_run(proc(), folder / "go-timing", log)
     stages = passed(log)
     names = [s for s, _ in stages]
     assert names.count("scores-spooled") == names.count("scores") == 2 and "report-report.json-tmp" in names, stages
@@ -352,13 +360,13 @@ def test_kill_9_at_random_points_of_a_score_run(scored):
     # land in them), then random kills over the run
     kills = [st for st in stages if st[1] == 1] + [stages[-1]]
     rng = random.Random(RNG_SEED + 1)
-    trials = [(stage, None) for stage in kills] + [(None, d) for d in delays(rng, duration, SCORE_STRATA)]
+    trials = [(stage, None) for stage in kills] + [(None, d) for d in delays(rng, duration, at, strata=2)]
 
     def spawn(i: int):  # trial i's lake, log and child (importing, then waiting for its go)
         root, log, make_proc = make(f"killed-{i}", trials[i][0])
         return root, log, make_proc, make_proc()
 
-    where, ahead = [], spawn(0)
+    where, used, ahead = [], [], spawn(0)
     try:
         for i, (stage, delay) in enumerate(trials):
             (root, log, make_proc, proc), go = ahead, folder / f"go-killed-{i}"
@@ -374,6 +382,7 @@ def test_kill_9_at_random_points_of_a_score_run(scored):
                 proc, delay = kill_after(fresh, go, delay, proc)
             ahead = spawn(i + 1) if i + 1 < len(trials) else None  # imports while this trial is checked
             assert proc.returncode == -signal.SIGKILL, (stage, delay, proc.returncode)
+            used.append(delay)
             reached = passed(log)
             assert reached == stages[:len(reached)], reached
             where.append(len(reached))
@@ -396,7 +405,8 @@ def test_kill_9_at_random_points_of_a_score_run(scored):
     # every point was hit: mid-spool, after each stage of a batch's write (spooled, scores
     # committed, each report file), after the run's last stage
     assert set(where) >= {stages.index(st) + 1 for st in kills}, where
-    print(f"score: {len(trials)} kills, {duration:.2f} s run, stages {stages}, passed per kill {where}")
+    print(f"score: {len(trials)} kills, {duration:.2f} s run, stages {stages} at {[round(t, 3) for t in at]} s, "
+          f"delays {[round(d, 3) for d in used if d is not None]} s, passed per kill {where}")
 
 
 def _label(lake: Lake) -> str:
