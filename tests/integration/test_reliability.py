@@ -248,9 +248,11 @@ def test_kill_9_at_random_points_of_an_ingest(tmp_path):
         assert reached == stages[:len(reached)], reached
         where.append(len(reached))
         lake = Lake(root)
-        # the new batch whole or not at all: visible exactly when its record was committed
+        # the new batch whole or not at all: visible once its record's commit was passed, not
+        # before the commit began (a random kill can land between the commit and its stage)
         records = lake.list_batches("d")
-        assert len(records) == (2 if ("batches", 1) in reached else 1), (stage, delay, reached)
+        may = {2} if ("batches", 1) in reached else {1, 2} if reached[-1:] == [("quarantine", 1)] else {1}
+        assert len(records) in may, (stage, delay, reached)
         assert len(lake.read("d")) == sum(r.rows_accepted for r in records)  # no uncommitted rows visible
         assert len(lake.read_quarantine("d")) == sum(r.rows_quarantined for r in records)
         assert_consistent(lake, "d", {str(first): ROWS, str(second): ROWS})
@@ -389,8 +391,10 @@ def test_kill_9_at_random_points_of_a_score_run(scored):
             lake = Lake(root)
             assert_consistent(lake, "d", sources)  # scoring never touches the batches
             scored_now = lake.scored_batches("d", _label(lake))
-            # a batch's scores are visible exactly when their commit was passed, and whole
-            assert len(scored_now) == [s for s, _ in reached].count("scores"), (reached, scored_now)
+            # a batch's scores are visible once their commit was passed, not before it began, and whole
+            committed = [s for s, _ in reached].count("scores")
+            may = {committed, committed + 1} if reached[-1:] and reached[-1][0] == "scores-spooled" else {committed}
+            assert len(scored_now) in may, (reached, scored_now)
             for batch_id in scored_now:
                 assert len(lake.read_scores("d").query("batch_id == @batch_id")) == len(lake.read("d", [batch_id]))
             unreported = set(scored_now) - {r.batch_id for r in ReportStore(root).list("d")}
