@@ -1,7 +1,9 @@
 """Reliability of the Delta lake on real processes: concurrent ingests (different files, the
 same file, the same rows in two formats), concurrent score runs, and kill -9 at random points
 of ingest and of scoring. After each kill: rows in = accepted + quarantined, no partial batch
-is visible, a re-run completes, and the result equals an undisturbed run's.
+is visible, a re-run completes, and the result equals an undisturbed run's. The kill trials use
+a test-only hook on the lake's ``_crash_point`` seam (``HOOK``) to kill at each commit stage and
+to place each random kill by the stages the child had passed.
 
 Children are plain Python processes using the lake (ingest) or the ``score`` flow against the
 session's Prefect API and MLflow server; they start together on a "go" file.
