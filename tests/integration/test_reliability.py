@@ -197,6 +197,15 @@ def kill_after(make, go: Path, delay: float, proc: subprocess.Popen | None = Non
     raise AssertionError(f"the child finished before each of {tries} kills")
 
 
+def placed(proc, log: Path, stages: list, stage, delay) -> list:
+    """The stages a killed child had passed (a prefix of the undisturbed run's), checking that
+    the kill (at ``stage`` or after ``delay``) killed it."""
+    assert proc.returncode == -signal.SIGKILL, (stage, delay, proc.returncode)
+    reached = passed(log)
+    assert reached == stages[:len(reached)], reached
+    return reached
+
+
 def delays(rng: random.Random, duration: float, at: list[float], strata: int = 3) -> list[float]:
     """Random kill delays: one in each of ``strata`` equal parts of the first 90% of the run's
     ``duration``, and as many over its writes (from a bit before the first stage at ``at[0]``
@@ -244,10 +253,8 @@ def test_kill_9_at_random_points_of_an_ingest(tmp_path):
                 log.unlink(missing_ok=True)
                 return make()
             proc, delay = kill_after(fresh, go, delay)
-        assert proc.returncode == -signal.SIGKILL, (stage, delay, proc.returncode)
+        reached = placed(proc, log, stages, stage, delay)
         used.append(delay)
-        reached = passed(log)
-        assert reached == stages[:len(reached)], reached
         where.append(len(reached))
         lake = Lake(root)
         # the new batch whole or not at all: visible once its record's commit was passed, not
@@ -387,10 +394,8 @@ def test_kill_9_at_random_points_of_a_score_run(scored):
                     return make_proc()
                 proc, delay = kill_after(fresh, go, delay, proc)
             ahead = spawn(i + 1) if i + 1 < len(trials) else None  # imports while this trial is checked
-            assert proc.returncode == -signal.SIGKILL, (stage, delay, proc.returncode)
+            reached = placed(proc, log, stages, stage, delay)
             used.append(delay)
-            reached = passed(log)
-            assert reached == stages[:len(reached)], reached
             where.append(len(reached))
             lake = Lake(root)
             assert_consistent(lake, "d", sources)  # scoring never touches the batches
