@@ -218,9 +218,7 @@ EXPECTED_ENDINGS = {
 
 
 @pytest.mark.slow
-# SIGINT takes the same path as SIGTERM (an exception that unwinds the run): one run each of the
-# two kinds of ending keeps the suite's time down; add signal.SIGINT here to check it too
-@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT, signal.SIGKILL], ids=["SIGTERM", "SIGINT", "SIGKILL"])
 def test_a_killed_ingest_leaves_no_process_behind(cli_env, big_csv, signum):
     """Killing the CLI mid-ingest ends Prefect's temporary API (and every other child) with it."""
     proc = subprocess.Popen([str(SCRIPT), "ingest", "big", str(big_csv)], env=cli_env, text=True,
