@@ -142,8 +142,9 @@ def test_an_old_manifest_dataset_gives_a_clear_error_and_migrates(lake):
     dataset = _old_layout(Path(lake.root))
     with pytest.raises(LakeError, match=r"old Parquet layout.*vae-anomaly lake migrate old.*re-ingest"):
         lake.list_batches(dataset)
-    result = admin.migrate(lake, dataset)
-    assert result["migrated"] == ["b1"]
+    done = cli(Path(lake.root), "lake", "migrate", dataset, "--json")  # the command the error names
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["migrated"] == ["b1"]
     [record] = lake.list_batches(dataset)
     assert (record.batch_id, record.file_sha256, record.rows_accepted, record.rows_quarantined) == ("b1", "ab" * 32, 2, 1)
     assert lake.read(dataset)["id"].tolist() == [1, 2] and lake.read_quarantine(dataset)["_source_row"].tolist() == [1]
