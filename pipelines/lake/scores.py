@@ -121,19 +121,36 @@ def spooled_writer(uri: str, options: dict[str, str], model_version: str, batch_
 
 def stale(table, markers: dict[str, str], model_version: Optional[str] = None) -> set[tuple[str, str]]:
     """(model version, batch id) partitions holding scores of other content than the committed
-    record's (``markers``: batch id -> its content marker), e.g. of a removed batch. Reads the
-    marker column only, as a dictionary (see :func:`pipelines.lake.content.read_own` on why the
-    marker is never filtered in the scan)."""
+    record's (``markers``: batch id -> its content marker), e.g. of a removed batch. Reads each
+    file's footer, not its rows (:func:`_file_markers`): the watermark is asked on every run."""
     if table is None or not delta.has_column(table, CONTENT_COLUMN):
         return set()
     pruning = None if model_version is None else [(VERSION_COLUMN, "=", model_version)]
-    data = delta.arrow_dataset(table, file_pruning_predicate=pruning,
-                               parquet_read_options=pds.ParquetReadOptions(dictionary_columns={CONTENT_COLUMN}))
-    found = data.to_table(columns=[VERSION_COLUMN, BATCH_COLUMN, CONTENT_COLUMN])
-    found = found.set_column(2, CONTENT_COLUMN, pc.cast(found.column(CONTENT_COLUMN), pa.string()))
-    triples = found.group_by([VERSION_COLUMN, BATCH_COLUMN, CONTENT_COLUMN]).aggregate([])
-    return {(v, b) for v, b, c in zip(*(triples.column(i).to_pylist() for i in range(3)))
-            if c is not None and markers.get(b) != c}
+    found = set()
+    for fragment in delta.arrow_dataset(table, file_pruning_predicate=pruning).get_fragments():
+        keys = pds.get_partition_keys(fragment.partition_expression)
+        version, batch_id = keys.get(VERSION_COLUMN), keys.get(BATCH_COLUMN)
+        if any(m is not None and markers.get(batch_id) != m for m in _file_markers(fragment)):
+            found.add((version, batch_id))
+    return found
+
+
+def _file_markers(fragment) -> set[Optional[str]]:
+    """The content markers in one scores file, from its row groups' statistics (the footer; a
+    partition's scores carry one marker); a row group without them is read. Empty for a file
+    written before the column existed (its scores count as the record's)."""
+    if CONTENT_COLUMN not in fragment.physical_schema.names:
+        return set()
+    fragment.ensure_complete_metadata()
+    found: set[Optional[str]] = set()
+    for group in fragment.row_groups:
+        stats = (group.statistics or {}).get(CONTENT_COLUMN)
+        if stats is not None and stats["min"] == stats["max"]:
+            found.add(stats["min"])
+        else:  # no statistics, all null, or several markers: read the column (never filter on it)
+            column = fragment.subset(row_group_ids=[group.id]).to_table(columns=[CONTENT_COLUMN]).column(0)
+            found.update(pc.unique(column).to_pylist())
+    return found
 
 
 def scored_batches(table, model_version: str, markers: dict[str, str]) -> set[str]:

@@ -93,3 +93,19 @@ def test_scores_written_before_the_marker_existed_still_count(lake, tmp_path):
     assert got["model_version"].tolist() == ["m-v1"] * 3 + ["m-v2"] * 3
     assert got["score"].tolist() == [0.5] * 3 + [0.7] * 3 and CONTENT_COLUMN not in got.columns
     assert lake.vacuum("d") == []
+
+
+def test_a_scores_file_without_statistics_has_its_markers_read(tmp_path):
+    """The watermark reads markers from a file's footer; where a row group has no statistics
+    (or several markers) the column is read instead."""
+    import pyarrow.dataset as pds
+    import pyarrow.parquet as pq
+
+    from pipelines.lake.scores import _file_markers
+
+    table = pa.table({"score": [1.0, 2.0, 3.0], CONTENT_COLUMN: ["a", None, "b"]})
+    pq.write_table(table, tmp_path / "plain.parquet", write_statistics=False)
+    pq.write_table(table.slice(0, 2), tmp_path / "stats.parquet")
+    pq.write_table(table.drop_columns([CONTENT_COLUMN]), tmp_path / "legacy.parquet")
+    got = {f.path.rsplit("/", 1)[1]: _file_markers(f) for f in pds.dataset(tmp_path, format="parquet").get_fragments()}
+    assert got == {"plain.parquet": {"a", None, "b"}, "stats.parquet": {"a"}, "legacy.parquet": set()}
