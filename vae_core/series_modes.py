@@ -80,7 +80,7 @@ def fit_mode(scored: tuple[dict, np.ndarray, np.ndarray], tail: np.ndarray, name
 
 
 def tail_grid(grid: Any, cut: int, window: int, step: float) -> Optional[Any]:
-    """The part of a :class:`~vae_core.timeseries.SeriesGrid` that scores its points at ``cut``
+    """The part of a :class:`~vae_core.series_grid.SeriesGrid` that scores its points at ``cut``
     and after exactly as the whole grid does (their windows start ``window - 1`` points earlier);
     None when the grid has no point there."""
     keep = grid.points >= cut

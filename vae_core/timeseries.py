@@ -11,7 +11,6 @@ bad point stands out rather than raising its neighbours' scores.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -27,24 +26,13 @@ from .errors import DataError
 from .preprocess import Encoded, Preprocessor, check_frame
 from .seeds import numpy_rng
 from .series_frame import infer_step, is_datetime, parse_times, series_codes, series_names, values_frame
+from .series_grid import SeriesGrid, build_grids
 from .series_scores import score_series, sliding_windows
 from . import series_band, series_modes, series_thresholds
 from .threshold import Calibration
 from .train import EpochCallback
 
-MAX_GRID_GROWTH = 50  # a series whose grid is this many times longer than its rows is refused
 MAX_SERIES_CONDITION = 64  # more series than this in training: no series one-hot
-
-
-@dataclass
-class SeriesGrid:
-    """One series on its regular grid: standardised values (NaN = missing) and row positions."""
-
-    rows: np.ndarray  # positions of this series' rows in the input frame
-    points: np.ndarray  # grid position of each of those rows (after left padding)
-    values: np.ndarray  # (L, d) float32, NaN where missing
-    origin: float  # time of grid position 0
-    code: Optional[int]  # position of the series among the fitted ones (None: unseen)
 
 
 class TimeSeriesVAEDetector(DetectorBase):
@@ -311,50 +299,8 @@ class TimeSeriesVAEDetector(DetectorBase):
         """Each series of ``frame`` on its grid, values standardised by the fitted preprocessor."""
         enc = self.preprocessor_.transform(values_frame(frame, self.value_columns_))
         values = np.where(enc.num_mask > 0, enc.num, np.nan).astype(np.float32)
-        codes = series_codes(frame, self.series_column_)
-        label = frame[self.series_column_] if self.series_column_ else None
-        known = {name: i for i, name in enumerate(self.series_names_)}
-        grids = []
-        W = self.config_.window
-        for code in np.unique(codes):
-            rows = np.flatnonzero(codes == code)
-            t = times[rows]
-            name = f" {label.iloc[rows[0]]!r}" if label is not None else ""
-            self._refuse_repeated_times(frame, rows, t, name)
-            pos = np.rint((t - t.min()) / self.step_).astype(np.int64)
-            length = int(pos.max()) + 1
-            if length > MAX_GRID_GROWTH * len(rows) + W:
-                raise DataError(
-                    f"series{name} spans {length} steps of {self.step_:g} for only {len(rows)} rows in column "
-                    f"{self.time_column_!r}: its timestamps are too irregular for the fitted step"
-                )
-            pad = max(0, W - length)
-            pos = pos + pad
-            length += pad
-            sums = np.zeros((length, values.shape[1]), np.float64)
-            counts = np.zeros_like(sums)
-            v = values[rows]
-            seen = np.isfinite(v)
-            np.add.at(sums, pos, np.where(seen, v, 0.0))
-            np.add.at(counts, pos, seen)
-            with np.errstate(invalid="ignore", divide="ignore"):
-                dense = np.where(counts > 0, sums / counts, np.nan).astype(np.float32)
-            key = str(label.iloc[rows[0]]) if label is not None else ""
-            origin = float(t.min()) - pad * self.step_
-            grids.append(SeriesGrid(rows, pos, dense, origin, known.get(key)))
-        return grids
-
-    def _refuse_repeated_times(self, frame: pd.DataFrame, rows: np.ndarray, t: np.ndarray, name: str) -> None:
-        """A series holds one row per time: name the first two rows that share one."""
-        order = np.argsort(t, kind="stable")
-        same = np.flatnonzero(t[order][1:] == t[order][:-1])
-        if len(same):
-            a, b = rows[order[same[0]]], rows[order[same[0] + 1]]
-            raise DataError(
-                f"series{name}: rows {frame.index[a]!r} and {frame.index[b]!r} have the same time "
-                f"{str(frame[self.time_column_].iloc[a])!r} in column {self.time_column_!r}; "
-                "keep one row per time (drop or aggregate the duplicates first)"
-            )
+        return build_grids(frame, times, values, self.time_column_, self.series_column_, self.series_names_,
+                           self.step_, self.config_.window)
 
     def _score_grids(self, grids: list[SeriesGrid], n_rows: int,
                      point_score: Optional[str] = None) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:

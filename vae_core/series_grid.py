@@ -1,0 +1,94 @@
+"""Laying each series of a frame on its regular time grid (the fitted step), one array per series.
+
+Grid points without a row are missing (NaN), as are missing values; distinct times that fall on
+one grid point are averaged; two rows of one series with the same time are refused. A series
+shorter than the window is padded on the left with missing points.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError
+from .series_frame import series_codes
+
+MAX_GRID_GROWTH = 50  # a series whose grid is this many times longer than its rows is refused
+
+
+@dataclass
+class SeriesGrid:
+    """One series on its regular grid: standardised values (NaN = missing) and row positions."""
+
+    rows: np.ndarray  # positions of this series' rows in the input frame
+    points: np.ndarray  # grid position of each of those rows (after left padding)
+    values: np.ndarray  # (L, d) float32, NaN where missing
+    origin: float  # time of grid position 0
+    code: Optional[int]  # position of the series among the fitted ones (None: unseen)
+
+
+def build_grids(frame: pd.DataFrame, times: np.ndarray, values: np.ndarray, time_column: str,
+                series_column: Optional[str], series_names: list[str], step: float, window: int) -> list[SeriesGrid]:
+    """Each series of ``frame`` on its grid.
+
+    Parameters
+    ----------
+    frame : DataFrame
+        The rows (for the series column and the names in errors).
+    times : array of shape (n,)
+        Each row's time as a number (:func:`~vae_core.series_frame.parse_times`).
+    values : array of shape (n, d)
+        Each row's standardised values, NaN where missing.
+    time_column, series_column : str
+        Column names (``series_column=None``: one series).
+    series_names : list of str
+        The fitted series, whose positions are the grids' ``code``.
+    step, window : float, int
+        The grid step and the window W.
+    """
+    codes = series_codes(frame, series_column)
+    label = frame[series_column] if series_column else None
+    known = {name: i for i, name in enumerate(series_names)}
+    grids = []
+    for code in np.unique(codes):
+        rows = np.flatnonzero(codes == code)
+        t = times[rows]
+        name = f" {label.iloc[rows[0]]!r}" if label is not None else ""
+        refuse_repeated_times(frame, rows, t, name, time_column)
+        pos = np.rint((t - t.min()) / step).astype(np.int64)
+        length = int(pos.max()) + 1
+        if length > MAX_GRID_GROWTH * len(rows) + window:
+            raise DataError(
+                f"series{name} spans {length} steps of {step:g} for only {len(rows)} rows in column "
+                f"{time_column!r}: its timestamps are too irregular for the fitted step"
+            )
+        pad = max(0, window - length)
+        pos = pos + pad
+        length += pad
+        sums = np.zeros((length, values.shape[1]), np.float64)
+        counts = np.zeros_like(sums)
+        v = values[rows]
+        seen = np.isfinite(v)
+        np.add.at(sums, pos, np.where(seen, v, 0.0))
+        np.add.at(counts, pos, seen)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            dense = np.where(counts > 0, sums / counts, np.nan).astype(np.float32)
+        key = str(label.iloc[rows[0]]) if label is not None else ""
+        origin = float(t.min()) - pad * step
+        grids.append(SeriesGrid(rows, pos, dense, origin, known.get(key)))
+    return grids
+
+
+def refuse_repeated_times(frame: pd.DataFrame, rows: np.ndarray, t: np.ndarray, name: str, time_column: str) -> None:
+    """A series holds one row per time: name the first two of its ``rows`` (times ``t``) that share one."""
+    order = np.argsort(t, kind="stable")
+    same = np.flatnonzero(t[order][1:] == t[order][:-1])
+    if len(same):
+        a, b = rows[order[same[0]]], rows[order[same[0] + 1]]
+        raise DataError(
+            f"series{name}: rows {frame.index[a]!r} and {frame.index[b]!r} have the same time "
+            f"{str(frame[time_column].iloc[a])!r} in column {time_column!r}; "
+            "keep one row per time (drop or aggregate the duplicates first)"
+        )
