@@ -137,5 +137,19 @@ class TimeSeriesConfig(VAEConfig):
     threshold_per_series: bool = Field(
         False, description="A threshold per series, each placed by threshold_method on that series' held-out tail"
     )
+    mask_flagged_past: bool = Field(
+        False,
+        description='With point_score="last": score each point from the window ending at it with the earlier points '
+        "that the unmasked causal score flags marked missing, so an anomaly does not raise the scores of the normal "
+        "points after it (fewer false flags on a review queue, lower AUROC where labels span the aftermath, as on "
+        "NAB); a batch then needs 2 x (window - 1) points of context, and training holes windows (missing_injection). "
+        "Ignored offline",
+    )
+    missing_injection: Optional[float] = Field(
+        None, ge=0, le=1,
+        description="Share of training windows that lose one random block of 1 to window/2 points each epoch "
+        "(Donut's missing-data injection), so the encoder learns windows with holes, as mask_flagged_past makes them; "
+        "None: 0.5 with mask_flagged_past (without it, the masked scores lost flag precision), else 0",
+    )
     train_stride: int = Field(1, ge=1, description="Step between training windows")
     max_train_windows: Optional[int] = Field(20000, ge=10)

@@ -6,14 +6,14 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import torch
 
 from .config import VAEConfig
 from .device import DeviceData, autocast_for, select_device
-from .model import VAE, NetworkShape, score_rows
+from .model import VAE, Batch, NetworkShape, score_rows
 from .preprocess import Encoded
 from .seeds import stream_seed, torch_generator
 from .train import EpochCallback, EpochMetrics, train_vae
@@ -73,9 +73,10 @@ class Engine:
         self.device = device or select_device(config.device)
         self.model.to(self.device).eval()
 
-    def fit(self, train: Encoded, val: Encoded, callback: Optional[EpochCallback] = None) -> list[EpochMetrics]:
-        """Train in place; returns the per-epoch history."""
-        return train_vae(self.model, train, val, self.config, self.device, callback)
+    def fit(self, train: Encoded, val: Encoded, callback: Optional[EpochCallback] = None,
+            augment: Optional[Callable[[Batch], Batch]] = None) -> list[EpochMetrics]:
+        """Train in place (``augment``: a training-batch transform); returns the per-epoch history."""
+        return train_vae(self.model, train, val, self.config, self.device, callback, augment)
 
     def noise(self) -> torch.Tensor:
         """The fixed standard-normal draws shared by all rows at scoring time."""

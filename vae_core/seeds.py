@@ -18,6 +18,7 @@ OFFSETS = {
     "validation_noise": 2,  # torch CPU generator: the draws of the per-epoch validation ELBO
     "dropout": 3,  # torch (global, forked): dropout masks while training
     "score_noise": 12345,  # torch CPU generator: the draws shared by every row at scoring time
+    "missing_injection": 4,  # torch, on the training device: which time-series windows lose a block, and where
 }
 
 

@@ -28,7 +28,7 @@ from .seeds import numpy_rng
 from .series_frame import infer_step, is_datetime, parse_times, series_codes, series_names, values_frame
 from .series_grid import SeriesGrid, build_grids
 from .series_scores import score_series, sliding_windows
-from . import series_band, series_modes, series_thresholds
+from . import series_band, series_masking, series_modes, series_thresholds
 from .threshold import Calibration
 from .train import EpochCallback
 
@@ -139,7 +139,9 @@ class TimeSeriesVAEDetector(DetectorBase):
         model = build_model(n_val, 0, [], cfg, n_cond)
         self.engine_ = Engine(model, cfg)
         split = lambda a: Encoded.numeric(a[:, :n_val], a[:, n_val:] if n_cond else None)  # noqa: E731
-        self.history_ = [m.as_dict() for m in self.engine_.fit(split(train), split(val), callback)]
+        share = series_masking.injection_share(cfg.missing_injection, cfg.mask_flagged_past)
+        inject = series_masking.missing_injection(share, W, n_val // W, cfg.seed, self.engine_.device) if share else None
+        self.history_ = [m.as_dict() for m in self.engine_.fit(split(train), split(val), callback, inject)]
 
         self._calibrate_modes(frame, grids, cuts)
         return self
@@ -226,10 +228,11 @@ class TimeSeriesVAEDetector(DetectorBase):
         ``rate_weight_`` x the windows' rate / W, where ``rate_weight_`` is ``rate_weight``, or by
         default the weight balanced in ``fit`` on this mode's tail (:func:`~vae_core.series_scores.balanced_rate_weight`).
         With ``point_score="last"`` a point's score uses only the window that ends at it (past
-        points only). Flags use each series' own threshold when the detector was fitted with
+        points only), with ``mask_flagged_past`` its flagged earlier points hidden
+        (:mod:`vae_core.series_masking`). Flags use each series' own threshold when the detector was fitted with
         ``threshold_per_series``; :meth:`events` groups them.
         ``context``: earlier rows of the same series (columns as ``frame``), scored before
-        ``frame`` and left out of the result, e.g. the last ``window - 1`` points of each series.
+        ``frame`` and left out of the result, e.g. the last :attr:`context_points` of each series.
         """
         raw, _, _ = self._score_frame_raw(frame, context)
         return self._series_scores(frame, raw)
@@ -274,8 +277,17 @@ class TimeSeriesVAEDetector(DetectorBase):
     def _score_frame_raw(self, frame: pd.DataFrame, context: Optional[pd.DataFrame] = None):
         """Per-row scores and per-column terms of ``frame`` (scored after ``context``)."""
         grids, n, skip = self._context_grids(frame, context)
-        raw, feat, feat_sq = self._score_grids(grids, n)
+        raw, feat, feat_sq = self._score_grids(grids, n, mask_past=self._masks_past())
         return {k: v[skip:] for k, v in raw.items()}, feat[skip:], feat_sq[skip:]
+
+    def _masks_past(self) -> bool:
+        return self.config_.mask_flagged_past and self.config_.point_score == "last"
+
+    @property
+    def context_points(self) -> int:
+        """The points of each series before a batch that its causal scores depend on: ``window - 1``,
+        twice that with ``mask_flagged_past`` (the flags of the window's earlier points)."""
+        return (self.config_.window - 1) * (2 if self._masks_past() else 1)
 
     def _context_grids(self, frame: pd.DataFrame, context: Optional[pd.DataFrame]) -> tuple[list[SeriesGrid], int, int]:
         """The grids of ``context`` then ``frame`` (checked), their row count, and the context's."""
@@ -302,10 +314,16 @@ class TimeSeriesVAEDetector(DetectorBase):
         return build_grids(frame, times, values, self.time_column_, self.series_column_, self.series_names_,
                            self.step_, self.config_.window)
 
-    def _score_grids(self, grids: list[SeriesGrid], n_rows: int,
-                     point_score: Optional[str] = None) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+    def _grid_threshold(self, g: SeriesGrid) -> float:
+        """The threshold that flags ``g``'s points: its series' own, else the shared one."""
+        name = self.series_names_[g.code] if g.code is not None and self.series_names_ else None
+        return self.series_calibration_.get(str(name), self.calibration_).threshold
+
+    def _score_grids(self, grids: list[SeriesGrid], n_rows: int, point_score: Optional[str] = None,
+                     mask_past: bool = False) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """Per-row scores, and per-value-column NLL and squared residuals, from the windows covering
-        each grid point (:func:`vae_core.series_scores.score_series`), in ``point_score`` mode (default: the config's)."""
+        each grid point (:func:`vae_core.series_scores.score_series`), in ``point_score`` mode (default: the config's);
+        ``mask_past``: causal scores with the flagged past hidden (:mod:`vae_core.series_masking`)."""
         W, d = self.config_.window, len(self.value_columns_)
         last_only = (point_score or self.config_.point_score) == "last"
         raw = {k: np.zeros(n_rows) for k in ("neg_elbo", "nll_iwae", "recon_error", "kl")}
@@ -314,6 +332,9 @@ class TimeSeriesVAEDetector(DetectorBase):
             starts = np.arange(len(g.values) - W + 1)
             cond = self._window_cond(g, starts) if self.engine_.model.n_cond else None
             terms, feat, feat_sq = score_series(self.engine_, g.values, W, last_only, cond)
+            if mask_past and last_only:
+                flagged = self._anomaly_score(terms) > self._grid_threshold(g)
+                series_masking.rescore_masked_past(self.engine_, g.values, W, cond, flagged, terms, feat, feat_sq)
             for k in raw:
                 raw[k][g.rows] = terms[k][g.points]
             feat_rows[g.rows] = feat[g.points]

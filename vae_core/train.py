@@ -63,11 +63,11 @@ def _seeded_global_rng(fit):
     caller's RNG state as it was."""
 
     @functools.wraps(fit)
-    def wrapper(model, train, val, config, device, callback=None):
+    def wrapper(model, train, val, config, device, callback=None, augment=None):
         cuda = [device.index if device.index is not None else torch.cuda.current_device()] if device.type == "cuda" else []
         with torch.random.fork_rng(devices=cuda):
             torch.manual_seed(stream_seed(config.seed, "dropout"))
-            return fit(model, train, val, config, device, callback)
+            return fit(model, train, val, config, device, callback, augment)
 
     return wrapper
 
@@ -80,13 +80,16 @@ def train_vae(
     config: VAEConfig,
     device: torch.device,
     callback: Optional[EpochCallback] = None,
+    augment: Optional[Callable[[Batch], Batch]] = None,
 ) -> list[EpochMetrics]:
     """Fit ``model`` in place on ``train``; keep the weights with the best validation ELBO.
 
     The loss is -ELBO with the KL weight beta raised linearly from 0 to 1 over
     ``kl_warmup_epochs`` (Bowman et al. 2016), so the KL term is never switched off. Early
     stopping watches the full (beta = 1) validation ELBO, and only once the warm-up is over.
-    ``callback`` gets an :class:`EpochMetrics` per epoch and may return False to stop.
+    ``callback`` gets an :class:`EpochMetrics` per epoch and may return False to stop; ``augment``
+    transforms each training batch (not the validation rows), e.g. the time series' missing-data
+    injection (:func:`vae_core.series_masking.missing_injection`).
     Deterministic for a seed: dropout's draws are seeded too (:func:`_seeded_global_rng`).
     """
     gen = torch_generator(config.seed, "shuffle")
@@ -115,6 +118,8 @@ def train_vae(
         seen = 0
         for s in range(steps_per_epoch):
             b = tr.batch(perm[s * bs : (s + 1) * bs])
+            if augment is not None:
+                b = augment(b)
             eps = torch.randn(len(b), model.latent_dim, generator=noise_gen, device=device)
             with autocast_for(device, use_amp):
                 recon, kl, kl_pen = _elbo_terms(model, b, eps, config.free_bits)

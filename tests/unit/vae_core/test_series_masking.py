@@ -1,0 +1,119 @@
+"""vae_core.series_masking: the causal score with the flagged past hidden (mask_flagged_past), its
+batch invariance after 2 x (window - 1) points of context, and missing-data injection in training."""
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from test_timeseries import TS_FAST, series_frame
+from vae_core import TimeSeriesVAEDetector, TimeSeriesConfig
+from vae_core.model import Batch
+from vae_core.preprocess import Encoded
+from vae_core.series_masking import hidden_past, injection_share, missing_injection
+from vae_core.series_scores import window_terms
+
+
+def _train():
+    return pd.concat([series_frame(name="a", seed=0), series_frame(name="b", seed=1)], ignore_index=True)
+
+
+@pytest.fixture(scope="module")
+def masked():
+    """A causal detector trained with missing-data injection that hides the flagged past, and a
+    test series with a burst and a spike for it to flag."""
+    det = TimeSeriesVAEDetector(seed=0, point_score="last", mask_flagged_past=True, **TS_FAST)  # holes in training too
+    det.fit(_train(), time_column="timestamp", series_column="host")
+    test = series_frame(n=300, seed=5, start="2024-02-01", name="a")
+    test.loc[120:127, "cpu"] += np.random.default_rng(1).normal(scale=1.5, size=8)
+    test.loc[200, "mem"] += 4.0
+    return det, test
+
+
+def _unmasked(det):
+    plain = TimeSeriesVAEDetector.__new__(TimeSeriesVAEDetector)
+    plain.__dict__.update(det.__dict__)
+    plain.config_ = det.config_.model_copy(update={"mask_flagged_past": False})
+    return plain
+
+
+def test_hidden_past_hides_the_flagged_points_before_each_window_end():
+    flagged = np.array([0, 1, 0, 0, 1, 1], bool)
+    hide = hidden_past(flagged, 3)
+    assert hide.tolist() == [[False, True, False], [True, False, False], [False, False, False], [False, True, False]]
+
+
+def test_a_point_is_scored_with_its_flagged_past_marked_missing(masked):
+    """Each point's masked score is its unmasked window's (ending at it) with the earlier points that
+    the unmasked causal score flags set to NaN; points with nothing flagged before them keep the
+    unmasked score; the flagged anomalies stay flagged."""
+    det, test = masked
+    plain = _unmasked(det)
+    W, d = det.config_.window, len(det.value_columns_)
+    flags = plain.score(test)["is_anomaly"].to_numpy(bool)
+    assert flags[120:128].any() and flags[200]
+    got = det.score(test)
+    want = plain.score(test)
+    before = np.array([flags[max(0, t - W + 1) : t].any() for t in range(len(test))])
+    assert before.sum() >= W  # the burst and the spike hide something from the next windows
+    np.testing.assert_allclose(got["anomaly_score"][~before], want["anomaly_score"][~before], rtol=1e-6)
+    assert not np.allclose(got["anomaly_score"][before], want["anomaly_score"][before])
+    # one of those points by hand: its window, the flagged earlier points missing
+    t = int(np.flatnonzero(before & (np.arange(len(test)) > 130))[0])
+    grid = det._context_grids(test, None)[0][0]  # the one series, on its grid (no gaps: grid point = row)
+    win = grid.values[t - W + 1 : t + 1].copy()
+    win[:-1][flags[t - W + 1 : t]] = np.nan
+    cond = det._window_cond(grid, np.array([t - W + 1]))
+    enc = Encoded.numeric(win.reshape(1, W * d), cond)
+    terms, _, _ = window_terms(det.engine_.evaluate(enc), enc.num_mask.reshape(1, W, d))
+    by_hand = terms["nll_iwae"][0, -1] + det.rate_weight_ * terms["kl"][0, -1]
+    assert got["anomaly_score"].iloc[t] == pytest.approx(by_hand, rel=1e-5)
+    assert got["is_anomaly"].to_numpy()[[*range(120, 128), 200]].any()
+
+
+def test_masked_scores_are_the_same_whole_or_after_twice_the_context(masked):
+    """A batch scored after the previous 2 x (window - 1) points of its series (context_points,
+    which the score flow reads) equals the long series scored at once."""
+    det, test = masked
+    W = det.config_.window
+    assert det.context_points == 2 * (W - 1) and _unmasked(det).context_points == W - 1
+    assert det.with_point_score("mean").context_points == W - 1  # offline: nothing is masked
+    whole = det.score(test)
+    parts = []
+    for lo, hi in ((0, 60), (60, 125), (125, 126), (126, 205), (205, 300)):  # boundaries inside the burst too
+        before = test.iloc[max(0, lo - det.context_points) : lo]
+        parts.append(det.score(test.iloc[lo:hi], context=before if len(before) else None))
+    batched = pd.concat(parts)
+    np.testing.assert_allclose(batched["anomaly_score"], whole["anomaly_score"], rtol=1e-5, atol=1e-5)
+    assert (batched["is_anomaly"] == whole["is_anomaly"]).all()
+
+
+def test_missing_injection_hides_one_block_in_a_share_of_windows():
+    W, d, n = 8, 3, 4000
+    b = Batch(torch.ones(n, W * d), torch.ones(n, W * d), *(torch.zeros(n, 0) for _ in range(2)),
+              torch.zeros(n, 0, dtype=torch.long), torch.zeros(n, 0), torch.zeros(n, 0))
+    out = missing_injection(0.5, W, d, seed=0, device=torch.device("cpu"))(b)
+    seen = out.num_mask.reshape(n, W, d)
+    assert (seen == seen[..., :1]).all()  # a hole takes every column of its positions
+    holes = (seen[..., 0] == 0).numpy()
+    lengths = holes.sum(1)
+    assert 0.45 < (lengths > 0).mean() < 0.55 and lengths.max() <= W // 2
+    for row in holes[lengths > 0][:200]:  # one contiguous block
+        at = np.flatnonzero(row)
+        assert (np.diff(at) == 1).all()
+    assert set(np.unique(lengths[lengths > 0])) == set(range(1, W // 2 + 1))
+    again = missing_injection(0.5, W, d, seed=0, device=torch.device("cpu"))(b)
+    assert torch.equal(again.num_mask, out.num_mask) and torch.equal(out.num, b.num)
+    assert torch.equal(missing_injection(0.0, W, d, 0, torch.device("cpu"))(b).num_mask, b.num_mask)
+
+
+def test_missing_injection_changes_training_and_is_seeded():
+    frame = series_frame(n=300, seed=0)
+    fit = lambda share: TimeSeriesVAEDetector(seed=0, missing_injection=share, **{**TS_FAST, "max_epochs": 4}).fit(frame)  # noqa: E731
+    a, b, plain = fit(0.5), fit(0.5), fit(0.0)
+    assert a.history_[-1]["train_loss"] == b.history_[-1]["train_loss"]
+    assert a.history_[-1]["train_loss"] != plain.history_[-1]["train_loss"]
+    with pytest.raises(ValueError):
+        TimeSeriesConfig(missing_injection=1.5)
+    # the mask implies holes in training unless told otherwise
+    assert injection_share(None, True) == 0.5 and injection_share(None, False) == 0.0
+    assert injection_share(0.0, True) == 0.0 and injection_share(0.25, False) == 0.25
