@@ -86,13 +86,13 @@ def _frame(batch: pa.RecordBatch) -> pd.DataFrame:
 
 
 def _context(lake, dataset: str, batch_id: str, det, rows: pd.DataFrame) -> Optional[pd.DataFrame]:
-    """The context of a time-series batch: the last ``window - 1`` points of each of its series
+    """The context of a time-series batch: the last ``det.context_points`` points of each of its series
     before the series' first point in the batch, from the batches ingested before it (the
     previous one, then the two before, the four before those ..., until every series has its
     points or no batch is left). None for a first batch."""
     earlier = [r.batch_id for r in lake.list_batches(dataset)]
     earlier = earlier[: earlier.index(batch_id)][::-1]
-    time, series, need = det.time_column_, det.series_column_, det.config_.window - 1
+    time, series, need = det.time_column_, det.series_column_, det.context_points
     key = (lambda f: f[series].astype(str)) if series else (lambda f: pd.Series("", index=f.index))  # noqa: E731
     first = rows[time].groupby(key(rows)).min()
     columns = [time] + ([series] if series else []) + list(det.value_columns_)

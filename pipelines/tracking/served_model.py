@@ -9,7 +9,8 @@ The model's config (``model_config``) names the artifact that holds the vae_core
 (``detector_artifact``), the default number of features in ``top_features`` (``top_k``) and, for
 a time series, the point-score mode it serves (``point_score``): ``"last"``, causal, the mode the
 score flow stores and reviewers see, so a served score of a point is the stored one when the
-request holds the point's ``window - 1`` predecessors; a request may pass ``point_score="mean"``
+request holds the point's ``context_points`` predecessors (``window - 1``, twice that with
+``mask_flagged_past``); a request may pass ``point_score="mean"``
 (offline). A model logged before the key existed serves in its fitted mode.
 """
 from __future__ import annotations
