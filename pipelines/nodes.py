@@ -64,6 +64,21 @@ def fit_detector(
     return VAEDetector(seed=seed, **params).fit(frame, callback=callback)
 
 
+#: Settings of the champion that a retrain does not take over: its seed (the flow's own) and its
+#: threshold rule, which reviews may have moved (``calibrate``) on the champion's own score scale.
+NOT_INHERITED = ("seed", "threshold_method", "contamination", "pot_risk", "pot_level", "fixed_threshold")
+
+
+def challenger_params(champion: Optional[Detector], params: Optional[dict]) -> Optional[dict]:
+    """The settings a retrain fits its challenger with: the champion's own (its window, epochs,
+    ``mask_flagged_past`` ...), less :data:`NOT_INHERITED`, with ``params`` over them; ``params``
+    alone without a champion."""
+    if champion is None:
+        return params
+    own = {k: v for k, v in champion.config_.model_dump().items() if k not in NOT_INHERITED}
+    return {**own, **(params or {})}
+
+
 def psi(expected: np.ndarray, actual: np.ndarray, bins: int = 10, eps: float = 1e-4) -> float:
     """Population stability index of ``actual`` against ``expected``, on the expected deciles.
 

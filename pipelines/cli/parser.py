@@ -66,7 +66,8 @@ def _fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--series-column", help="column that names the series of a time-series dataset")
     p.add_argument("--exclude", nargs="+", action="extend", metavar="COL", help="columns the model must not see")
     p.add_argument("--param", action="append", metavar="KEY=VALUE",
-                   help="detector setting (vae_core.VAEConfig), value as JSON: --param max_epochs=50")
+                   help="detector setting (vae_core.VAEConfig, TimeSeriesConfig), value as JSON: --param max_epochs=50; "
+                   "retrain starts from the champion's settings")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
 
 

@@ -192,7 +192,9 @@ def retrain(
     """Train a challenger on the newest ``recent_batches`` batches and promote it if not worse.
 
     The registered model must exist (train it first). ``series_column`` and ``exclude_columns``
-    default to the champion's own choices.
+    default to the champion's own choices, and the challenger is fitted with the champion's
+    settings (but its seed and threshold rule: :func:`pipelines.nodes.challenger_params`) with
+    ``params`` over them, so a setting chosen at ``train`` survives the nightly retrain.
 
     Returns
     -------
@@ -213,6 +215,7 @@ def retrain(
         if exclude_columns is None:
             used = set(champion.detector.feature_names_in_) | {data.time_column, series_column}
             exclude_columns = [c for c in nodes.feature_frame(data.frame).columns if c not in used]
+    params = nodes.challenger_params(champion.detector, params)
     verdicts = read_reviewed_items(lake_url, dataset)  # every version's
     log_reviewed_precision(tracking_uri, verdicts)
     parts = split_holdout(data.frame, champion, holdout_fraction, seed, data.time_column, verdicts, series_column)

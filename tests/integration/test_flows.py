@@ -220,6 +220,25 @@ def test_time_series_dataset_end_to_end(prefect_harness, mlflow_server, tmp_path
     with_events = [r for r in refs if store.report(r)["items"]]
     assert with_events and all("expected (mean ± 2 sd)" in store.html(r).decode() for r in with_events)
 
+    # with the flagged past masked, each batch reads twice the context and still equals one long series
+    masked = train("sensors", model_name="sensors-e2e-masked", batch_ids=[first], series_column="sensor",
+                   params={**FAST, "window": 16, "mask_flagged_past": True}, **env)
+    mresult = score("sensors", model_name="sensors-e2e-masked", **env)
+    mdet = tracking.load_detector(masked["model_uri"])[0].with_point_score("last")
+    assert mdet.context_points == 30
+    mwhole = pd.concat([both[key], mdet.score(nodes.feature_frame(both))], axis=1)
+    mstored = lake.read_scores("sensors", mresult["scores_key"]).merge(mwhole, on=key, suffixes=("", "_whole"))
+    assert len(mstored) == len(both)
+    np.testing.assert_allclose(mstored["anomaly_score"], mstored["anomaly_score_whole"], rtol=1e-4, atol=1e-5)
+    assert (mstored["is_anomaly"] == mstored["is_anomaly_whole"]).mean() > 0.999
+    # a retrain without params keeps the champion's settings, the mask among them
+    from pipelines.flows.retrain import retrain
+
+    again = retrain("sensors", model_name="sensors-e2e-masked", recent_batches=2, **env)
+    challenger = tracking.load_detector(tracking.model_uri("sensors-e2e-masked", version=again["challenger_version"]))[0]
+    assert challenger.config_.mask_flagged_past and challenger.config_.window == 16
+    assert challenger.config_.max_epochs == FAST["max_epochs"]
+
 
 def _threads_in_a_new_thread() -> int:
     import threading

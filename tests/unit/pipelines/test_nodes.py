@@ -58,3 +58,23 @@ def test_psi_accumulated_over_chunks_equals_psi_of_the_whole():
     assert acc.value() == pytest.approx(nodes.psi(ref, actual), rel=1e-12)
     assert acc.value() > 0.05  # a real shift, not an empty comparison
     assert np.isnan(nodes.PSI(ref).value()) and np.isnan(nodes.psi(np.array([]), actual))
+
+
+def test_a_challenger_takes_the_champions_settings_but_its_seed_and_threshold():
+    """Retrain fits with what the champion was trained with (a window, the precision mode), not the
+    defaults; its seed and threshold rule (which reviews may have moved) stay the flow's own."""
+    from vae_core import TimeSeriesVAEDetector
+    from vae_core.config import TimeSeriesConfig
+
+    champion = TimeSeriesVAEDetector(seed=7, window=16, max_epochs=3, mask_flagged_past=True, point_score="last")
+    champion.config_ = champion._resolve().model_copy(update={"threshold_method": "fixed", "fixed_threshold": 9.0})
+    params = nodes.challenger_params(champion, {"max_epochs": 5})
+    assert params["window"] == 16 and params["mask_flagged_past"] and params["point_score"] == "last"
+    assert params["max_epochs"] == 5  # what the retrain passes wins
+    assert not set(nodes.NOT_INHERITED) & set(params)
+    challenger = TimeSeriesVAEDetector(seed=0, **params)._resolve()
+    defaults = TimeSeriesConfig()
+    assert challenger.seed == 0 and challenger.threshold_method == defaults.threshold_method
+    assert challenger.fixed_threshold is None
+    assert nodes.challenger_params(None, {"max_epochs": 5}) == {"max_epochs": 5}
+    assert nodes.challenger_params(None, None) is None
