@@ -5,7 +5,9 @@ position and column, a mean and a variance. A point's expectation combines the w
 score it (every covering window offline, the one ending at it in the causal mode: the same
 windows as its score, :mod:`vae_core.series_modes`) as an equal mixture: its mean is the mean of
 the windows' means, its variance the mixture's (the windows' variances plus the spread of their
-means). Both are turned back into the data's units with each column's centre and scale. With
+means). With ``mask_flagged_past`` a point's window is the one its score reads, the flagged earlier
+points hidden (:mod:`vae_core.series_masking`), so the band after an event is not pulled towards
+the event. Both are turned back into the data's units with each column's centre and scale. With
 ``student_dof`` the spread is the t's scale. Plotted as mean +- 2 sd under the observed values,
 a point outside the band is one the model did not expect.
 """
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from . import series_masking
 from .preprocess import Encoded
 from .series_scores import CHUNK_WINDOWS, sliding_windows
 
@@ -43,6 +46,24 @@ def series_expectation(engine: Any, values: np.ndarray, window: int, last_only: 
     return mean, np.sqrt(np.maximum(var, 0.0))
 
 
+def hide_flagged_past(engine: Any, values: np.ndarray, window: int, cond: Any, hide: np.ndarray,
+                      mean: np.ndarray, std: np.ndarray) -> None:
+    """Replace, in place, the causal ``mean`` / ``std`` of each point whose window (the one ending
+    at it) hides earlier points (``hide``: :func:`vae_core.series_masking.hidden_past`) by its
+    expectation in that window with them marked missing, as its score is."""
+    L, d = values.shape
+    W = window
+    todo = np.flatnonzero(hide.any(1))
+    for lo in range(0, len(todo), CHUNK_WINDOWS):
+        idx = todo[lo : lo + CHUNK_WINDOWS]
+        win = values[idx[:, None] + np.arange(W)]  # (n, W, d), a copy
+        win[hide[idx]] = np.nan
+        enc = Encoded.numeric(win.reshape(len(idx), W * d), None if cond is None else cond[idx])
+        mu, logvar = (a.reshape(len(idx), W, d) for a in engine.reconstruct(enc))
+        at = idx + W - 1
+        mean[at], std[at] = mu[:, -1], np.sqrt(np.exp(logvar[:, -1]))
+
+
 def expected(det: Any, grids: list, n_rows: int, skip: int, index: pd.Index) -> pd.DataFrame:
     """:meth:`TimeSeriesVAEDetector.expected` of the rows after the first ``skip`` (the context)
     of the ``n_rows`` rows laid on ``grids``."""
@@ -53,6 +74,9 @@ def expected(det: Any, grids: list, n_rows: int, skip: int, index: pd.Index) -> 
     for g in grids:
         cond = det._window_cond(g, np.arange(len(g.values) - W + 1)) if det.engine_.model.n_cond else None
         m, s = series_expectation(det.engine_, g.values, W, last_only, cond)
+        if det._masks_past() and len(g.values) >= W:
+            hide = series_masking.hidden_past(det._causal_flags(g, cond), W)
+            hide_flagged_past(det.engine_, g.values, W, cond, hide, m, s)
         mean[g.rows], std[g.rows] = m[g.points], s[g.points]
     specs = det.preprocessor_.by_kind("numeric")  # the value columns, in order
     center = np.array([c.center for c in specs], float)

@@ -319,6 +319,14 @@ class TimeSeriesVAEDetector(DetectorBase):
         name = self.series_names_[g.code] if g.code is not None and self.series_names_ else None
         return self.series_calibration_.get(str(name), self.calibration_).threshold
 
+    def _causal_flags(self, g: SeriesGrid, cond: Optional[np.ndarray],
+                      terms: Optional[dict[str, np.ndarray]] = None) -> np.ndarray:
+        """The grid points of ``g`` that the plain (unmasked) causal score flags: what
+        ``mask_flagged_past`` hides (``terms``: ``g``'s causal terms, if already computed)."""
+        if terms is None:
+            terms, _, _ = score_series(self.engine_, g.values, self.config_.window, True, cond)
+        return self._anomaly_score(terms) > self._grid_threshold(g)
+
     def _score_grids(self, grids: list[SeriesGrid], n_rows: int, point_score: Optional[str] = None,
                      mask_past: bool = False) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """Per-row scores, and per-value-column NLL and squared residuals, from the windows covering
@@ -333,7 +341,7 @@ class TimeSeriesVAEDetector(DetectorBase):
             cond = self._window_cond(g, starts) if self.engine_.model.n_cond else None
             terms, feat, feat_sq = score_series(self.engine_, g.values, W, last_only, cond)
             if mask_past and last_only:
-                flagged = self._anomaly_score(terms) > self._grid_threshold(g)
+                flagged = self._causal_flags(g, cond, terms)
                 series_masking.rescore_masked_past(self.engine_, g.values, W, cond, flagged, terms, feat, feat_sq)
             for k in raw:
                 raw[k][g.rows] = terms[k][g.points]

@@ -87,6 +87,33 @@ def test_masked_scores_are_the_same_whole_or_after_twice_the_context(masked):
     assert (batched["is_anomaly"] == whole["is_anomaly"]).all()
 
 
+def test_the_band_is_drawn_from_the_windows_the_masked_score_reads(masked):
+    """With the flagged past hidden, a point's expected band comes from its window with those points
+    missing (checked by hand after the burst), other points keep the unmasked band, and a batch
+    after context_points draws the same band as the long series."""
+    det, test = masked
+    plain = _unmasked(det)
+    W, d = det.config_.window, len(det.value_columns_)
+    flags = plain.score(test)["is_anomaly"].to_numpy(bool)
+    before = np.array([flags[max(0, t - W + 1) : t].any() for t in range(len(test))])
+    got, want = det.expected(test), plain.expected(test)
+    np.testing.assert_allclose(got.to_numpy()[~before], want.to_numpy()[~before], rtol=1e-6)
+    assert not np.allclose(got.to_numpy()[before], want.to_numpy()[before])
+    t = int(np.flatnonzero(before & (np.arange(len(test)) > 130))[0])
+    grid = det._context_grids(test, None)[0][0]
+    win = grid.values[t - W + 1 : t + 1].copy()
+    win[:-1][flags[t - W + 1 : t]] = np.nan
+    enc = Encoded.numeric(win.reshape(1, W * d), det._window_cond(grid, np.array([t - W + 1])))
+    mu, logvar = (a.reshape(W, d)[-1] for a in det.engine_.reconstruct(enc))
+    specs = det.preprocessor_.by_kind("numeric")
+    for j, (name, spec) in enumerate(zip(det.value_columns_, specs)):
+        assert got[(name, "mean")].iloc[t] == pytest.approx(spec.center + spec.scale * mu[j], rel=1e-5)
+        assert got[(name, "std")].iloc[t] == pytest.approx(spec.scale * np.exp(logvar[j] / 2), rel=1e-5)
+    lo = 130  # the burst's flags lie in the context, the points they mask in the batch
+    tail = det.expected(test.iloc[lo:], context=test.iloc[lo - det.context_points : lo])
+    np.testing.assert_allclose(tail.to_numpy(), got.to_numpy()[lo:], rtol=1e-5, atol=1e-6)
+
+
 def test_missing_injection_hides_one_block_in_a_share_of_windows():
     W, d, n = 8, 3, 4000
     b = Batch(torch.ones(n, W * d), torch.ones(n, W * d), *(torch.zeros(n, 0) for _ in range(2)),
