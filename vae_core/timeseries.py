@@ -156,12 +156,12 @@ class TimeSeriesVAEDetector(DetectorBase):
         in_sample = tail.sum() < 20  # too short a tail: fall back to in-sample scores
         tail[:] = tail | in_sample
         names, d = self._row_series(frame), len(self.value_columns_)
-        own = series_modes.fit_mode(self._score_grids(grids, len(frame)), tail, names, cfg, self._anomaly_score, d)
+        # both modes from the tail's windows only: the tail's points score as in the whole grid
+        tails = grids if in_sample else [t for g, c in zip(grids, cuts) if (t := series_modes.tail_grid(g, c, W, self.step_))]
+        own = series_modes.fit_mode(self._score_grids(tails, len(frame)), tail, names, cfg, self._anomaly_score, d)
         self.calibration_, self.series_calibration_, self.attribution_ = own.calibration, own.series_calibration, own.attribution
         self.rate_weight_ = own.rate_weight
-        # the other point-score mode, calibrated on the same tail (scored from its windows only)
         other = series_modes.other_mode(cfg.point_score)
-        tails = grids if in_sample else [t for g, c in zip(grids, cuts) if (t := series_modes.tail_grid(g, c, W, self.step_))]
         scored = self._score_grids(tails, len(frame), other)
         self.point_modes_ = {other: series_modes.fit_mode(scored, tail, names, cfg, self._anomaly_score, d)}
 

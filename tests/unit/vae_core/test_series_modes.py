@@ -47,6 +47,29 @@ def test_the_other_mode_is_calibrated_as_if_fitted_in_it(offline, tmp_path):
         offline.with_point_score("future")
 
 
+def test_both_modes_are_calibrated_from_the_tail_as_from_the_whole_series(offline):
+    """fit scores only the held-out tail's windows; each mode's calibration is the one that scoring
+    every window of the fitting frame and keeping the tail's points gives."""
+    from vae_core import series_modes
+    from vae_core.series_frame import parse_times
+
+    frame = _train()
+    grids = offline._grids(frame, parse_times(frame, "timestamp"))
+    tail = np.zeros(len(frame), bool)
+    for g in grids:
+        tail[g.rows] = g.points >= int(round(len(g.values) * (1 - offline.config_.validation_fraction)))
+    assert 0 < tail.sum() < len(frame) // 3
+    names, d = offline._row_series(frame), len(offline.value_columns_)
+    for mode in ("mean", "last"):
+        det = offline.with_point_score(mode)
+        whole = series_modes.fit_mode(det._score_grids(grids, len(frame)), tail, names, det.config_,
+                                      det._anomaly_score, d)
+        np.testing.assert_allclose(whole.calibration.scores, det.calibration_.scores, rtol=1e-5, atol=1e-5)
+        assert whole.calibration.threshold == pytest.approx(det.threshold_, rel=1e-5)
+        assert whole.rate_weight == pytest.approx(det.rate_weight_, rel=1e-5)
+        np.testing.assert_allclose(whole.attribution.median, det.attribution_.median, rtol=1e-5, atol=1e-6)
+
+
 def test_a_recalibrated_mode_keeps_the_other(offline):
     switched = offline.with_point_score("last").calibrate(threshold=5.0)
     assert switched.threshold_ == 5.0 and offline.threshold_ != 5.0
