@@ -51,8 +51,7 @@ def hide_flagged_past(engine: Any, values: np.ndarray, window: int, cond: Any, h
     """Replace, in place, the causal ``mean`` / ``std`` of each point whose window (the one ending
     at it) hides earlier points (``hide``: :func:`vae_core.series_masking.hidden_past`) by its
     expectation in that window with them marked missing, as its score is."""
-    L, d = values.shape
-    W = window
+    d, W = values.shape[1], window
     todo = np.flatnonzero(hide.any(1))
     for lo in range(0, len(todo), CHUNK_WINDOWS):
         idx = todo[lo : lo + CHUNK_WINDOWS]
