@@ -221,7 +221,7 @@ class VAE(nn.Module):
             target = b.cats[:, j].expand(logp.shape[1:]).unsqueeze(0)
             nll = -logp.gather(0, target).squeeze(0) * b.cat_mask[:, j] + b.cat_novelty[:, j]
             parts.append(nll.unsqueeze(-1))
-        return torch.cat(parts, dim=-1)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)  # numeric only: no copy
 
     def feature_sq_error(self, d: Decoded, b: Batch) -> torch.Tensor:
         """Squared reconstruction error per column: (x - mean)^2, (x - p)^2, Brier score for categories."""
@@ -234,7 +234,7 @@ class VAE(nn.Module):
             brier = 1.0 - 2.0 * p_true + (p**2).sum(-1)
             brier = torch.where(b.cat_novelty[:, j] > 0, 2.0, brier * b.cat_mask[:, j])  # 2: the worst Brier score
             parts.append(brier.unsqueeze(-1))
-        return torch.cat(parts, dim=-1)
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
     def observed(self, b: Batch) -> torch.Tensor:
         """Mask of observed values per column, shape (n, n_features)."""

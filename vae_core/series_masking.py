@@ -74,7 +74,7 @@ def rescore_masked_past(
         win = values[idx[:, None] + np.arange(W)]  # (n, W, d), a copy
         win[hide[idx]] = np.nan
         enc = Encoded.numeric(win.reshape(len(idx), W * d), None if cond is None else cond[idx])
-        t, fnll, sq = window_terms(engine.evaluate(enc, feature_detail=True), enc.num_mask.reshape(len(idx), W, d))
+        t, fnll, sq = window_terms(engine.evaluate(enc, True, np.float32), enc.num_mask.reshape(len(idx), W, d))
         at = idx + W - 1  # the point each window ends at
         for k in terms:
             terms[k][at] = t[k][:, -1]

@@ -85,12 +85,13 @@ def window_terms(r: dict[str, np.ndarray], seen: np.ndarray) -> tuple[dict[str, 
     fnll = r["feature_nll"].reshape(n, W, d)
     iw = r["feature_nll_iw"].reshape(n, W, d)
     sq = r["feature_sq_error"].reshape(n, W, d)
-    rest = (r["nll_iwae"] - iw.sum((1, 2))) / W  # the bound's window-level part, shared evenly
+    f64 = np.float64  # the per-value terms may come as float32 (Engine.evaluate's detail_dtype): sum in float64
+    rest = (r["nll_iwae"] - iw.sum((1, 2), dtype=f64)) / W  # the bound's window-level part, shared evenly
     share_kl = np.repeat((r["kl"] / W)[:, None], W, axis=1)
     terms = {
-        "neg_elbo": fnll.sum(-1) + share_kl,
-        "nll_iwae": iw.sum(-1) + rest[:, None],
-        "recon_error": sq.sum(-1) / np.maximum(seen.sum(-1), 1),
+        "neg_elbo": fnll.sum(-1, dtype=f64) + share_kl,
+        "nll_iwae": iw.sum(-1, dtype=f64) + rest[:, None],
+        "recon_error": sq.sum(-1, dtype=f64) / np.maximum(seen.sum(-1), 1),
         "kl": share_kl,
     }
     return terms, fnll, sq
@@ -130,7 +131,7 @@ def score_series(
     for lo in range(0, len(starts), CHUNK_WINDOWS):
         chunk, st = flat[lo : lo + CHUNK_WINDOWS], starts[lo : lo + CHUNK_WINDOWS]
         enc = Encoded.numeric(chunk, None if cond is None else cond[lo : lo + CHUNK_WINDOWS])
-        terms, fnll, sq = window_terms(engine.evaluate(enc, feature_detail=True), enc.num_mask.reshape(len(st), W, d))
+        terms, fnll, sq = window_terms(engine.evaluate(enc, True, np.float32), enc.num_mask.reshape(len(st), W, d))
         take = np.ones((len(st), W))
         if last_only:
             take[:, :-1] = 0.0

@@ -88,6 +88,13 @@ def test_window_terms_sum_back_to_the_window_bound(kinds):
     terms, _, _ = window_terms(r, enc.num_mask.reshape(5, W, d))
     np.testing.assert_allclose(terms["nll_iwae"].sum(1), r["nll_iwae"], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(terms["neg_elbo"].sum(1), r["neg_elbo"], rtol=1e-6, atol=1e-6)
+    # the series path keeps the per-value detail in float32 (no copy) and gets the same terms
+    r32 = det.engine_.evaluate(enc, True, np.float32)
+    assert r32["feature_nll_iw"].dtype == np.float32 and r32["nll_iwae"].dtype == np.float64
+    terms32, fnll32, _ = window_terms(r32, enc.num_mask.reshape(5, W, d))
+    for k in terms:
+        np.testing.assert_allclose(terms32[k], terms[k], rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(fnll32, r["feature_nll"].reshape(5, W, d))
 
 
 @pytest.fixture(scope="module")
