@@ -35,7 +35,8 @@ def test_smoke_passes_every_check():
     result = subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
     if result.returncode == 2:
         pytest.skip(result.stderr.strip().splitlines()[-1])
-    output = f"{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
+    reasons = [line for line in result.stderr.splitlines() if line.startswith("FAILED:")]  # before the logs' tails
+    output = "\n".join(reasons) + f"\n{result.stdout[-6000:]}\n{result.stderr[-6000:]}"
     assert result.returncode == 0, output
     passed = [line for line in result.stdout.splitlines() if "] PASS " in line]
     assert len(passed) >= 10, output  # every check reports one PASS line
