@@ -27,9 +27,41 @@ MLFLOW_TEST_ENV = {
 }
 
 
+def _ephemeral_low(default: int = 32768) -> int:
+    """The lowest port the kernel hands out for outgoing connections (Linux: 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return default
+
+
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that was free a moment ago."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+    """A TCP port on 127.0.0.1 that was free a moment ago, below the ephemeral range.
+
+    ``bind(0)`` picks from the range that every outgoing connection's local port comes from, so a
+    port taken that way can go to another process's connection before the server binds it (a
+    smoke run once lost its Dask dashboard's port so). A random port under that range, checked
+    free and not given out before by this process, can only be taken by a bind of its own."""
+    import random
+
+    high = _ephemeral_low() - 1
+    low = max(1024, high - 12000)
+    pick = random.SystemRandom()
+    for _ in range(500):
+        port = pick.randint(low, high)
+        if port in _GIVEN:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _GIVEN.add(port)
+        return port
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:  # no luck: the kernel's choice
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
