@@ -51,15 +51,9 @@ def hide_flagged_past(engine: Any, values: np.ndarray, window: int, cond: Any, h
     """Replace, in place, the causal ``mean`` / ``std`` of each point whose window (the one ending
     at it) hides earlier points (``hide``: :func:`vae_core.series_masking.hidden_past`) by its
     expectation in that window with them marked missing, as its score is."""
-    d, W = values.shape[1], window
-    todo = np.flatnonzero(hide.any(1))
-    for lo in range(0, len(todo), CHUNK_WINDOWS):
-        idx = todo[lo : lo + CHUNK_WINDOWS]
-        win = values[idx[:, None] + np.arange(W)]  # (n, W, d), a copy
-        win[hide[idx]] = np.nan
-        enc = Encoded.numeric(win.reshape(len(idx), W * d), None if cond is None else cond[idx])
-        mu, logvar = (a.reshape(len(idx), W, d) for a in engine.reconstruct(enc))
-        at = idx + W - 1
+    d = values.shape[1]
+    for at, enc in series_masking.holed_windows(values, window, cond, hide):
+        mu, logvar = (a.reshape(len(at), window, d) for a in engine.reconstruct(enc))
         mean[at], std[at] = mu[:, -1], np.sqrt(np.exp(logvar[:, -1]))
 
 

@@ -21,7 +21,7 @@ The trade-off (flag precision up, NAB AUROC down) is measured in ``benchmarks/RE
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Callable, Optional
+from typing import Callable, Iterator, Optional
 
 import numpy as np
 import torch
@@ -68,18 +68,27 @@ def rescore_masked_past(
     if L < W:
         return 0
     hide = hidden_past(flagged, W)
+    rescored = 0
+    for at, enc in holed_windows(values, W, cond, hide):
+        t, fnll, sq = window_terms(engine.evaluate(enc, True, np.float32), enc.num_mask.reshape(len(at), W, d))
+        for k in terms:
+            terms[k][at] = t[k][:, -1]
+        feat[at], feat_sq[at] = fnll[:, -1], sq[:, -1]
+        rescored += len(at)
+    return rescored
+
+
+def holed_windows(values: np.ndarray, window: int, cond: Optional[np.ndarray],
+                  hide: np.ndarray) -> Iterator[tuple[np.ndarray, Encoded]]:
+    """The windows (by start) that hide something (``hide``: :func:`hidden_past`), in chunks: the
+    point each ends at, and the windows encoded with the hidden points marked missing."""
+    d, W = values.shape[1], window
     todo = np.flatnonzero(hide.any(1))
     for lo in range(0, len(todo), CHUNK_WINDOWS):
         idx = todo[lo : lo + CHUNK_WINDOWS]
         win = values[idx[:, None] + np.arange(W)]  # (n, W, d), a copy
         win[hide[idx]] = np.nan
-        enc = Encoded.numeric(win.reshape(len(idx), W * d), None if cond is None else cond[idx])
-        t, fnll, sq = window_terms(engine.evaluate(enc, True, np.float32), enc.num_mask.reshape(len(idx), W, d))
-        at = idx + W - 1  # the point each window ends at
-        for k in terms:
-            terms[k][at] = t[k][:, -1]
-        feat[at], feat_sq[at] = fnll[:, -1], sq[:, -1]
-    return len(todo)
+        yield idx + W - 1, Encoded.numeric(win.reshape(len(idx), W * d), None if cond is None else cond[idx])
 
 
 #: The missing-data injection that ``mask_flagged_past`` implies unless ``missing_injection`` is set:
