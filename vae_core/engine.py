@@ -91,7 +91,10 @@ class Engine:
         Rows are scored in batches sized so that K x rows x features stays bounded, so memory
         does not grow with the number of rows. The per-row figures are float64; the per-feature
         ones ``detail_dtype`` (float32, as computed, saves a copy of three rows x features arrays
-        for a caller that sums them in float64 itself).
+        for a caller that sums them in float64 itself). Each batch is copied into arrays allocated
+        once, so its tensors are freed at once: kept alive until a final concatenation, they made
+        every later batch's intermediates fresh memory (SMD's 1,216-value windows scored 1.2-2x
+        slower, benchmarks/README.md).
         """
         cfg = self.config
         eps = self.noise()
@@ -100,17 +103,19 @@ class Engine:
         rows = int(max(64, min(cfg.score_batch_size, bound // (k * self.model.widest_layer))))
         data = DeviceData(enc, self.device, resident_bytes=0)
         eps = eps.to(self.device)
-        detail = ["feature_nll", "feature_sq_error", "feature_nll_iw"]
-        keys = ["neg_elbo", "nll_iwae", "recon_error", "kl"] + (detail if feature_detail else [])
-        out: dict[str, list] = {key: [] for key in keys}
+        n, width = len(enc), self.model.n_num + self.model.n_bool + len(self.model.cat_sizes)
+        out = {key: np.empty(n) for key in ("neg_elbo", "nll_iwae", "recon_error", "kl")}
+        if feature_detail:
+            out.update({key: np.empty((n, width), detail_dtype) for key in ("feature_nll", "feature_sq_error", "feature_nll_iw")})
         use_amp = self.device.type == "cuda" and cfg.mixed_precision
+        lo = 0
         for b in data.slices(rows):
             with autocast_for(self.device, use_amp):
                 r = score_rows(self.model, b, eps, cfg.elbo_samples, cfg.iwae_samples)
-            for key in keys:
-                out[key].append(getattr(r, key).float().cpu().numpy())
-        return {key: np.concatenate(v).astype(detail_dtype if key in detail else np.float64, copy=False)
-                for key, v in out.items()}
+            for key, dest in out.items():
+                dest[lo : lo + len(b)] = getattr(r, key).float().cpu().numpy()
+            lo += len(b)
+        return out
 
     @torch.inference_mode()
     def reconstruct(self, enc: Encoded) -> tuple[np.ndarray, np.ndarray]:

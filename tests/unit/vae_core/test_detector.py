@@ -33,6 +33,22 @@ def test_scores_do_not_depend_on_how_rows_are_batched(fitted, frame):
     assert_scores_close(whole, parts)
 
 
+def test_evaluate_puts_each_batch_of_rows_in_its_own_place(fitted, frame):
+    from vae_core.engine import Engine
+
+    enc = fitted.preprocessor_.transform(frame)  # 600 rows: ten 64-row batches, the last one short
+    small = Engine(fitted.engine_.model, fitted.config_.model_copy(update={"score_batch_size": 64}))
+    whole, part = small.evaluate(enc), small.evaluate(enc.take(np.arange(130, 200)))
+    width = len(fitted.preprocessor_.columns)
+    for key, values in whole.items():
+        assert values.dtype == np.float64 and len(values) == len(frame)
+        assert values.shape[1:] == (() if values.ndim == 1 else (width,))
+        np.testing.assert_allclose(values[130:200], part[key], rtol=1e-6, atol=1e-6, err_msg=key)
+    assert small.evaluate(enc, detail_dtype=np.float32)["feature_nll"].dtype == np.float32
+    empty = small.evaluate(enc.take(np.arange(0)))
+    assert {k: v.shape for k, v in empty.items()} == {k: (0, *v.shape[1:]) for k, v in whole.items()}
+
+
 def test_same_seed_gives_identical_scores(frame):
     a = VAEDetector(seed=3, **FAST).fit(frame).score(frame)
     b = VAEDetector(seed=3, **FAST).fit(frame).score(frame)
