@@ -121,13 +121,15 @@ class Engine:
     def reconstruct(self, enc: Encoded) -> tuple[np.ndarray, np.ndarray]:
         """Mean and log-variance of p(x | z = mu(x)) for the numeric columns, arrays (n, n_num)."""
         data = DeviceData(enc, self.device, resident_bytes=0)
-        means, logvars = [], []
-        for b in data.slices(self.config.score_batch_size):
+        mean, logvar = np.empty((len(enc), self.model.n_num)), np.empty((len(enc), self.model.n_num))
+        lo = 0
+        for b in data.slices(self.config.score_batch_size):  # into arrays allocated once, as in evaluate()
             mu, _ = self.model.encode(b)
             d = self.model.decode(mu.float(), b.cond)
-            means.append(d.num_mean.float().cpu().numpy())
-            logvars.append(d.num_logvar.float().cpu().numpy())
-        return np.concatenate(means).astype(np.float64), np.concatenate(logvars).astype(np.float64)
+            mean[lo : lo + len(b)] = d.num_mean.float().cpu().numpy()
+            logvar[lo : lo + len(b)] = d.num_logvar.float().cpu().numpy()
+            lo += len(b)
+        return mean, logvar
 
     # ---------------------------------------------------------------- persistence
     def state(self) -> dict:

@@ -33,7 +33,7 @@ def test_scores_do_not_depend_on_how_rows_are_batched(fitted, frame):
     assert_scores_close(whole, parts)
 
 
-def test_evaluate_puts_each_batch_of_rows_in_its_own_place(fitted, frame):
+def test_evaluate_and_reconstruct_put_each_batch_of_rows_in_its_own_place(fitted, frame):
     from vae_core.engine import Engine
 
     enc = fitted.preprocessor_.transform(frame)  # 600 rows: ten 64-row batches, the last one short
@@ -47,6 +47,10 @@ def test_evaluate_puts_each_batch_of_rows_in_its_own_place(fitted, frame):
     assert small.evaluate(enc, detail_dtype=np.float32)["feature_nll"].dtype == np.float32
     empty = small.evaluate(enc.take(np.arange(0)))
     assert {k: v.shape for k, v in empty.items()} == {k: (0, *v.shape[1:]) for k, v in whole.items()}
+    (mean, logvar), (part_mean, part_logvar) = small.reconstruct(enc), small.reconstruct(enc.take(np.arange(130, 200)))
+    assert mean.shape == logvar.shape == (len(frame), fitted.engine_.model.n_num) and mean.dtype == np.float64
+    np.testing.assert_allclose(mean[130:200], part_mean, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(logvar[130:200], part_logvar, rtol=1e-6, atol=1e-6)
 
 
 def test_same_seed_gives_identical_scores(frame):
