@@ -19,8 +19,7 @@ import numpy as np
 import pandas as pd
 
 from . import series_masking
-from .preprocess import Encoded
-from .series_scores import CHUNK_WINDOWS, sliding_windows
+from .series_scores import window_chunks
 
 
 def series_expectation(engine: Any, values: np.ndarray, window: int, last_only: bool, cond: Any = None) -> tuple[np.ndarray, np.ndarray]:
@@ -29,10 +28,7 @@ def series_expectation(engine: Any, values: np.ndarray, window: int, last_only: 
     L, d = values.shape
     W = window
     mean, second, cover = np.zeros((L, d)), np.zeros((L, d)), np.zeros(L)
-    flat, starts = sliding_windows(values, W)
-    for lo in range(0, len(starts), CHUNK_WINDOWS):
-        st = starts[lo : lo + CHUNK_WINDOWS]
-        enc = Encoded.numeric(flat[lo : lo + CHUNK_WINDOWS], None if cond is None else cond[lo : lo + CHUNK_WINDOWS])
+    for st, enc in window_chunks(values, W, cond):
         mu, logvar = (a.reshape(len(st), W, d) for a in engine.reconstruct(enc))
         weight = np.ones((len(st), W))
         if last_only:  # only the window that ends at a point (the first window: its first points too)

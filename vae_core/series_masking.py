@@ -30,7 +30,7 @@ from .engine import Engine
 from .model import Batch
 from .preprocess import Encoded
 from .seeds import torch_generator
-from .series_scores import CHUNK_WINDOWS, window_terms
+from .series_scores import chunk_size, window_terms
 
 
 def hidden_past(flagged: np.ndarray, window: int) -> np.ndarray:
@@ -84,8 +84,9 @@ def holed_windows(values: np.ndarray, window: int, cond: Optional[np.ndarray],
     point each ends at, and the windows encoded with the hidden points marked missing."""
     d, W = values.shape[1], window
     todo = np.flatnonzero(hide.any(1))
-    for lo in range(0, len(todo), CHUNK_WINDOWS):
-        idx = todo[lo : lo + CHUNK_WINDOWS]
+    step = chunk_size(W * d)
+    for lo in range(0, len(todo), step):
+        idx = todo[lo : lo + step]
         win = values[idx[:, None] + np.arange(W)]  # (n, W, d), a copy
         win[hide[idx]] = np.nan
         yield idx + W - 1, Encoded.numeric(win.reshape(len(idx), W * d), None if cond is None else cond[idx])
