@@ -183,7 +183,7 @@ def plan_scoring(lake_url: Optional[str], dataset: str, wanted: list[str], score
     """Which of ``wanted`` have no scores under ``scores_key`` yet, and which scored ones no report."""
     lake = lake_for(lake_url)
     done = lake.scored_batches(dataset, scores_key)
-    reported = {r.batch_id for r in ReportStore(lake.url).list(dataset) if r.label == scores_key}
+    reported = {r.batch_id for r in ReportStore(lake.url).list(dataset, scores_key)}
     skipped = [b for b in wanted if b in done]
     return ScorePlan([b for b in wanted if b not in done], skipped, [b for b in skipped if b not in reported])
 

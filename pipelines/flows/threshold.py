@@ -44,7 +44,7 @@ def choose_threshold(items: pd.DataFrame, det, lake_url: Optional[str], dataset:
                                  det.calibration_.scores)
     lake = lake_for(lake_url)
     store = ReportStore(lake.url)
-    scores = [i["score"] for ref in store.list(dataset) if ref.label == scores_key for i in (store.report(ref) or {}).get("items", [])]
+    scores = [i["score"] for ref in store.list(dataset, scores_key) for i in (store.report(ref) or {}).get("items", [])]
     days = _days(lake, dataset, scores_key, getattr(det, "time_column_", None))
     return budget_threshold(scores, days, alerts_per_day, det.threshold_,
                             items["score"].to_numpy(float), items["real"].to_numpy(bool))

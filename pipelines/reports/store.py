@@ -54,9 +54,12 @@ class ReportStore:
         path = f"{folder}/report.html"
         return path if "://" not in self.url else self.fs.unstrip_protocol(path)
 
-    def list(self, dataset: Optional[str] = None) -> list[ReportRef]:
-        """Every complete report (or those of ``dataset``), sorted by dataset, label and batch."""
-        pattern = f"{self.root}/{_check_name('dataset', dataset) if dataset else '*'}/reports/model_version=*/batch_id=*/report.json"
+    def list(self, dataset: Optional[str] = None, label: Optional[str] = None) -> list[ReportRef]:
+        """Every complete report (or those of ``dataset``, and of its scores key ``label``: only
+        that folder is listed), sorted by dataset, label and batch."""
+        where = _check_name("dataset", dataset) if dataset else "*"
+        version = _check_name("model version", label) if label else "*"
+        pattern = f"{self.root}/{where}/reports/model_version={version}/batch_id=*/report.json"
         refs = []
         for path in self.fs.glob(pattern):
             batch_dir = posixpath.dirname(path)
