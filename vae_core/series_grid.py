@@ -7,13 +7,15 @@ shorter than the window is padded on the left with missing points.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 import pandas as pd
 
 from .errors import DataError
+from .seeds import numpy_rng
 from .series_frame import series_codes
+from .series_scores import sliding_windows
 
 MAX_GRID_GROWTH = 50  # a series whose grid is this many times longer than its rows is refused
 
@@ -92,3 +94,36 @@ def refuse_repeated_times(frame: pd.DataFrame, rows: np.ndarray, t: np.ndarray, 
             f"{str(frame[time_column].iloc[a])!r} in column {time_column!r}; "
             "keep one row per time (drop or aggregate the duplicates first)"
         )
+
+
+def training_split(grids: list[SeriesGrid], window: int, stride: int, validation_fraction: float, seed: int,
+                   cond: Callable[[SeriesGrid, np.ndarray], np.ndarray]) -> tuple[np.ndarray, np.ndarray, list[int]]:
+    """The training and validation windows of ``grids`` (each row the flattened window, then its
+    conditioning inputs ``cond(grid, starts)``), and each grid's cut.
+
+    Time-ordered: the windows that end before the last ``validation_fraction`` of each series
+    train, those that start at most ``window // 2`` points before that tail validate. Windows with
+    no observed value are left out. Where that leaves too few, every window is split at random."""
+    width = window * grids[0].values.shape[1]
+
+    def windows(g: SeriesGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        flat, starts = sliding_windows(g.values, window, stride)
+        flat = np.concatenate([flat, cond(g, starts)], 1)
+        return flat, starts, np.isfinite(flat[:, :width]).any(1)
+
+    train_w, val_w, cuts = [], [], []
+    for g in grids:
+        flat, starts, observed = windows(g)
+        cut = int(round(len(g.values) * (1 - validation_fraction)))
+        train_w.append(flat[(starts + window <= cut) & observed])
+        val_w.append(flat[(starts >= cut - window // 2) & observed])
+        cuts.append(cut)
+    train, val = np.concatenate(train_w), np.concatenate(val_w)
+    if len(train) < 2 or len(val) < 1:
+        every = np.concatenate([flat[observed] for flat, _, observed in map(windows, grids)])
+        if len(every) < 2:
+            raise DataError(f"too few points to fit: need at least {window + 1} points for window={window}")
+        perm = numpy_rng(seed, "split").permutation(len(every))
+        n_val = max(1, int(len(every) * validation_fraction))
+        train, val = every[perm[n_val:]], every[perm[:n_val]]
+    return train, val, cuts

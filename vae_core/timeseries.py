@@ -26,8 +26,8 @@ from .errors import DataError
 from .preprocess import Encoded, Preprocessor, check_frame
 from .seeds import numpy_rng
 from .series_frame import infer_step, is_datetime, parse_times, series_codes, series_names, values_frame
-from .series_grid import SeriesGrid, build_grids
-from .series_scores import score_series, sliding_windows
+from .series_grid import SeriesGrid, build_grids, training_split
+from .series_scores import score_series
 from . import series_band, series_masking, series_modes, series_thresholds
 from .threshold import Calibration
 from .train import EpochCallback
@@ -107,29 +107,8 @@ class TimeSeriesVAEDetector(DetectorBase):
         grids = self._grids(frame, times)
 
         # time-ordered split: the last `validation_fraction` of each series is held out
-        train_w, val_w, cuts = [], [], []
         W = cfg.window
-        for g in grids:
-            flat, starts = sliding_windows(g.values, W, cfg.train_stride)
-            flat = np.concatenate([flat, self._window_cond(g, starts)], 1)  # cond split off below
-            cut = int(round(len(g.values) * (1 - cfg.validation_fraction)))
-            observed = np.isfinite(flat[:, : W * len(self.value_columns_)]).any(1)
-            train_w.append(flat[(starts + W <= cut) & observed])
-            val_w.append(flat[(starts >= cut - W // 2) & observed])
-            cuts.append(cut)
-        train = np.concatenate(train_w)
-        val = np.concatenate(val_w)
-        if len(train) < 2 or len(val) < 1:
-            every = np.concatenate([
-                np.concatenate([f, self._window_cond(g, st)], 1)
-                for g in grids for f, st in [sliding_windows(g.values, W, cfg.train_stride)]
-            ])
-            every = every[np.isfinite(every[:, : W * len(self.value_columns_)]).any(1)]
-            if len(every) < 2:
-                raise DataError(f"too few points to fit: need at least {W + 1} points for window={W}")
-            perm = numpy_rng(cfg.seed, "split").permutation(len(every))
-            n_val = max(1, int(len(every) * cfg.validation_fraction))
-            train, val = every[perm[n_val:]], every[perm[:n_val]]
+        train, val, cuts = training_split(grids, W, cfg.train_stride, cfg.validation_fraction, cfg.seed, self._window_cond)
         if cfg.max_train_windows and len(train) > cfg.max_train_windows:
             keep = np.sort(numpy_rng(cfg.seed, "subsample").choice(len(train), cfg.max_train_windows, replace=False))
             train = train[keep]
