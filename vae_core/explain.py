@@ -162,13 +162,19 @@ def score_and_explain(detector: Any, frame: pd.DataFrame, top_k: int = 3,
     """
     extra = {} if context is None else {"context": context}
     scores, explanation = detector._score_and_explain_flagged(frame, max(1, int(top_k)), **extra)
+    return with_top_features(scores, explanation), explanation
+
+
+def with_top_features(scores: pd.DataFrame, explanation: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``scores`` with the ``top_features`` column: each flagged row's text from
+    ``explanation`` (indexed by position in ``scores``), ``""`` for the others."""
     text = np.full(len(scores), "", dtype=object)
     if len(explanation):
         per_row = top_features_text(explanation)
         text[per_row.index.to_numpy(dtype=np.int64)] = per_row.to_numpy()
     out = scores.copy()
     out[TOP_FEATURES_COLUMN] = pd.Series(text, index=scores.index, dtype=object)
-    return out, explanation
+    return out
 
 
 def score_with_explanations(detector: Any, frame: pd.DataFrame, top_k: int = 3) -> pd.DataFrame:

@@ -13,7 +13,7 @@ a point outside the band is one the model did not expect.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
@@ -53,18 +53,21 @@ def hide_flagged_past(engine: Any, values: np.ndarray, window: int, cond: Any, h
         mean[at], std[at] = mu[:, -1], np.sqrt(np.exp(logvar[:, -1]))
 
 
-def expected(det: Any, grids: list, n_rows: int, skip: int, index: pd.Index) -> pd.DataFrame:
+def expected(det: Any, grids: list, n_rows: int, skip: int, index: pd.Index,
+             past_flags: Optional[list[np.ndarray]] = None) -> pd.DataFrame:
     """:meth:`TimeSeriesVAEDetector.expected` of the rows after the first ``skip`` (the context)
-    of the ``n_rows`` rows laid on ``grids``."""
+    of the ``n_rows`` rows laid on ``grids``; ``past_flags``: each grid's plain causal flags,
+    when the scoring pass has already found them (else, with ``mask_flagged_past``, worked out here)."""
     W = det.config_.window
     last_only = det.config_.point_score == "last"
     d = len(det.value_columns_)
     mean, std = np.full((n_rows, d), np.nan), np.full((n_rows, d), np.nan)
-    for g in grids:
+    for i, g in enumerate(grids):
         cond = det._window_cond(g, np.arange(len(g.values) - W + 1)) if det.engine_.model.n_cond else None
         m, s = series_expectation(det.engine_, g.values, W, last_only, cond)
         if det._masks_past() and len(g.values) >= W:
-            hide = series_masking.hidden_past(det._causal_flags(g, cond), W)
+            flagged = past_flags[i] if past_flags is not None else det._causal_flags(g, cond)
+            hide = series_masking.hidden_past(flagged, W)
             hide_flagged_past(det.engine_, g.values, W, cond, hide, m, s)
         mean[g.rows], std[g.rows] = m[g.points], s[g.points]
     specs = det.preprocessor_.by_kind("numeric")  # the value columns, in order

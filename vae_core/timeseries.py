@@ -20,7 +20,7 @@ from .base import DetectorBase, resolve_config
 from .calendar import calendar_periods, cycle_features, series_one_hot
 from .config import TimeSeriesConfig
 from .events import event_excess, find_events
-from .explain import explain_rows
+from .explain import explain_rows, with_top_features
 from .engine import Engine, build_model, iwae_rate
 from .errors import DataError
 from .preprocess import Encoded, Preprocessor, check_frame
@@ -239,19 +239,51 @@ class TimeSeriesVAEDetector(DetectorBase):
         grids, n, skip = self._context_grids(frame, context)
         return series_band.expected(self, grids, n, skip, frame.index)
 
+    def score_explain_and_expect(self, frame: pd.DataFrame, top_k: int = 3, context: Optional[pd.DataFrame] = None
+                                 ) -> tuple[pd.DataFrame, pd.DataFrame, Optional[pd.DataFrame]]:
+        """:func:`vae_core.score_and_explain` and, when a row is flagged, :meth:`expected`, from one
+        scoring pass: what the scheduled score flow stores and shows for a batch.
+
+        The same three results as the separate calls, cheaper with ``mask_flagged_past``: the plain
+        causal flags that decide which earlier points a window hides are worked out once, for the
+        scores and the band (the separate :meth:`expected` scores the series again to find them).
+
+        Returns
+        -------
+        scores, explanation : DataFrame
+            As :func:`vae_core.score_and_explain` returns them.
+        band : DataFrame or None
+            As :meth:`expected` returns it; None when nothing in ``frame`` is flagged.
+        """
+        scores, explanation, band = self._score_explain_band(frame, max(1, int(top_k)), context, band=True)
+        return with_top_features(scores, explanation), explanation, band
+
     def _score_and_explain_flagged(self, frame: pd.DataFrame, top_k: int,
                                    context: Optional[pd.DataFrame] = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Scores, and the explanation of the flagged rows (indexed by position), from one pass
-        over the windows: a flagged point is explained by its event's columns (the excess NLL
-        summed over the event's points, each from the windows that scored it)."""
-        raw, feat, feat_sq = self._score_frame_raw(frame, context)
+        scores, explanation, _ = self._score_explain_band(frame, top_k, context, band=False)
+        return scores, explanation
+
+    def _score_explain_band(self, frame: pd.DataFrame, top_k: int, context: Optional[pd.DataFrame], band: bool
+                            ) -> tuple[pd.DataFrame, pd.DataFrame, Optional[pd.DataFrame]]:
+        """Scores, the explanation of the flagged rows (indexed by position), and with ``band``
+        the expected band when a row is flagged, from one pass over the windows: a flagged point
+        is explained by its event's columns (the excess NLL summed over the event's points, each
+        from the windows that scored it)."""
+        grids, n, skip = self._context_grids(frame, context)
+        past_flags: Optional[list[np.ndarray]] = [] if band else None
+        raw, feat, feat_sq = self._score_grids(grids, n, mask_past=self._masks_past(), past_flags=past_flags)
+        raw, feat, feat_sq = {k: v[skip:] for k, v in raw.items()}, feat[skip:], feat_sq[skip:]
         scores = self._series_scores(frame, raw)
         flags = scores["is_anomaly"].to_numpy(bool)
         series = frame[self.series_column_] if self.series_column_ else None
         _, member = find_events(frame[self.time_column_], flags, scores["anomaly_score"].to_numpy(), series)
         pos = np.flatnonzero(flags)
         excess = event_excess(self.attribution_.excess(feat, feat_sq), member)[pos]
-        return scores, explain_rows(frame.iloc[pos], excess, self.preprocessor_, top_k, index=pos)
+        explanation = explain_rows(frame.iloc[pos], excess, self.preprocessor_, top_k, index=pos)
+        expected = None
+        if band and flags.any():
+            expected = series_band.expected(self, grids, n, skip, frame.index, past_flags or None)
+        return scores, explanation, expected
 
     def _score_frame_raw(self, frame: pd.DataFrame, context: Optional[pd.DataFrame] = None):
         """Per-row scores and per-column terms of ``frame`` (scored after ``context``)."""
@@ -307,10 +339,12 @@ class TimeSeriesVAEDetector(DetectorBase):
         return self._anomaly_score(terms) > self._grid_threshold(g)
 
     def _score_grids(self, grids: list[SeriesGrid], n_rows: int, point_score: Optional[str] = None,
-                     mask_past: bool = False) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
+                     mask_past: bool = False, past_flags: Optional[list[np.ndarray]] = None,
+                     ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """Per-row scores, and per-value-column NLL and squared residuals, from the windows covering
         each grid point (:func:`vae_core.series_scores.score_series`), in ``point_score`` mode (default: the config's);
-        ``mask_past``: causal scores with the flagged past hidden (:mod:`vae_core.series_masking`)."""
+        ``mask_past``: causal scores with the flagged past hidden (:mod:`vae_core.series_masking`),
+        each grid's plain causal flags (what is hidden) appended to ``past_flags`` when given."""
         W, d = self.config_.window, len(self.value_columns_)
         last_only = (point_score or self.config_.point_score) == "last"
         raw = {k: np.zeros(n_rows) for k in ("neg_elbo", "nll_iwae", "recon_error", "kl")}
@@ -321,6 +355,8 @@ class TimeSeriesVAEDetector(DetectorBase):
             terms, feat, feat_sq = score_series(self.engine_, g.values, W, last_only, cond)
             if mask_past and last_only:
                 flagged = self._causal_flags(g, cond, terms)
+                if past_flags is not None:
+                    past_flags.append(flagged)
                 series_masking.rescore_masked_past(self.engine_, g.values, W, cond, flagged, terms, feat, feat_sq)
             for k in raw:
                 raw[k][g.rows] = terms[k][g.points]

@@ -131,8 +131,7 @@ def scored_chunks(lake, dataset: str, batch_id: str, det, batch_rows: int):
         band = None
         if is_ts:
             context = _context(lake, dataset, batch_id, det, rows)
-            scored, explanation = vae_core.score_and_explain(det, rows, context=context)
-            band = det.expected(rows, context) if scored["is_anomaly"].any() else None
+            scored, explanation, band = det.score_explain_and_expect(rows, context=context)
         else:
             scored, explanation = vae_core.score_and_explain(det, rows)
         yield (pd.concat([keys, chunk[extra].reset_index(drop=True), scored], axis=1), explanation,

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from test_timeseries import TS_FAST, series_frame
-from vae_core import TimeSeriesVAEDetector, TimeSeriesConfig
+import vae_core
+from vae_core import TimeSeriesVAEDetector, TimeSeriesConfig, timeseries
 from vae_core.model import Batch
 from vae_core.preprocess import Encoded
 from vae_core.series_masking import hidden_past, injection_share, missing_injection
@@ -113,6 +114,33 @@ def test_the_band_is_drawn_from_the_windows_the_masked_score_reads(masked):
     lo = 130  # the burst's flags lie in the context, the points they mask in the batch
     tail = det.expected(test.iloc[lo:], context=test.iloc[lo - det.context_points : lo])
     np.testing.assert_allclose(tail.to_numpy(), got.to_numpy()[lo:], rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("mode", ["precision", "causal", "offline"])
+def test_one_call_gives_the_scores_explanation_and_band_of_the_separate_calls(masked, monkeypatch, mode):
+    """score_explain_and_expect equals score_and_explain then expected, after a context, and
+    scores the series once where the separate calls score it twice in the precision mode (the
+    band's mask needs the plain causal flags); a batch with nothing flagged gets no band."""
+    det, test = masked
+    det = {"precision": det, "causal": _unmasked(det), "offline": det.with_point_score("mean")}[mode]
+    lo = 130  # the burst's flags in the context, points they mask in the batch
+    batch, context = test.iloc[lo:], test.iloc[lo - det.context_points : lo]
+    passes = []
+    real = timeseries.score_series
+    monkeypatch.setattr(timeseries, "score_series", lambda *a, **k: passes.append(1) or real(*a, **k))
+    want_scores, want_explanation = vae_core.score_and_explain(det, batch, context=context)
+    want_band = det.expected(batch, context)
+    separate, passes[:] = len(passes), []
+    scores, explanation, band = det.score_explain_and_expect(batch, context=context)
+    assert want_scores["is_anomaly"].any() and len(want_explanation)
+    pd.testing.assert_frame_equal(scores, want_scores)
+    pd.testing.assert_frame_equal(explanation, want_explanation)
+    pd.testing.assert_frame_equal(band, want_band)
+    assert (len(passes), separate) == ((1, 2) if mode == "precision" else (1, 1))
+    quiet = test.iloc[:100]
+    assert not det.score(quiet)["is_anomaly"].any()
+    scores, explanation, band = det.score_explain_and_expect(quiet)
+    assert band is None and len(explanation) == 0 and (scores["top_features"] == "").all()
 
 
 def test_scores_and_bands_are_the_same_scored_a_few_windows_at_a_time(masked, monkeypatch):
