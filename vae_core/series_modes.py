@@ -74,7 +74,7 @@ def fit_mode(scored: tuple[dict, np.ndarray, np.ndarray], tail: np.ndarray, name
     normal = inliers(score, c.tail_fence)
     cal = Calibration.fit(score[normal], c.threshold_method, c.contamination, c.pot_risk, c.pot_level,
                           fixed=c.fixed_threshold)
-    per_series = (series_thresholds.fit_series_calibrations(score[normal], names[tail][normal], c)
+    per_series = (series_thresholds.fit_series_calibrations(score, names[tail], c)
                   if c.threshold_per_series and names is not None else {})
     return ModeCalibration(cal, per_series, Attribution.fit(feat[tail], feat_sq[tail], n_values), weight)
 

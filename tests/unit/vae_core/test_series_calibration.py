@@ -54,3 +54,37 @@ def test_the_balanced_rate_weight_is_bounded_when_the_rate_hardly_varies():
     assert balanced_rate_weight(nll, 0.1 * rng.normal(size=1000)) < MAX_BALANCED_RATE_WEIGHT  # a spread rate: the ratio
     assert balanced_rate_weight(nll, 1e-4 * rng.normal(size=1000)) == MAX_BALANCED_RATE_WEIGHT  # a collapsed encoder's
     assert balanced_rate_weight(nll, np.zeros(1000)) == 2.0  # no spread at all: the fallback
+
+
+def test_each_series_threshold_is_placed_on_its_own_tail():
+    """threshold_per_series: a quiet and a noisy series each get the default rule (POT) placed on
+    their own tail points, fenced on their own (the noisy one's normal highs stay in its
+    calibration; its anomaly is left out); a series with too few tail points keeps the shared
+    threshold; a fixed cut is every series' threshold."""
+    from vae_core.series_thresholds import MIN_TAIL_POINTS
+    from vae_core.threshold import Calibration, inliers
+
+    rng = np.random.default_rng(1)
+    quiet, noisy = rng.gumbel(size=2400), 8.0 + 6.0 * rng.gumbel(size=300)
+    noisy[100] = 400.0  # an anomaly the noisy tail held
+    short = rng.gumbel(size=MIN_TAIL_POINTS - 1)
+    before = rng.gumbel(size=300) + 1e3  # points before the tail: never calibrated on
+    nll = np.concatenate([before, quiet, noisy, short])
+    names = np.array(["quiet"] * 300 + ["quiet"] * 2400 + ["noisy"] * 300 + ["short"] * len(short))
+    tail = np.arange(len(nll)) >= 300
+    cfg = dict(threshold_per_series=True, rate_weight=0.0)
+    mode = fit_mode(_tail(nll, np.zeros(len(nll))), tail, names, TimeSeriesConfig(**cfg), _score, 2)
+    assert set(mode.series_calibration) == {"quiet", "noisy"}
+    for name, own in (("quiet", quiet), ("noisy", np.delete(noisy, 100))):
+        cal = mode.series_calibration[name]
+        c = TimeSeriesConfig()
+        want = Calibration.fit(own[inliers(own, c.tail_fence)], "pot", c.contamination, c.pot_risk, c.pot_level)
+        assert cal.method == "pot" and cal.threshold == want.threshold
+        np.testing.assert_array_equal(cal.scores, want.scores)
+    assert mode.series_calibration["quiet"].threshold < mode.series_calibration["noisy"].threshold
+    assert 400.0 not in mode.series_calibration["noisy"].scores
+    # pooled, the noisy series' normal highs would be fenced off as the quiet ones' outliers
+    assert (noisy > mode.calibration.scores.max()).sum() > 10
+    fixed = fit_mode(_tail(nll, np.zeros(len(nll))), tail, names,
+                     TimeSeriesConfig(**cfg, threshold_method="fixed", fixed_threshold=7.5), _score, 2)
+    assert {c.threshold for c in fixed.series_calibration.values()} == {7.5} and fixed.calibration.threshold == 7.5
