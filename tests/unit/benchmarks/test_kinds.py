@@ -40,3 +40,40 @@ def test_baselines_only_run_reports_every_kind():
         # a 1% budget on the history: the test period flags a few percent at most
         assert 0 < v["flag_rate"] < 0.1
     assert len(logged) == 2
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["mean", "last"])
+def test_our_record_is_of_the_test_rows_scored_after_their_context(monkeypatch, mode):
+    """The suite's run of vae_core: one model fitted on every sensor's history, each sensor's test
+    period scored after the last 2 x (window - 1) history points; the record holds the test rows'
+    scores and flags at the model's own threshold, as the detector fitted alike gives them
+    sensor by sensor (briefly trained: this checks the wiring, not the accuracy)."""
+    import json
+
+    import pandas as pd
+
+    from benchmarks import metrics
+    from vae_core import TimeSeriesVAEDetector
+
+    params, window = {"max_epochs": 2, "point_score": mode}, 16
+    monkeypatch.setenv("VAE_ANOMALY_BENCH_TS_PARAMS", json.dumps(params))
+    seen = []
+    real = kinds._ours
+    monkeypatch.setattr(kinds, "_ours", lambda *a: seen.append(real(*a)) or seen[-1])
+    res = kinds.run_kinds([0], window, vae_ok=True, log=lambda m: None, spec=kinds.QUICK_SPEC)
+    (ours,) = [r for r in res["records"] if r["key"] == "vae_core_ts/anomaly_score"]
+    assert "error" not in ours, ours.get("error")
+
+    frame = kinds.synthetic.make_frame(0, kinds.QUICK_SPEC)
+    det = TimeSeriesVAEDetector(seed=0, window=window, **params).fit(frame.history, series_column="sensor")
+    want = pd.concat([det.score(test, context=frame.history[frame.history["sensor"] == name].tail(det.context_points))
+                      for name, test in frame.test.groupby("sensor", sort=False)])
+    assert want.index.equals(frame.test.index)
+    (got,) = seen
+    np.testing.assert_allclose(got.scores["anomaly_score"], want["anomaly_score"].to_numpy(), rtol=1e-6)
+    np.testing.assert_array_equal(got.extra["is_anomaly"].astype(bool), want["is_anomaly"].to_numpy(bool))
+    flags = want["is_anomaly"].to_numpy(bool)
+    assert ours["n_points"] == len(frame.test) and ours["n_flagged"] == flags.sum() > 0
+    assert ours["hits"] == metrics.event_hits(frame.events[["start", "stop"]].to_numpy(), flags, kinds.TOLERANCE).tolist()
+    assert ours["auroc"] == pytest.approx(metrics.auroc(frame.labels, want["anomaly_score"].to_numpy()), abs=1e-9)
