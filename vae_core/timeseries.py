@@ -11,6 +11,7 @@ bad point stands out rather than raising its neighbours' scores.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Optional
 
 import numpy as np
@@ -19,7 +20,7 @@ import pandas as pd
 from .base import DetectorBase, resolve_config
 from .calendar import calendar_periods, cycle_features, series_one_hot
 from .config import TimeSeriesConfig
-from .events import event_excess, find_events
+from .events import find_events
 from .explain import explain_rows, with_top_features
 from .engine import Engine, build_model, iwae_rate
 from .errors import DataError
@@ -28,7 +29,7 @@ from .seeds import numpy_rng
 from .series_frame import infer_step, is_datetime, parse_times, series_codes, series_names, values_frame
 from .series_grid import SeriesGrid, build_grids, training_split
 from .series_scores import score_series
-from . import series_band, series_masking, series_modes, series_thresholds
+from . import series_band, series_batch, series_masking, series_modes, series_thresholds
 from .threshold import Calibration
 from .train import EpochCallback
 
@@ -236,59 +237,32 @@ class TimeSeriesVAEDetector(DetectorBase):
         DataFrame
             ``frame``'s index; columns ``(value column, "mean" | "std")``.
         """
-        grids, n, skip = self._context_grids(frame, context)
-        return series_band.expected(self, grids, n, skip, frame.index)
+        grids, rows, skip = self._context_grids(frame, context)
+        return series_band.expected(self, grids, len(rows), skip, frame.index)
 
     def score_explain_and_expect(self, frame: pd.DataFrame, top_k: int = 3, context: Optional[pd.DataFrame] = None
-                                 ) -> tuple[pd.DataFrame, pd.DataFrame, Optional[pd.DataFrame]]:
-        """:func:`vae_core.score_and_explain` and, when a row is flagged, :meth:`expected`, from one
-        scoring pass: what the scheduled score flow stores and shows for a batch.
+                                 ) -> series_batch.ScoredBatch:
+        """:func:`vae_core.score_and_explain`, the events and, when a row is flagged, :meth:`expected`,
+        from one scoring pass: what the scheduled score flow stores and shows for a batch
+        (:mod:`vae_core.series_batch`).
 
-        The same three results as the separate calls, cheaper with ``mask_flagged_past``: the plain
-        causal flags that decide which earlier points a window hides are worked out once, for the
-        scores and the band (the separate :meth:`expected` scores the series again to find them).
-
-        Returns
-        -------
-        scores, explanation : DataFrame
-            As :func:`vae_core.score_and_explain` returns them.
-        band : DataFrame or None
-            As :meth:`expected` returns it; None when nothing in ``frame`` is flagged.
+        The events are found with ``context``'s flags, so an event that began before the batch
+        keeps its start and its earlier points explain it too. The band is what :meth:`expected`
+        gives, cheaper with ``mask_flagged_past``: the plain causal flags that decide which
+        earlier points a window hides are worked out once, for the scores and the band.
         """
-        scores, explanation, band = self._score_explain_band(frame, max(1, int(top_k)), context, band=True)
-        return with_top_features(scores, explanation), explanation, band
+        b = series_batch.score_batch(self, frame, max(1, int(top_k)), context, band=True)
+        return replace(b, scores=with_top_features(b.scores, b.explanation))
 
     def _score_and_explain_flagged(self, frame: pd.DataFrame, top_k: int,
                                    context: Optional[pd.DataFrame] = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-        scores, explanation, _ = self._score_explain_band(frame, top_k, context, band=False)
-        return scores, explanation
-
-    def _score_explain_band(self, frame: pd.DataFrame, top_k: int, context: Optional[pd.DataFrame], band: bool
-                            ) -> tuple[pd.DataFrame, pd.DataFrame, Optional[pd.DataFrame]]:
-        """Scores, the explanation of the flagged rows (indexed by position), and with ``band``
-        the expected band when a row is flagged, from one pass over the windows: a flagged point
-        is explained by its event's columns (the excess NLL summed over the event's points, each
-        from the windows that scored it)."""
-        grids, n, skip = self._context_grids(frame, context)
-        past_flags: Optional[list[np.ndarray]] = [] if band else None
-        raw, feat, feat_sq = self._score_grids(grids, n, mask_past=self._masks_past(), past_flags=past_flags)
-        raw, feat, feat_sq = {k: v[skip:] for k, v in raw.items()}, feat[skip:], feat_sq[skip:]
-        scores = self._series_scores(frame, raw)
-        flags = scores["is_anomaly"].to_numpy(bool)
-        series = frame[self.series_column_] if self.series_column_ else None
-        _, member = find_events(frame[self.time_column_], flags, scores["anomaly_score"].to_numpy(), series)
-        pos = np.flatnonzero(flags)
-        excess = event_excess(self.attribution_.excess(feat, feat_sq), member)[pos]
-        explanation = explain_rows(frame.iloc[pos], excess, self.preprocessor_, top_k, index=pos)
-        expected = None
-        if band and flags.any():
-            expected = series_band.expected(self, grids, n, skip, frame.index, past_flags or None)
-        return scores, explanation, expected
+        b = series_batch.score_batch(self, frame, top_k, context, band=False)
+        return b.scores, b.explanation
 
     def _score_frame_raw(self, frame: pd.DataFrame, context: Optional[pd.DataFrame] = None):
         """Per-row scores and per-column terms of ``frame`` (scored after ``context``)."""
-        grids, n, skip = self._context_grids(frame, context)
-        raw, feat, feat_sq = self._score_grids(grids, n, mask_past=self._masks_past())
+        grids, rows, skip = self._context_grids(frame, context)
+        raw, feat, feat_sq = self._score_grids(grids, len(rows), mask_past=self._masks_past())
         return {k: v[skip:] for k, v in raw.items()}, feat[skip:], feat_sq[skip:]
 
     def _masks_past(self) -> bool:
@@ -300,8 +274,17 @@ class TimeSeriesVAEDetector(DetectorBase):
         twice that with ``mask_flagged_past`` (the flags of the window's earlier points)."""
         return (self.config_.window - 1) * (2 if self._masks_past() else 1)
 
-    def _context_grids(self, frame: pd.DataFrame, context: Optional[pd.DataFrame]) -> tuple[list[SeriesGrid], int, int]:
-        """The grids of ``context`` then ``frame`` (checked), their row count, and the context's."""
+    @property
+    def batch_context_points(self) -> int:
+        """The points of each series before a batch that the score flow reads: :attr:`context_points`,
+        and ``window - 1`` more whose settled flags continue an event that began before the batch
+        (:mod:`vae_core.series_batch`)."""
+        return self.context_points + self.config_.window - 1
+
+    def _context_grids(self, frame: pd.DataFrame, context: Optional[pd.DataFrame]
+                       ) -> tuple[list[SeriesGrid], pd.DataFrame, int]:
+        """The grids of ``context`` then ``frame`` (checked), those rows (``frame`` itself without a
+        context), and the context's row count."""
         self._check_fitted()
         check_frame(frame)
         needed = [self.time_column_] + ([self.series_column_] if self.series_column_ else []) + self.value_columns_
@@ -316,7 +299,7 @@ class TimeSeriesVAEDetector(DetectorBase):
         if kind != self.time_kind_:
             raise DataError(f"column {self.time_column_!r} holds {kind} times, but the model was fitted on {self.time_kind_} times")
         times = parse_times(frame, self.time_column_)
-        return self._grids(frame, times), len(frame), skip
+        return self._grids(frame, times), frame, skip
 
     def _grids(self, frame: pd.DataFrame, times: np.ndarray) -> list[SeriesGrid]:
         """Each series of ``frame`` on its grid, values standardised by the fitted preprocessor."""

@@ -118,7 +118,8 @@ def test_the_band_is_drawn_from_the_windows_the_masked_score_reads(masked):
 
 @pytest.mark.parametrize("mode", ["precision", "causal", "offline"])
 def test_one_call_gives_the_scores_explanation_and_band_of_the_separate_calls(masked, monkeypatch, mode):
-    """score_explain_and_expect equals score_and_explain then expected, after a context, and
+    """score_explain_and_expect's scores, explanation and band equal score_and_explain's then
+    expected's, after a context, and
     scores the series once where the separate calls score it twice in the precision mode (the
     band's mask needs the plain causal flags); a batch with nothing flagged gets no band."""
     det, test = masked
@@ -131,16 +132,17 @@ def test_one_call_gives_the_scores_explanation_and_band_of_the_separate_calls(ma
     want_scores, want_explanation = vae_core.score_and_explain(det, batch, context=context)
     want_band = det.expected(batch, context)
     separate, passes[:] = len(passes), []
-    scores, explanation, band = det.score_explain_and_expect(batch, context=context)
+    got = det.score_explain_and_expect(batch, context=context)
     assert want_scores["is_anomaly"].any() and len(want_explanation)
-    pd.testing.assert_frame_equal(scores, want_scores)
-    pd.testing.assert_frame_equal(explanation, want_explanation)
-    pd.testing.assert_frame_equal(band, want_band)
+    pd.testing.assert_frame_equal(got.scores, want_scores)
+    pd.testing.assert_frame_equal(got.explanation, want_explanation)
+    pd.testing.assert_frame_equal(got.band, want_band)
     assert (len(passes), separate) == ((1, 2) if mode == "precision" else (1, 1))
     quiet = test.iloc[:100]
     assert not det.score(quiet)["is_anomaly"].any()
-    scores, explanation, band = det.score_explain_and_expect(quiet)
-    assert band is None and len(explanation) == 0 and (scores["top_features"] == "").all()
+    got = det.score_explain_and_expect(quiet)
+    assert got.band is None and len(got.explanation) == 0 and (got.scores["top_features"] == "").all()
+    assert len(got.events) == 0 and (got.event_of_row == -1).all()
 
 
 def test_scores_and_bands_are_the_same_scored_a_few_windows_at_a_time(masked, monkeypatch):

@@ -117,3 +117,34 @@ def test_flagged_points_are_explained_by_their_event(offline):
     texts = texts[texts != ""]
     # the text carries each point's own value of the event's columns
     assert texts.str.startswith("mem=").all() and texts.nunique() > 1
+
+
+def test_an_event_that_began_in_the_previous_batch_keeps_its_start_and_columns(offline):
+    """A batch cut inside a level shift, scored causally after its context: the shift is one
+    event that began before the batch, with the whole series' start, and its flagged points in
+    the batch are explained as in the whole series (the context's points included); scored
+    without the context, it would start at the batch's first flag and lose those points."""
+    causal = offline.with_point_score("last")
+    W = causal.config_.window
+    test = series_frame(n=300, seed=5, start="2024-02-01", name="a")
+    test.loc[120:139, "mem"] += 3.0
+    whole = causal.score_explain_and_expect(test)
+    shift = whole.event_of_row[130]
+    (start,) = whole.events.loc[whole.events["event_id"] == shift, "start"]
+    first = int(np.flatnonzero(whole.event_of_row == shift)[0])
+    cut = first + 4  # the event's first points in the context, the rest in the batch
+    assert causal.batch_context_points == 2 * (W - 1)
+    batch, context = test.iloc[cut:], test.iloc[cut - causal.batch_context_points : cut]
+    got = causal.score_explain_and_expect(batch, context=context)
+    pd.testing.assert_frame_equal(got.scores, whole.scores.iloc[cut:], rtol=1e-5, atol=1e-5)
+    ours = got.event_of_row[130 - cut]
+    event = got.events.set_index("event_id").loc[ours]
+    assert event["began_before"] and event["start"] == start
+    assert not got.events.set_index("event_id").drop(index=ours)["began_before"].any()
+    in_batch = np.flatnonzero((got.event_of_row == ours) & got.scores["is_anomaly"].to_numpy(bool))
+    assert len(in_batch) >= 5
+    want = whole.explanation.loc[in_batch + cut].set_axis(whole.explanation.loc[in_batch + cut].index - cut)
+    pd.testing.assert_frame_equal(got.explanation.loc[in_batch], want, rtol=1e-5, atol=1e-5)
+    alone = causal.score_explain_and_expect(batch)  # no context: the event starts in the batch
+    (alone_start,) = alone.events.loc[alone.events["event_id"] == alone.event_of_row[130 - cut], "start"]
+    assert alone_start > start and not alone.events["began_before"].any()

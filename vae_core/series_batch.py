@@ -1,0 +1,98 @@
+"""One batch of a series scored after its context: what the scheduled score flow stores and shows.
+
+The batch's rows are scored after the context's (the last points of each series before the batch,
+:attr:`TimeSeriesVAEDetector.batch_context_points` of them), and the flagged points of both are
+grouped into events together (:func:`vae_core.events.find_events`). The first
+:attr:`~TimeSeriesVAEDetector.context_points` of each series' context only settle the scores of
+the rest (their own windows reach before the context), so their flags start no event. So an event
+that began in an earlier batch is one event with the points it had there: its start is where it
+began (as far back as the settled context reaches), it is marked ``began_before``, and each of its
+flagged points in the batch is explained by the columns of all its points, the earlier ones
+included (:func:`vae_core.events.event_excess`), as in the whole series. One pass over the windows
+gives the scores, the events, the explanations and the expected band.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import numpy as np
+import pandas as pd
+
+from . import series_band
+from .events import event_excess, find_events
+from .explain import explain_rows
+
+
+@dataclass(frozen=True)
+class ScoredBatch:
+    """A batch's scores, explanation, band and events (see :func:`score_batch`).
+
+    Attributes
+    ----------
+    scores : DataFrame
+        As :meth:`TimeSeriesVAEDetector.score` returns them (the batch's index), with
+        ``top_features`` where :meth:`TimeSeriesVAEDetector.score_explain_and_expect` made it.
+    explanation : DataFrame
+        The flagged rows' explanation in long form, indexed by their position in the batch.
+    band : DataFrame or None
+        :meth:`TimeSeriesVAEDetector.expected` of the batch; None when nothing is flagged (or
+        it was not asked for).
+    events : DataFrame
+        The events with a point in the batch: :data:`vae_core.events.EVENT_COLUMNS` (``event_id``
+        0, 1, ... by series then start; ``start``, ``points`` and ``flagged_points`` count the
+        event's points in the context too) and ``began_before``: the event has points before
+        the batch.
+    event_of_row : array of int
+        Each batch row's ``event_id``, -1 outside events.
+    """
+
+    scores: pd.DataFrame
+    explanation: pd.DataFrame
+    band: Optional[pd.DataFrame]
+    events: pd.DataFrame
+    event_of_row: np.ndarray
+
+
+def score_batch(det: Any, frame: pd.DataFrame, top_k: int, context: Optional[pd.DataFrame],
+                band: bool) -> ScoredBatch:
+    """Score ``frame`` after ``context`` with the time-series detector ``det``, group its flags into
+    events with the context's, explain them, and with ``band`` draw the expected band when a
+    row is flagged. ``scores`` comes without ``top_features``."""
+    grids, rows, skip = det._context_grids(frame, context)
+    past_flags: Optional[list[np.ndarray]] = [] if band else None
+    raw, feat, feat_sq = det._score_grids(grids, len(rows), mask_past=det._masks_past(), past_flags=past_flags)
+    every = det._series_scores(rows, raw)  # the context's flags too: they continue the batch's events
+    flags = every["is_anomaly"].to_numpy(bool)
+    series = rows[det.series_column_] if det.series_column_ else None
+    settled = np.ones(len(rows), bool)
+    settled[:skip] = _settled(rows.iloc[:skip], det.time_column_, det.series_column_, det.context_points)
+    events, member = find_events(rows[det.time_column_], flags & settled, every["anomaly_score"].to_numpy(), series)
+    excess = event_excess(det.attribution_.excess(feat, feat_sq), member)[skip:]
+    pos = np.flatnonzero(flags[skip:])
+    explanation = explain_rows(frame.iloc[pos], excess[pos], det.preprocessor_, top_k, index=pos)
+    expected = None
+    if band and len(pos):
+        expected = series_band.expected(det, grids, len(rows), skip, frame.index, past_flags or None)
+    events, event_of_row = batch_events(events, member, skip)
+    return ScoredBatch(every.iloc[skip:].set_axis(frame.index), explanation, expected, events, event_of_row)
+
+
+def batch_events(events: pd.DataFrame, member: np.ndarray, skip: int) -> tuple[pd.DataFrame, np.ndarray]:
+    """The events of :func:`~vae_core.events.find_events` over context and batch that reach the
+    batch (rows ``skip`` and after), numbered again from 0, with ``began_before``; and each
+    batch row's new event id."""
+    ours = member[skip:]
+    kept = np.unique(ours[ours >= 0])
+    new_id = np.full(len(events) + 1, -1, dtype=np.int64)  # the last place: rows outside events
+    new_id[kept] = np.arange(len(kept))
+    before = np.isin(kept, member[:skip])
+    out = events.iloc[kept].assign(event_id=np.arange(len(kept)), began_before=before).reset_index(drop=True)
+    return out, new_id[ours]
+
+
+def _settled(context: pd.DataFrame, time_column: str, series_column: Optional[str], unsettled: int) -> np.ndarray:
+    """Which context rows are scored as in the whole series: all but each series' first
+    ``unsettled`` (their windows reach before the context), whose flags start no event."""
+    key = context[series_column].astype(str) if series_column else pd.Series(0, index=context.index)
+    return (context.groupby(key, sort=False)[time_column].rank(method="first") > unsettled).to_numpy()
