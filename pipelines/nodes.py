@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.lake import META_COLUMNS
+from pipelines.reports.build import time_text
 from vae_core import DataError, TimeSeriesVAEDetector, VAEDetector
 
 Detector = Union[VAEDetector, TimeSeriesVAEDetector]
@@ -146,3 +147,26 @@ def promotion_decision(champion_nll: float, challenger_nll: float, tolerance: fl
         f"on the same held-out rows (promote if challenger <= champion + {tolerance:g})"
     )
     return promoted, rule
+
+
+#: What :func:`top_anomalies` adds to a time series' top rows: the event each row is the peak of.
+EVENT_TOP_COLUMNS = ["event_series", "event_start", "event_end", "event_points"]
+
+
+def top_anomalies(part: pd.DataFrame, events: Optional[tuple[pd.DataFrame, np.ndarray]], n: int) -> pd.DataFrame:
+    """The ``n`` highest-scoring flagged rows of a scored chunk ``part``. For a time series
+    (``events``: the batch's events and each row's event id, ``ScoredBatch.events`` and
+    ``.event_of_row``) one row per event, its highest-scoring flagged point in the batch, with
+    the event's series, start, end (as text) and points: a long event takes one place, not ``n``."""
+    flags = part["is_anomaly"].to_numpy(bool)
+    flagged = part[flags]
+    if events is None:
+        return flagged.nlargest(n, "anomaly_score")
+    table, event_of_row = events
+    peaks = (flagged.assign(_event=event_of_row[flags])
+             .sort_values("anomaly_score", ascending=False, kind="stable").drop_duplicates("_event").head(n))
+    ev = table.set_index("event_id").loc[peaks["_event"].to_numpy()]
+    return peaks.drop(columns="_event").assign(
+        event_series=[None if x is None else str(x) for x in ev["series"]],
+        event_start=[time_text(t) for t in ev["start"]], event_end=[time_text(t) for t in ev["end"]],
+        event_points=ev["points"].to_numpy(dtype=np.int64))

@@ -67,11 +67,15 @@ def top_anomalies_table(top: list[dict], limit: int = 10, title: str = "top anom
     from rich.table import Table
 
     table = Table(title=terminal(title), title_justify="left")
-    for name, justify in (("batch", "left"), ("row", "right"), ("score", "right"), ("p-value", "right"), ("top features", "left")):
+    events = any("event_start" in r for r in top)  # a time series' top: one row per event, its peak
+    columns = [("batch", "left"), ("row", "right")] + ([("event", "left")] if events else [])
+    for name, justify in columns + [("score", "right"), ("p-value", "right"), ("top features", "left")]:
         table.add_column(name, justify=justify, overflow="fold")
     for r in top[:limit]:
+        where = f"{r['event_series']} " if r.get("event_series") is not None else ""
+        event = [cell(f"{where}{r.get('event_start')} – {r.get('event_end')} ({r.get('event_points')} points)")] if events else []
         table.add_row(
-            cell(r.get("batch_id", "")), cell(r.get("_source_row", "")), cell(r.get("anomaly_score")),
+            cell(r.get("batch_id", "")), cell(r.get("_source_row", "")), *event, cell(r.get("anomaly_score")),
             cell(r.get("p_value"), 2), cell(r.get("top_features", "")),
         )
     return table
@@ -104,15 +108,18 @@ def render_score(r: dict) -> list:
     out: list = []
     title = f"score {r.get('dataset')} with {r.get('model_name')} v{r.get('model_version')}"
     table = Table(title=terminal(title), title_justify="left")
-    for name in ("batch", "rows", "anomalies", "rate", "PSI"):
+    events = r.get("events") is not None  # a time series: its flags grouped into events
+    for name in ("batch", "rows", "anomalies") + (("events",) if events else ()) + ("rate", "PSI"):
         table.add_column(name, justify="left" if name == "batch" else "right")
     for b in r.get("scored", []):
         rate = b["anomalies"] / b["rows"] if b.get("rows") else float("nan")
-        table.add_row(cell(b["batch_id"]), cell(b["rows"]), cell(b["anomalies"]), cell(f"{rate:.2%}"), cell(b.get("psi"), 3))
+        table.add_row(cell(b["batch_id"]), cell(b["rows"]), cell(b["anomalies"]), *([cell(b.get("events"))] if events else []),
+                      cell(f"{rate:.2%}"), cell(b.get("psi"), 3))
     out.append(table)
     drift = "yes" if r.get("drift") else "no"
+    in_events = f" in {r['events']} events" if events else ""
     out.append(key_values("", [
-        ("total", f"{r.get('rows', 0)} rows, {r.get('anomalies', 0)} anomalies"),
+        ("total", f"{r.get('rows', 0)} rows, {r.get('anomalies', 0)} anomalies{in_events}"),
         ("already scored", f"{len(r.get('skipped', []))} batch(es) skipped"),
         ("drift", f"{drift} (max PSI {fmt(r.get('max_psi'), 3)})"),
     ] + ([("reports rebuilt", ", ".join(r["reports_rebuilt"]))] if r.get("reports_rebuilt") else [])))

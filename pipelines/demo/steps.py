@@ -111,9 +111,10 @@ def run(
     def score_all(ds: SampleDataset) -> dict:
         r = flow_run(score, ds.name)
         out["datasets"][ds.name]["scored"].append(r)
+        events = "" if r.get("events") is None else f" in {r['events']} events"
         say(
             f"   {ds.name} with v{r['model_version']}: {len(r['scored'])} batch(es), {r['rows']} rows, "
-            f"{r['anomalies']} flagged; {len(r['skipped'])} already scored"
+            f"{r['anomalies']} flagged{events}; {len(r['skipped'])} already scored"
         )
         return r
 

@@ -68,11 +68,12 @@ class BatchScores:
     psi: float
     top: list[dict]
     report: Optional[str] = None  # path of the batch's report.html (None if it could not be written)
+    events: Optional[int] = None  # a time series' events with a flagged point in the batch
 
     def summary(self) -> dict:
         """The batch's entry in the flow's ``scored`` list."""
-        return {"batch_id": self.batch_id, "rows": self.rows, "anomalies": self.anomalies, "psi": self.psi,
-                "report": self.report}
+        return {"batch_id": self.batch_id, "rows": self.rows, "anomalies": self.anomalies, "events": self.events,
+                "psi": self.psi, "report": self.report}
 
 
 @lru_cache(maxsize=4)
@@ -86,13 +87,13 @@ def _frame(batch: pa.RecordBatch) -> pd.DataFrame:
 
 
 def _context(lake, dataset: str, batch_id: str, det, rows: pd.DataFrame) -> Optional[pd.DataFrame]:
-    """The context of a time-series batch: the last ``det.context_points`` points of each of its series
+    """The context of a time-series batch: the last ``det.batch_context_points`` points of each of its series
     before the series' first point in the batch, from the batches ingested before it (the
     previous one, then the two before, the four before those ..., until every series has its
     points or no batch is left). None for a first batch."""
     earlier = [r.batch_id for r in lake.list_batches(dataset)]
     earlier = earlier[: earlier.index(batch_id)][::-1]
-    time, series, need = det.time_column_, det.series_column_, det.context_points
+    time, series, need = det.time_column_, det.series_column_, det.batch_context_points
     key = (lambda f: f[series].astype(str)) if series else (lambda f: pd.Series("", index=f.index))  # noqa: E731
     first = rows[time].groupby(key(rows)).min()
     columns = [time] + ([series] if series else []) + list(det.value_columns_)
@@ -111,13 +112,15 @@ def _context(lake, dataset: str, batch_id: str, det, rows: pd.DataFrame) -> Opti
 
 
 def scored_chunks(lake, dataset: str, batch_id: str, det, batch_rows: int):
-    """Yield ``(part, explanation, rows, band)`` per chunk of a batch: the keys and scores to
-    write, the flagged rows' explanation (by position in ``part``), and for a time series the
-    feature rows and (when something is flagged) the model's expected band of each row.
+    """Yield ``(part, explanation, rows, band, events)`` per chunk of a batch: the keys and scores
+    to write, the flagged rows' explanation (by position in ``part``), and for a time series the
+    feature rows, (when something is flagged) the model's expected band of each row, and the
+    events with the event id of each row (:class:`vae_core.series_batch.ScoredBatch`).
 
     A time-series batch is one chunk, scored after its context (:func:`_context`): in the causal
-    mode its scores are those of one long series, whatever the batch boundaries. A table is
-    streamed in Arrow record batches of ``batch_rows`` rows.
+    mode its scores are those of one long series, whatever the batch boundaries, and an event
+    that began in an earlier batch keeps its start. A table is streamed in Arrow record batches
+    of ``batch_rows`` rows.
     """
     is_ts = getattr(det, "time_column_", None) is not None
     if is_ts:  # windows need their neighbours: a time-series batch is scored whole
@@ -128,14 +131,14 @@ def scored_chunks(lake, dataset: str, batch_id: str, det, batch_rows: int):
     for chunk in chunks:
         keys = chunk[list(META_COLUMNS)].reset_index(drop=True)  # the row's key in the lake
         rows = nodes.feature_frame(chunk).reset_index(drop=True)
-        band = None
+        band = events = None
         if is_ts:
-            context = _context(lake, dataset, batch_id, det, rows)
-            scored, explanation, band = det.score_explain_and_expect(rows, context=context)
+            b = det.score_explain_and_expect(rows, context=_context(lake, dataset, batch_id, det, rows))
+            scored, explanation, band, events = b.scores, b.explanation, b.band, (b.events, b.event_of_row)
         else:
             scored, explanation = vae_core.score_and_explain(det, rows)
         yield (pd.concat([keys, chunk[extra].reset_index(drop=True), scored], axis=1), explanation,
-               rows if is_ts else None, band)
+               rows if is_ts else None, band, events)
 
 
 def scoring_detector(model: ScoreModel, tracking_uri: Optional[str]):
@@ -197,25 +200,28 @@ def score_batch(
     lake = lake_for(lake_url)
     scored_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     drift_acc = nodes.PSI(det.calibration_.scores)
-    anomalies, top = 0, None
+    anomalies, n_events, top = 0, None, None
     parts = ReportParts(det)
     # each chunk is scored, written and dropped: memory stays bounded by one chunk, and the
     # batch's scores still become visible at once (or not at all) when the writer closes
     with lake.scores_writer(dataset, model.scores_key, batch_id) as writer:
-        for part, explanation, rows, band in scored_chunks(lake, dataset, batch_id, det, batch_rows):
+        for part, explanation, rows, band, events in scored_chunks(lake, dataset, batch_id, det, batch_rows):
             part["scored_at"] = scored_at  # the scores key and batch_id live in the path
             writer.write(part)
-            parts.add(part, explanation, rows, band)
+            parts.add(part, explanation, rows, band, events)
             drift_acc.update(part["anomaly_score"].to_numpy())
-            flagged = part[part["is_anomaly"].to_numpy(bool)]
-            anomalies += len(flagged)
-            top = (flagged if top is None else pd.concat([top, flagged])).nlargest(TOP_N, "anomaly_score")
+            anomalies += int(part["is_anomaly"].to_numpy(bool).sum())
+            if events is not None:  # a time series: one chunk, whose events the top lists
+                n_events = len(events[0])
+            chunk_top = nodes.top_anomalies(part, events, TOP_N)
+            top = (chunk_top if top is None else pd.concat([top, chunk_top])).nlargest(TOP_N, "anomaly_score")
             progress.report("rows", f"{dataset} {batch_id}", writer.rows)
         drift = drift_acc.value()
         writer.set_constants({"psi": drift})
     report = _write_report(lake, dataset, batch_id, model, det, parts, drift, tracking_uri)
-    top_records = [] if top is None else top[TOP_COLUMNS].astype({ROW_COLUMN: "int64"}).to_dict("records")
-    return BatchScores(batch_id, writer.rows, anomalies, drift, top_records, report)
+    columns = TOP_COLUMNS + [c for c in nodes.EVENT_TOP_COLUMNS if top is not None and c in top.columns]
+    top_records = [] if top is None else top[columns].astype({ROW_COLUMN: "int64"}).to_dict("records")
+    return BatchScores(batch_id, writer.rows, anomalies, drift, top_records, report, n_events)
 
 
 def _write_report(lake, dataset: str, batch_id: str, model: ScoreModel, det, parts: ReportParts, psi: float,
@@ -247,12 +253,13 @@ def publish_report(
     lines = [
         f"# Scoring {md(dataset)} with {md(model_name)} v{md(version)}", "",
         f"{len(results)} batch(es) scored, {len(skipped)} already scored by this version.", "",
-        "| batch | rows | anomalies | rate | PSI | report |", "|---|---:|---:|---:|---:|---|",
+        "| batch | rows | anomalies | events | rate | PSI | report |", "|---|---:|---:|---:|---:|---:|---|",
     ]
     for r in results:
         flag = " (drift)" if r.psi > drift_threshold else ""
-        lines.append(f"| {md(r.batch_id)} | {r.rows} | {r.anomalies} | {r.anomalies / max(r.rows, 1):.2%} | {r.psi:.3f}{flag} "
-                     f"| {_report_link(r.report)} |")
+        events = "" if r.events is None else r.events
+        lines.append(f"| {md(r.batch_id)} | {r.rows} | {r.anomalies} | {events} | {r.anomalies / max(r.rows, 1):.2%} "
+                     f"| {r.psi:.3f}{flag} | {_report_link(r.report)} |")
     create_markdown_artifact(key=artifact_key("score-summary", dataset), markdown="\n".join(lines))
 
 
@@ -262,6 +269,12 @@ def _report_link(path: Optional[str]) -> str:
         return "not written (see the log)"
     uri = Path(path).as_uri() if "://" not in path else path
     return f"[report.html]({uri})"
+
+
+def _events(results: list[BatchScores]) -> Optional[int]:
+    """The events of a time series' scored batches (None for a table)."""
+    counts = [r.events for r in results if r.events is not None]
+    return sum(counts) if counts else None
 
 
 def _top(results: list[BatchScores]) -> list[dict]:
@@ -309,9 +322,12 @@ def score(
     -------
     dict
         ``dataset``, ``model_name``, ``model_version``, ``scores_key`` (the lake's key of these
-        scores), ``scored`` (per batch: ``batch_id``, ``rows``, ``anomalies``, ``psi``),
-        ``skipped``, ``rows``, ``anomalies``, ``max_psi``, ``drift``, ``retrain`` (the retrain
-        flow's result or None), ``top`` (the highest-scoring anomalies) and ``reports_rebuilt``
+        scores), ``scored`` (per batch: ``batch_id``, ``rows``, ``anomalies``, ``events``,
+        ``psi``), ``skipped``, ``rows``, ``anomalies`` (flagged rows), ``events`` (a time
+        series' flagged runs, None for a table), ``max_psi``, ``drift``, ``retrain`` (the retrain
+        flow's result or None), ``top`` (the highest-scoring anomalies; for a time series one per
+        event, its peak, with ``event_series``, ``event_start``, ``event_end``, ``event_points``) and
+        ``reports_rebuilt``
         (skipped batches whose missing report this run wrote: a run that died after committing
         a batch's scores left it without one).
     """
@@ -340,6 +356,7 @@ def score(
         "dataset": dataset, "model_name": model_name, "model_version": version_number, "scores_key": model.scores_key,
         "scored": [r.summary() for r in results], "skipped": plan.skipped,
         "rows": sum(r.rows for r in results), "anomalies": sum(r.anomalies for r in results),
+        "events": _events(results),
         "max_psi": max_psi, "drift": drift, "retrain": None, "top": _top(results), "reports_rebuilt": rebuilt,
     }
     log.info("scored %d batch(es), %d rows, %d anomalies; skipped %d", len(results), summary["rows"], summary["anomalies"], len(plan.skipped))

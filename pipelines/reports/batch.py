@@ -30,20 +30,24 @@ class ReportParts:
         self.explanations: list[pd.DataFrame] = []
         self.rows: list[pd.DataFrame] = []
         self.band: Optional[pd.DataFrame] = None
+        self.events: Optional[tuple[pd.DataFrame, Any]] = None
         self.n = 0
 
     def add(self, part: pd.DataFrame, explanation: pd.DataFrame, rows: Optional[pd.DataFrame] = None,
-            band: Optional[pd.DataFrame] = None) -> None:
+            band: Optional[pd.DataFrame] = None, events: Optional[tuple[pd.DataFrame, Any]] = None) -> None:
         """One scored chunk: ``part`` as written (keys and scores), ``explanation`` indexed by
         position in ``part``; for a time series (one chunk) ``rows``, the chunk's feature rows,
-        and ``band``, the model's expected values of those rows
-        (:meth:`vae_core.TimeSeriesVAEDetector.expected`; None: no band drawn)."""
+        ``band``, the model's expected values of those rows
+        (:meth:`vae_core.TimeSeriesVAEDetector.expected`; None: no band drawn), and ``events``,
+        the events found with the batch's context and each row's event id
+        (:class:`vae_core.series_batch.ScoredBatch`; None: the report finds them in the rows)."""
         self.scores.append(part[LIGHT_COLUMNS].reset_index(drop=True))
         if len(explanation):
             self.explanations.append(explanation.set_axis(explanation.index + self.n))
         if self.time_column is not None and rows is not None:
             self.rows.append(rows.reset_index(drop=True))
             self.band = None if band is None else band.reset_index(drop=True)
+            self.events = events
         self.n += len(part)
 
     def frames(self) -> tuple[pd.DataFrame, Optional[pd.DataFrame], pd.DataFrame]:
@@ -76,7 +80,8 @@ def write_batch_report(lake: Lake, dataset: str, batch_id: str, scores_key: str,
         quarantined=int(record.rows_quarantined) if record else 0, source=record.source if record else None,
     )
     facts = detector_facts(det, info.name, info.version, aliases=tuple(info.aliases), run_id=info.run_id)
-    report = build_report(scores, rows, explanations, facts, batch, reviewed_precision(lake, dataset, scores_key))
+    report = build_report(scores, rows, explanations, facts, batch, reviewed_precision(lake, dataset, scores_key),
+                          events=parts.events)
     figs = figures(report, rows, scores, parts.band)
     return ReportStore(lake.url).write(ReportRef(dataset, scores_key, batch_id), render_html(report, figs),
                                        to_json(report), figs["cards"])

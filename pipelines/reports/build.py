@@ -101,13 +101,18 @@ def _row_items(scores: pd.DataFrame, explanations: pd.DataFrame, model: ModelFac
 
 
 def _event_items(scores: pd.DataFrame, rows: pd.DataFrame, explanations: pd.DataFrame, model: ModelFacts,
-                 batch: BatchFacts, max_gap: int) -> tuple[list[dict], int]:
-    """Each event an item, highest peak first; and how many events there are in all."""
-    times = rows[model.time_column].reset_index(drop=True)
-    series = rows[model.series_column].reset_index(drop=True) if model.series_column else None
+                 batch: BatchFacts, max_gap: int, found: Optional[tuple[pd.DataFrame, np.ndarray]] = None,
+                 ) -> tuple[list[dict], int]:
+    """Each event an item, highest peak first; and how many events there are in all. ``found``:
+    the events and each row's event id as the detector found them with the batch's context,
+    else they are found in the batch's rows."""
     flags = scores["is_anomaly"].to_numpy(bool)
     values = scores["anomaly_score"].to_numpy(float)
-    events, member = find_events(times, flags, values, series=series, max_gap=max_gap)
+    if found is None:
+        times = rows[model.time_column].reset_index(drop=True)
+        series = rows[model.series_column].reset_index(drop=True) if model.series_column else None
+        found = find_events(times, flags, values, series=series, max_gap=max_gap)
+    events, member = found
     total = len(events)
     events = events.sort_values("peak_score", ascending=False, kind="stable").head(MAX_ITEMS)
     p = scores["p_value"].to_numpy(float)
@@ -115,13 +120,14 @@ def _event_items(scores: pd.DataFrame, rows: pd.DataFrame, explanations: pd.Data
     for ev in events.itertuples(index=False):
         positions = np.flatnonzero(member == ev.event_id)
         where = f"{ev.series} " if model.series_column else ""
+        before = bool(getattr(ev, "began_before", False))
         items.append({
             "key": item_key(batch.dataset, batch.batch_id, "event",
-                            f"{short_text(ev.series, 40)}@{_time_text(ev.start)}" if model.series_column else _time_text(ev.start)),
-            "kind": "event", "title": f"{where}{_time_text(ev.start)} – {_time_text(ev.end)}",
+                            f"{short_text(ev.series, 40)}@{time_text(ev.start)}" if model.series_column else time_text(ev.start)),
+            "kind": "event", "title": f"{where}{time_text(ev.start)} – {time_text(ev.end)}",
             "series": None if ev.series is None else short_text(ev.series, 120),
-            "start": _time_text(ev.start), "end": _time_text(ev.end), "peak": _time_text(ev.peak),
-            "points": int(ev.points), "flagged_points": int(ev.flagged_points),
+            "start": time_text(ev.start), "end": time_text(ev.end), "peak": time_text(ev.peak),
+            "points": int(ev.points), "flagged_points": int(ev.flagged_points), "began_before": before,
             "score": float(ev.peak_score), "p_value": float(p[positions].min()),
             "margin": float(ev.peak_score) - model.threshold,
             "features": _features(explanations, positions[flags[positions]], model,
@@ -130,7 +136,7 @@ def _event_items(scores: pd.DataFrame, rows: pd.DataFrame, explanations: pd.Data
     return items, total
 
 
-def _time_text(t: Any) -> str:
+def time_text(t: Any) -> str:
     """A point's time as text: ISO 8601 for datetimes, the number for integer time."""
     if isinstance(t, (int, float, np.integer, np.floating)):
         return f"{t:g}" if isinstance(t, (float, np.floating)) else str(int(t))
@@ -139,7 +145,7 @@ def _time_text(t: Any) -> str:
 
 def build_report(scores: pd.DataFrame, rows: Optional[pd.DataFrame], explanations: Optional[pd.DataFrame],
                  model: ModelFacts, batch: BatchFacts, reviewed_precision: Optional[float] = None,
-                 max_gap: int = 2) -> dict[str, Any]:
+                 max_gap: int = 2, events: Optional[tuple[pd.DataFrame, np.ndarray]] = None) -> dict[str, Any]:
     """The report of one scored batch as a JSON-ready dict.
 
     Parameters
@@ -156,6 +162,10 @@ def build_report(scores: pd.DataFrame, rows: Optional[pd.DataFrame], explanation
         Share of this model version's reviewed items confirmed as anomalies so far.
     max_gap : int
         For time series: unflagged points allowed inside one event.
+    events : (DataFrame, array), optional
+        For time series: the events as the detector found them with the batch's context
+        (``ScoredBatch.events``, with ``began_before``) and each row's event id; found in
+        ``rows`` when omitted.
     """
     scores = scores.reset_index(drop=True)
     if explanations is None:
@@ -163,7 +173,7 @@ def build_report(scores: pd.DataFrame, rows: Optional[pd.DataFrame], explanation
     if model.is_timeseries:
         if rows is None:
             raise ValueError("a time-series report needs the batch's rows (times and series)")
-        items, n_items = _event_items(scores, rows.reset_index(drop=True), explanations, model, batch, max_gap)
+        items, n_items = _event_items(scores, rows.reset_index(drop=True), explanations, model, batch, max_gap, events)
     else:
         items, n_items = _row_items(scores, explanations, model, batch)
     flagged = int(scores["is_anomaly"].to_numpy(bool).sum())

@@ -203,6 +203,13 @@ def test_time_series_dataset_end_to_end(prefect_harness, mlflow_server, tmp_path
     assert len(stored) == len(both)
     np.testing.assert_allclose(stored["anomaly_score"], stored["anomaly_score_whole"], rtol=1e-4, atol=1e-5)
     assert (stored["is_anomaly"] == stored["is_anomaly_whole"]).mean() > 0.999
+    # the flow deals in events: counted per batch, and one top entry per event (its peak point)
+    assert result["events"] == sum(b["events"] for b in result["scored"]) >= 1
+    assert all(b["events"] <= b["anomalies"] for b in result["scored"])
+    top = result["top"]
+    assert top and all(t["event_series"] in ("s1", "s2") and t["event_start"] <= t["event_end"] for t in top)
+    assert len({(t["batch_id"], t["event_series"], t["event_start"]) for t in top}) == len(top)
+    assert any(t["event_points"] > 1 for t in top) and len(top) < result["anomalies"]
     # the offline mode is an option, under a key of its own; its newest batch has no future to miss
     last = lake.list_batches("sensors")[-1].batch_id
     offline = score("sensors", model_name="sensors-e2e", point_score="mean", batch_ids=[last], **env)

@@ -78,3 +78,20 @@ def test_a_challenger_takes_the_champions_settings_but_its_seed_and_threshold():
     assert challenger.fixed_threshold is None
     assert nodes.challenger_params(None, {"max_epochs": 5}) == {"max_epochs": 5}
     assert nodes.challenger_params(None, None) is None
+
+
+def test_top_anomalies_of_a_time_series_are_one_per_event():
+    """A table's top rows are its highest flagged rows; a time series' are each event's peak
+    point in the batch, with the event's series, start, end and points."""
+    part = pd.DataFrame({"_source_row": np.arange(8), "anomaly_score": [1.0, 9, 8, 7, 0, 5, 6, 2],
+                         "is_anomaly": [False, True, True, True, False, True, True, False]})
+    assert nodes.top_anomalies(part, None, 3)["_source_row"].tolist() == [1, 2, 3]
+    times = pd.date_range("2024-03-01", periods=2, freq="h", tz="UTC")
+    events = pd.DataFrame({"event_id": [0, 1], "series": ["s1", "s2"], "start": times, "end": times + pd.Timedelta("5min"),
+                           "points": [3, 2]})
+    member = np.array([-1, 0, 0, 0, -1, 1, 1, -1])
+    top = nodes.top_anomalies(part, (events, member), 5)
+    assert top["_source_row"].tolist() == [1, 6]
+    assert top["event_series"].tolist() == ["s1", "s2"] and top["event_points"].tolist() == [3, 2]
+    assert top["event_start"].tolist() == ["2024-03-01T00:00:00+00:00", "2024-03-01T01:00:00+00:00"]
+    assert nodes.top_anomalies(part, (events, member), 1)["_source_row"].tolist() == [1]

@@ -94,3 +94,15 @@ def test_retrain_prints_the_reviewed_comparison_when_there_is_one():
     out = printed(render_retrain(result), terminal=False)
     assert "kept the champion" in out and "precision at the champion's 12 alerts of 40: challenger 50%, champion 75%" in out
     assert "alerts of" not in printed(render_retrain({**result, "reviewed_comparison": None}), terminal=False)
+
+
+def test_a_time_series_score_prints_its_events():
+    result = score_result()
+    result["scored"][0]["events"] = result["events"] = 2
+    result["top"][0].update(event_series="s[/]2", event_start="2024-03-01T01:00:00+00:00",
+                            event_end="2024-03-01T03:55:00+00:00", event_points=36)
+    out = printed(render_score(result), terminal=False)
+    assert "10 anomalies in 2 events" in out and "events" in out.splitlines()[2]
+    assert "s[/]2 2024-03-01T01:00:00+00:00 – 2024-03-01T03:55:00+00:00 (36 points)" in out.replace("\n", "")
+    table = printed(render_score(score_result()), terminal=False)  # a table: no events column
+    assert "events" not in table

@@ -114,6 +114,40 @@ def test_timeseries_report_groups_flags_into_events(series_case):
         build_report(scores, None, None, facts, BatchFacts(dataset="hosts", batch_id="b2", rows=len(batch)))
 
 
+def test_an_event_that_began_in_an_earlier_batch_says_so(series_case, tmp_path):
+    """With the events the detector found with the batch's context (the score flow's), the level
+    shift cut by the batch boundary is one item starting before the batch, marked as begun in an
+    earlier batch on its card; the report does not split or renumber the detector's events."""
+    det, frame, _ = series_case
+    cut = pd.Timestamp("2026-01-02T01:15", tz="UTC")  # the shift of s2 starts at 01:00
+    batch = frame[frame["ts"] >= cut]
+    before = frame[frame["ts"] < cut]
+    context = before.groupby("host", sort=False).tail(det.batch_context_points)
+    got = det.score_explain_and_expect(batch, context=context)
+    scores = got.scores.reset_index(drop=True).assign(_source_row=np.arange(len(batch)))
+    facts = detector_facts(det, "load", "1")
+    report = build_report(scores, batch, got.explanation, facts, BatchFacts(dataset="hosts", batch_id="b2", rows=len(batch)),
+                          events=(got.events, got.event_of_row))
+    assert report["summary"]["n_items"] == len(got.events)
+    (shift,) = [e for e in report["items"] if e["began_before"]]
+    assert shift["series"] == "s2" and shift["start"] < cut.isoformat() <= shift["end"]
+    assert shift["features"] and shift["features"][0]["feature"] == "load"
+    figs = figures(report, batch, scores)
+    html = render_html(report, figs)
+    assert html.count("began in an earlier batch") == 1
+    from fastapi.testclient import TestClient
+
+    from pipelines.reports.store import ReportRef, ReportStore
+    from pipelines.review.app import create_app
+
+    ReportStore(str(tmp_path)).write(ReportRef("hosts", "load-v1", "b2"), html, to_json(report), figs["cards"])
+    page = TestClient(create_app(str(tmp_path), reviewer="ana")).get("/review/hosts")
+    assert page.status_code == 200 and page.text.count("began in an earlier batch") == 1
+    alone = build_report(scores, batch, got.explanation, facts, BatchFacts(dataset="hosts", batch_id="b2", rows=len(batch)))
+    assert not any(e["began_before"] for e in alone["items"])  # found in the rows alone: no earlier batch
+    assert min(e["start"] for e in alone["items"] if e["series"] == "s2") >= cut.isoformat()
+
+
 def test_many_flags_are_capped(fitted, frame):
     batch = frame.copy()
     batch["amount"] = batch["amount"] * 50  # every row flagged
