@@ -244,10 +244,33 @@ def shows(shown: list[str], ran: list[str]) -> bool:
     return i == len(patterns)
 
 
+def setup_commands() -> dict[str, list[list[str]]]:
+    """The commands of the one-shot setup that docker compose (service ``deployments``) and
+    Kubernetes (Job ``vae-anomaly-setup``, infra/k8s/setup.yaml) run: each ``sh -c`` script
+    split at ``&&``, per file."""
+    import yaml
+
+    compose = yaml.safe_load((ROOT / "infra" / "docker-compose.yml").read_text())
+    (compose_script,) = compose["services"]["deployments"]["command"]
+    (job,) = [d for d in yaml.safe_load_all((ROOT / "infra" / "k8s" / "setup.yaml").read_text()) if d]
+    (container,) = job["spec"]["template"]["spec"]["containers"]
+    require(container["command"] == ["/bin/sh", "-c"], f"the setup Job runs {container['command']}, not a shell script")
+    (job_script,) = container["args"]
+    return {name: [shlex.split(part) for part in script.split("&&")]
+            for name, script in (("infra/docker-compose.yml", compose_script), ("infra/k8s/setup.yaml", job_script))}
+
+
 def readme_is_what_ran(topology: Topology) -> str:
-    """Every command the README shows for the topology is one this smoke ran."""
+    """Every command the README shows for the topology, and every command of the compose and
+    Kubernetes setup one-shots, is one this smoke ran."""
     shown = readme_commands((ROOT / "README.md").read_text())
     require(len(shown) >= 5, f"README.md's {README_SECTION!r} section shows {len(shown)} commands")
     missing = [" ".join(c) for c in shown if not any(shows(c, ran) for ran in topology.commands)]
     require(not missing, "README commands the smoke did not run: " + "; ".join(missing))
-    return f"the {len(shown)} commands of README.md's {README_SECTION!r} are among the {len(topology.commands)} the smoke ran"
+    setup = setup_commands()
+    for where, commands in setup.items():
+        missing = [" ".join(c) for c in commands if not any(shows(c, ran) for ran in topology.commands)]
+        require(not missing, f"{where}'s setup commands the smoke did not run: " + "; ".join(missing))
+    n_setup = sum(map(len, setup.values()))
+    return (f"the {len(shown)} commands of README.md's {README_SECTION!r} and the {n_setup} of the compose and "
+            f"Kubernetes setup one-shots are among the {len(topology.commands)} the smoke ran")
