@@ -171,6 +171,11 @@ def test_two_flags_far_apart_are_explained_within_their_series(ts_fitted):
     assert out.loc[100, "top_features"].startswith("cpu=") and out.loc[5900, "top_features"].startswith("cpu=")
     assert (out.loc[~out["is_anomaly"], "top_features"] == "").all()
     pd.testing.assert_frame_equal(out.drop(columns="top_features"), ts_fitted.score(test))
+    # what used to fail the batch: the flagged rows alone, laid on one grid, span too many steps
+    flagged = test.loc[out["is_anomaly"].to_numpy(bool)]
+    assert len(flagged) * 50 < 5800
+    with pytest.raises(DataError, match=r"series 'a' spans \d+ steps of .* for only \d+ rows"):
+        ts_fitted.explain(flagged)
 
 
 def test_a_repeated_time_in_one_series_is_refused_naming_the_series_time_and_rows(ts_fitted):
