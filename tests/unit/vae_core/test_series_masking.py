@@ -138,6 +138,7 @@ def test_one_call_gives_the_scores_explanation_and_band_of_the_separate_calls(ma
     pd.testing.assert_frame_equal(got.explanation, want_explanation)
     pd.testing.assert_frame_equal(got.band, want_band)
     assert (len(passes), separate) == ((1, 2) if mode == "precision" else (1, 1))
+    pd.testing.assert_frame_equal(got.scores.drop(columns="top_features"), det.score(batch, context=context))
     quiet = test.iloc[:100]
     assert not det.score(quiet)["is_anomaly"].any()
     got = det.score_explain_and_expect(quiet)
@@ -187,3 +188,26 @@ def test_missing_injection_changes_training_and_is_seeded():
     # the mask implies holes in training unless told otherwise
     assert injection_share(None, True) == 0.5 and injection_share(None, False) == 0.0
     assert injection_share(0.0, True) == 0.0 and injection_share(0.25, False) == 0.25
+
+
+def test_the_precision_mode_continues_an_event_from_the_earlier_batch(masked):
+    """In the precision mode too, a batch cut inside the burst and scored after
+    batch_context_points of context has the long series' scores, and the burst is one event that
+    began before the batch, with the long series' start and its flagged points' explanation."""
+    det, test = masked
+    W = det.config_.window
+    assert det.batch_context_points == 3 * (W - 1)
+    whole = det.score_explain_and_expect(test)
+    burst = whole.event_of_row[122]
+    points = np.flatnonzero(whole.event_of_row == burst)
+    (start,) = whole.events.loc[whole.events["event_id"] == burst, "start"]
+    cut = int(points[0]) + 3
+    got = det.score_explain_and_expect(test.iloc[cut:], context=test.iloc[cut - det.batch_context_points : cut])
+    pd.testing.assert_frame_equal(got.scores, whole.scores.iloc[cut:], rtol=1e-5, atol=1e-5)
+    ours = got.event_of_row[points[points >= cut][0] - cut]
+    event = got.events.set_index("event_id").loc[ours]
+    assert event["began_before"] and event["start"] == start
+    rows = np.flatnonzero((got.event_of_row == ours) & got.scores["is_anomaly"].to_numpy(bool))
+    assert len(rows) >= 2
+    want = whole.explanation.loc[rows + cut]
+    pd.testing.assert_frame_equal(got.explanation.loc[rows], want.set_axis(want.index - cut), rtol=1e-5, atol=1e-5)
