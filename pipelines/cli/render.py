@@ -113,7 +113,8 @@ def render_score(r: dict) -> list:
         table.add_column(name, justify="left" if name == "batch" else "right")
     for b in r.get("scored", []):
         rate = b["anomalies"] / b["rows"] if b.get("rows") else float("nan")
-        table.add_row(cell(b["batch_id"]), cell(b["rows"]), cell(b["anomalies"]), *([cell(b.get("events"))] if events else []),
+        n_events = b.get("events") if not b.get("continued") else f"{b.get('events')} (+{b['continued']} continued)"
+        table.add_row(cell(b["batch_id"]), cell(b["rows"]), cell(b["anomalies"]), *([cell(n_events)] if events else []),
                       cell(f"{rate:.2%}"), cell(b.get("psi"), 3))
     out.append(table)
     drift = "yes" if r.get("drift") else "no"

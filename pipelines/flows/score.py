@@ -31,6 +31,7 @@ from pipelines import nodes, progress
 from pipelines.escaping import markdown as md
 from pipelines.flows.common import artifact_key, io_task, lake_for, tracking_for
 from pipelines.lake import BATCH_COLUMN, META_COLUMNS, ROW_COLUMN
+from pipelines.lake.context import series_context
 from pipelines.reports.batch import ReportParts, write_batch_report
 from pipelines.reports.store import ReportStore
 from pipelines.settings import apply_torch_threads
@@ -68,12 +69,13 @@ class BatchScores:
     psi: float
     top: list[dict]
     report: Optional[str] = None  # path of the batch's report.html (None if it could not be written)
-    events: Optional[int] = None  # a time series' events with a flagged point in the batch
+    events: Optional[int] = None  # a time series' events that began in the batch
+    continued: Optional[int] = None  # and those that began in an earlier batch and go on in it
 
     def summary(self) -> dict:
         """The batch's entry in the flow's ``scored`` list."""
         return {"batch_id": self.batch_id, "rows": self.rows, "anomalies": self.anomalies, "events": self.events,
-                "psi": self.psi, "report": self.report}
+                "continued": self.continued, "psi": self.psi, "report": self.report}
 
 
 @lru_cache(maxsize=4)
@@ -86,41 +88,16 @@ def _frame(batch: pa.RecordBatch) -> pd.DataFrame:
     return batch.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}.get)
 
 
-def _context(lake, dataset: str, batch_id: str, det, rows: pd.DataFrame) -> Optional[pd.DataFrame]:
-    """The context of a time-series batch: the last ``det.batch_context_points`` points of each of its series
-    before the series' first point in the batch, from the batches ingested before it (the
-    previous one, then the two before, the four before those ..., until every series has its
-    points or no batch is left). None for a first batch."""
-    earlier = [r.batch_id for r in lake.list_batches(dataset)]
-    earlier = earlier[: earlier.index(batch_id)][::-1]
-    time, series, need = det.time_column_, det.series_column_, det.batch_context_points
-    key = (lambda f: f[series].astype(str)) if series else (lambda f: pd.Series("", index=f.index))  # noqa: E731
-    first = rows[time].groupby(key(rows)).min()
-    columns = [time] + ([series] if series else []) + list(det.value_columns_)
-    found, lo, step = [], 0, 1
-    while lo < len(earlier) and need > 0:
-        part = lake.read(dataset, batch_ids=earlier[lo : lo + step], columns=columns)
-        found.append(part[(part[time] < key(part).map(first)).to_numpy(bool)])
-        counts = pd.concat(found).pipe(key).value_counts()
-        if counts.reindex(first.index, fill_value=0).min() >= need:
-            break
-        lo, step = lo + step, 2 * step
-    if not found:
-        return None
-    before = pd.concat(found, ignore_index=True).sort_values(time, kind="stable")
-    return before.groupby(key(before), sort=False).tail(need).reset_index(drop=True)
-
-
 def scored_chunks(lake, dataset: str, batch_id: str, det, batch_rows: int):
     """Yield ``(part, explanation, rows, band, events)`` per chunk of a batch: the keys and scores
     to write, the flagged rows' explanation (by position in ``part``), and for a time series the
     feature rows, (when something is flagged) the model's expected band of each row, and the
     events with the event id of each row (:class:`vae_core.series_batch.ScoredBatch`).
 
-    A time-series batch is one chunk, scored after its context (:func:`_context`): in the causal
-    mode its scores are those of one long series, whatever the batch boundaries, and an event
-    that began in an earlier batch keeps its start. A table is streamed in Arrow record batches
-    of ``batch_rows`` rows.
+    A time-series batch is one chunk, scored after its context
+    (:func:`pipelines.lake.context.series_context`): in the causal mode its scores are those of
+    one long series, whatever the batch boundaries, and an event that began in an earlier batch
+    keeps its start. A table is streamed in Arrow record batches of ``batch_rows`` rows.
     """
     is_ts = getattr(det, "time_column_", None) is not None
     if is_ts:  # windows need their neighbours: a time-series batch is scored whole
@@ -133,7 +110,9 @@ def scored_chunks(lake, dataset: str, batch_id: str, det, batch_rows: int):
         rows = nodes.feature_frame(chunk).reset_index(drop=True)
         band = events = None
         if is_ts:
-            b = det.score_explain_and_expect(rows, context=_context(lake, dataset, batch_id, det, rows))
+            context = series_context(lake, dataset, batch_id, rows, det.time_column_, det.series_column_,
+                                     list(det.value_columns_), det.batch_context_points)
+            b = det.score_explain_and_expect(rows, context=context)
             scored, explanation, band, events = b.scores, b.explanation, b.band, (b.events, b.event_of_row)
         else:
             scored, explanation = vae_core.score_and_explain(det, rows)
@@ -200,7 +179,7 @@ def score_batch(
     lake = lake_for(lake_url)
     scored_at = datetime.now(timezone.utc).isoformat(timespec="seconds")
     drift_acc = nodes.PSI(det.calibration_.scores)
-    anomalies, n_events, top = 0, None, None
+    anomalies, n_events, n_continued, top = 0, None, None, None
     parts = ReportParts(det)
     # each chunk is scored, written and dropped: memory stays bounded by one chunk, and the
     # batch's scores still become visible at once (or not at all) when the writer closes
@@ -212,7 +191,8 @@ def score_batch(
             drift_acc.update(part["anomaly_score"].to_numpy())
             anomalies += int(part["is_anomaly"].to_numpy(bool).sum())
             if events is not None:  # a time series: one chunk, whose events the top lists
-                n_events = len(events[0])
+                n_continued = int(events[0]["began_before"].sum())
+                n_events = len(events[0]) - n_continued
             chunk_top = nodes.top_anomalies(part, events, TOP_N)
             top = (chunk_top if top is None else pd.concat([top, chunk_top])).nlargest(TOP_N, "anomaly_score")
             progress.report("rows", f"{dataset} {batch_id}", writer.rows)
@@ -221,7 +201,7 @@ def score_batch(
     report = _write_report(lake, dataset, batch_id, model, det, parts, drift, tracking_uri)
     columns = TOP_COLUMNS + [c for c in nodes.EVENT_TOP_COLUMNS if top is not None and c in top.columns]
     top_records = [] if top is None else top[columns].astype({ROW_COLUMN: "int64"}).to_dict("records")
-    return BatchScores(batch_id, writer.rows, anomalies, drift, top_records, report, n_events)
+    return BatchScores(batch_id, writer.rows, anomalies, drift, top_records, report, n_events, n_continued)
 
 
 def _write_report(lake, dataset: str, batch_id: str, model: ScoreModel, det, parts: ReportParts, psi: float,
@@ -257,7 +237,7 @@ def publish_report(
     ]
     for r in results:
         flag = " (drift)" if r.psi > drift_threshold else ""
-        events = "" if r.events is None else r.events
+        events = "" if r.events is None else r.events if not r.continued else f"{r.events} (+{r.continued} continued)"
         lines.append(f"| {md(r.batch_id)} | {r.rows} | {r.anomalies} | {events} | {r.anomalies / max(r.rows, 1):.2%} "
                      f"| {r.psi:.3f}{flag} | {_report_link(r.report)} |")
     create_markdown_artifact(key=artifact_key("score-summary", dataset), markdown="\n".join(lines))
@@ -272,14 +252,19 @@ def _report_link(path: Optional[str]) -> str:
 
 
 def _events(results: list[BatchScores]) -> Optional[int]:
-    """The events of a time series' scored batches (None for a table)."""
+    """The events that began in a time series' scored batches (None for a table)."""
     counts = [r.events for r in results if r.events is not None]
     return sum(counts) if counts else None
 
 
 def _top(results: list[BatchScores]) -> list[dict]:
-    """The ``TOP_N`` highest-scoring anomalies over all scored batches."""
-    return sorted((t for r in results for t in r.top), key=lambda t: -t["anomaly_score"])[:TOP_N]
+    """The ``TOP_N`` highest-scoring anomalies over all scored batches; an event that goes on over
+    several batches once, at its highest peak."""
+    ranked = sorted((t for r in results for t in r.top), key=lambda t: -t["anomaly_score"])
+    seen: set = set()
+    once = [t for t in ranked if "event_start" not in t
+            or ((t["event_series"], t["event_start"]) not in seen and not seen.add((t["event_series"], t["event_start"])))]
+    return once[:TOP_N]
 
 
 def _task_runner(workers: Optional[int], dask_address: Optional[str]):
@@ -322,9 +307,10 @@ def score(
     -------
     dict
         ``dataset``, ``model_name``, ``model_version``, ``scores_key`` (the lake's key of these
-        scores), ``scored`` (per batch: ``batch_id``, ``rows``, ``anomalies``, ``events``,
-        ``psi``), ``skipped``, ``rows``, ``anomalies`` (flagged rows), ``events`` (a time
-        series' flagged runs, None for a table), ``max_psi``, ``drift``, ``retrain`` (the retrain
+        scores), ``scored`` (per batch: ``batch_id``, ``rows``, ``anomalies``, ``events`` (that
+        began in it), ``continued`` (begun earlier), ``psi``), ``skipped``, ``rows``, ``anomalies``
+        (flagged rows), ``events`` (a time series' flagged runs that began in these batches, None
+        for a table), ``max_psi``, ``drift``, ``retrain`` (the retrain
         flow's result or None), ``top`` (the highest-scoring anomalies; for a time series one per
         event, its peak, with ``event_series``, ``event_start``, ``event_end``, ``event_points``) and
         ``reports_rebuilt``

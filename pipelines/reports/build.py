@@ -137,9 +137,10 @@ def _event_items(scores: pd.DataFrame, rows: pd.DataFrame, explanations: pd.Data
 
 
 def time_text(t: Any) -> str:
-    """A point's time as text: ISO 8601 for datetimes, the number for integer time."""
+    """A point's time as text: ISO 8601 for datetimes, the number for numeric time (every digit
+    a float has: epoch seconds stay apart)."""
     if isinstance(t, (int, float, np.integer, np.floating)):
-        return f"{t:g}" if isinstance(t, (float, np.floating)) else str(int(t))
+        return np.format_float_positional(float(t), trim="-") if isinstance(t, (float, np.floating)) else str(int(t))
     return pd.Timestamp(t).isoformat()
 
 

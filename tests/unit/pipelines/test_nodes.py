@@ -95,3 +95,11 @@ def test_top_anomalies_of_a_time_series_are_one_per_event():
     assert top["event_series"].tolist() == ["s1", "s2"] and top["event_points"].tolist() == [3, 2]
     assert top["event_start"].tolist() == ["2024-03-01T00:00:00+00:00", "2024-03-01T01:00:00+00:00"]
     assert nodes.top_anomalies(part, (events, member), 1)["_source_row"].tolist() == [1]
+
+
+def test_time_text_keeps_every_digit_of_a_numeric_time():
+    from pipelines.reports.build import time_text
+
+    assert time_text(1709251200.0) != time_text(1709251260.0)
+    assert (time_text(1709251260.5), time_text(np.float32(3.0)), time_text(np.int64(42))) == ("1709251260.5", "3", "42")
+    assert time_text(pd.Timestamp("2024-03-01 01:00", tz="UTC")) == "2024-03-01T01:00:00+00:00"

@@ -98,11 +98,12 @@ def test_retrain_prints_the_reviewed_comparison_when_there_is_one():
 
 def test_a_time_series_score_prints_its_events():
     result = score_result()
-    result["scored"][0]["events"] = result["events"] = 2
+    result["scored"][0].update(events=2, continued=1)
+    result["events"] = 2
     result["top"][0].update(event_series="s[/]2", event_start="2024-03-01T01:00:00+00:00",
                             event_end="2024-03-01T03:55:00+00:00", event_points=36)
     out = printed(render_score(result), terminal=False)
-    assert "10 anomalies in 2 events" in out and "events" in out.splitlines()[2]
+    assert "10 anomalies in 2 events" in out and "events" in out.splitlines()[2] and "2 (+1 continued)" in out
     assert "s[/]2 2024-03-01T01:00:00+00:00 – 2024-03-01T03:55:00+00:00 (36 points)" in out.replace("\n", "")
     table = printed(render_score(score_result()), terminal=False)  # a table: no events column
     assert "events" not in table
