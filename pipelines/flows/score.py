@@ -260,11 +260,13 @@ def _events(results: list[BatchScores]) -> Optional[int]:
 def _top(results: list[BatchScores]) -> list[dict]:
     """The ``TOP_N`` highest-scoring anomalies over all scored batches; an event that goes on over
     several batches once, at its highest peak."""
-    ranked = sorted((t for r in results for t in r.top), key=lambda t: -t["anomaly_score"])
-    seen: set = set()
-    once = [t for t in ranked if "event_start" not in t
-            or ((t["event_series"], t["event_start"]) not in seen and not seen.add((t["event_series"], t["event_start"])))]
-    return once[:TOP_N]
+    out, seen = [], set()
+    for t in sorted((t for r in results for t in r.top), key=lambda t: -t["anomaly_score"]):
+        event = (t["event_series"], t["event_start"]) if "event_start" in t else None
+        if event is None or event not in seen:
+            out.append(t)
+            seen.add(event)
+    return out[:TOP_N]
 
 
 def _task_runner(workers: Optional[int], dask_address: Optional[str]):

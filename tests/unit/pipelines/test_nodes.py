@@ -103,3 +103,17 @@ def test_time_text_keeps_every_digit_of_a_numeric_time():
     assert time_text(1709251200.0) != time_text(1709251260.0)
     assert (time_text(1709251260.5), time_text(np.float32(3.0)), time_text(np.int64(42))) == ("1709251260.5", "3", "42")
     assert time_text(pd.Timestamp("2024-03-01 01:00", tz="UTC")) == "2024-03-01T01:00:00+00:00"
+
+
+def test_the_flow_lists_an_event_once_over_batches_at_its_highest_peak():
+    from pipelines.flows.score import BatchScores, _top
+
+    def row(batch, score, start=None):
+        event = {} if start is None else {"event_series": "s1", "event_start": start, "event_end": "e", "event_points": 3}
+        return {"batch_id": batch, "_source_row": 0, "anomaly_score": score, "p_value": 0.01, "top_features": "", **event}
+
+    b1 = BatchScores("b1", 10, 3, 0.0, [row("b1", 5.0, "t0"), row("b1", 4.0, "t1")], events=2, continued=0)
+    b2 = BatchScores("b2", 10, 2, 0.0, [row("b2", 7.0, "t1"), row("b2", 1.0, "t2")], events=1, continued=1)
+    assert [(t["batch_id"], t["event_start"]) for t in _top([b1, b2])] == [("b2", "t1"), ("b1", "t0"), ("b2", "t2")]
+    tables = [BatchScores("b", 10, 2, 0.0, [row("b", 2.0), row("b", 3.0)])]
+    assert [t["anomaly_score"] for t in _top(tables)] == [3.0, 2.0]  # rows of a table: all kept
