@@ -151,5 +151,12 @@ class TimeSeriesConfig(VAEConfig):
         "(Donut's missing-data injection), so the encoder learns windows with holes, as mask_flagged_past makes them; "
         "None: 0.5 with mask_flagged_past (without it, the masked scores lost flag precision), else 0",
     )
+    duplicates: Optional[Literal["first", "last", "mean"]] = Field(
+        None,
+        description="Rows of one series with the same time (a repeated daylight-saving hour in naive local time): "
+        'None refuses them (DataError naming the rows); "first" / "last" keep the values of the first / last such '
+        'row in frame order, "mean" averages each value column over them. Every row keeps a score: that of its time. '
+        "Applies in fit and in every scoring call",
+    )
     train_stride: int = Field(1, ge=1, description="Step between training windows")
     max_train_windows: Optional[int] = Field(20000, ge=10)

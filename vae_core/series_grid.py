@@ -1,7 +1,8 @@
 """Laying each series of a frame on its regular time grid (the fitted step), one array per series.
 
 Grid points without a row are missing (NaN), as are missing values; distinct times that fall on
-one grid point are averaged; two rows of one series with the same time are refused. A series
+one grid point are averaged; two rows of one series with the same time are refused, unless
+``duplicates`` says which to keep ("first", "last") or to average them ("mean"). A series
 shorter than the window is padded on the left with missing points.
 """
 from __future__ import annotations
@@ -32,7 +33,8 @@ class SeriesGrid:
 
 
 def build_grids(frame: pd.DataFrame, times: np.ndarray, values: np.ndarray, time_column: str,
-                series_column: Optional[str], series_names: list[str], step: float, window: int) -> list[SeriesGrid]:
+                series_column: Optional[str], series_names: list[str], step: float, window: int,
+                duplicates: Optional[str] = None) -> list[SeriesGrid]:
     """Each series of ``frame`` on its grid.
 
     Parameters
@@ -49,6 +51,10 @@ def build_grids(frame: pd.DataFrame, times: np.ndarray, values: np.ndarray, time
         The fitted series, whose positions are the grids' ``code``.
     step, window : float, int
         The grid step and the window W.
+    duplicates : {None, "first", "last", "mean"}
+        Rows of one series with the same time: refused (None), or the values of the first or last
+        such row in frame order, or their mean per column. Every row keeps its grid point (and so
+        the score of its time).
     """
     codes = series_codes(frame, series_column)
     label = frame[series_column] if series_column else None
@@ -58,7 +64,7 @@ def build_grids(frame: pd.DataFrame, times: np.ndarray, values: np.ndarray, time
         rows = np.flatnonzero(codes == code)
         t = times[rows]
         name = f" {label.iloc[rows[0]]!r}" if label is not None else ""
-        refuse_repeated_times(frame, rows, t, name, time_column)
+        kept = repeated_times_kept(frame, rows, t, name, time_column, duplicates)
         pos = np.rint((t - t.min()) / step).astype(np.int64)
         length = int(pos.max()) + 1
         if length > MAX_GRID_GROWTH * len(rows) + window:
@@ -71,10 +77,10 @@ def build_grids(frame: pd.DataFrame, times: np.ndarray, values: np.ndarray, time
         length += pad
         sums = np.zeros((length, values.shape[1]), np.float64)
         counts = np.zeros_like(sums)
-        v = values[rows]
+        v = values[rows[kept]]
         seen = np.isfinite(v)
-        np.add.at(sums, pos, np.where(seen, v, 0.0))
-        np.add.at(counts, pos, seen)
+        np.add.at(sums, pos[kept], np.where(seen, v, 0.0))
+        np.add.at(counts, pos[kept], seen)
         with np.errstate(invalid="ignore", divide="ignore"):
             dense = np.where(counts > 0, sums / counts, np.nan).astype(np.float32)
         key = str(label.iloc[rows[0]]) if label is not None else ""
@@ -83,17 +89,29 @@ def build_grids(frame: pd.DataFrame, times: np.ndarray, values: np.ndarray, time
     return grids
 
 
-def refuse_repeated_times(frame: pd.DataFrame, rows: np.ndarray, t: np.ndarray, name: str, time_column: str) -> None:
-    """A series holds one row per time: name the first two of its ``rows`` (times ``t``) that share one."""
-    order = np.argsort(t, kind="stable")
-    same = np.flatnonzero(t[order][1:] == t[order][:-1])
-    if len(same):
+def repeated_times_kept(frame: pd.DataFrame, rows: np.ndarray, t: np.ndarray, name: str, time_column: str,
+                        duplicates: Optional[str] = None) -> np.ndarray:
+    """Which of a series' ``rows`` (ascending, times ``t``) give their values to the grid, by the
+    ``duplicates`` rule; with None, the first two rows that share a time are named in a DataError."""
+    order = np.argsort(t, kind="stable")  # equal times stay in row (frame) order
+    ts = t[order]
+    same = np.flatnonzero(ts[1:] == ts[:-1])
+    kept = np.ones(len(rows), bool)
+    if not len(same) or duplicates == "mean":
+        return kept
+    if duplicates is None:
         a, b = rows[order[same[0]]], rows[order[same[0] + 1]]
         raise DataError(
             f"series{name}: rows {frame.index[a]!r} and {frame.index[b]!r} have the same time "
-            f"{str(frame[time_column].iloc[a])!r} in column {time_column!r}; "
-            "keep one row per time (drop or aggregate the duplicates first)"
+            f"{str(frame[time_column].iloc[a])!r} in column {time_column!r}; keep one row per time "
+            '(drop or aggregate the duplicates first, or set duplicates="first", "last" or "mean")'
         )
+    if duplicates not in ("first", "last"):
+        raise ValueError(f'duplicates must be None, "first", "last" or "mean", not {duplicates!r}')
+    differs = ts[1:] != ts[:-1]
+    leads = np.r_[True, differs] if duplicates == "first" else np.r_[differs, True]
+    kept[order[~leads]] = False
+    return kept
 
 
 def training_split(grids: list[SeriesGrid], window: int, stride: int, validation_fraction: float, seed: int,

@@ -2,8 +2,8 @@
 
 Each series is laid on a regular time grid (the step is the median spacing seen in training).
 Timestamps missing from the grid and missing values are masked out of the likelihood rather
-than imputed into it (as Donut does). Two rows of one series with the same time are refused;
-distinct times that fall on one grid point are averaged. A window of ``W`` grid points and ``d`` value columns is
+than imputed into it (as Donut does). Two rows of one series with the same time are refused
+(unless ``duplicates`` keeps the first, the last or their mean); distinct times that fall on one grid point are averaged. A window of ``W`` grid points and ``d`` value columns is
 one row of ``W * d`` numeric features for the shared VAE, conditioned on where the window ends
 in the day (and week) and on which series it is (:mod:`vae_core.calendar`). Every timestamp is
 scored from its own terms in the windows that cover it (:mod:`vae_core.series_scores`), so one
@@ -306,7 +306,7 @@ class TimeSeriesVAEDetector(DetectorBase):
         enc = self.preprocessor_.transform(values_frame(frame, self.value_columns_))
         values = np.where(enc.num_mask > 0, enc.num, np.nan).astype(np.float32)
         return build_grids(frame, times, values, self.time_column_, self.series_column_, self.series_names_,
-                           self.step_, self.config_.window)
+                           self.step_, self.config_.window, self.config_.duplicates)
 
     def _grid_threshold(self, g: SeriesGrid) -> float:
         """The threshold that flags ``g``'s points: its series' own, else the shared one."""
