@@ -1,8 +1,8 @@
 """Baseline detectors the benchmark compares ``vae_core`` against.
 
 Tabular baselines are used with their library defaults (PyOD's deep models
-standardise features internally, ``preprocessing=True``); only the seed and
-the progress bar (``verbose=0``) are set.  Libraries are imported when a
+standardise features internally, ``preprocessing=True``); only the seed, the
+progress bar (``verbose=0``) and DIF's device (``"cpu"``) are set.  Libraries are imported when a
 detector is built, not when this module is imported.
 
 Every detector here has ``fit(X) -> self`` and ``decision_function(X) ->
@@ -25,9 +25,9 @@ __all__ = [
     "WindowIsolationForest",
 ]
 
-#: Tabular baseline names, in report order.  ``pyod_vae`` is the reference
-#: that speed ratios are taken against.
-TABULAR_BASELINES = ("pyod_vae", "pyod_ae", "iforest", "ecod")
+#: Tabular baseline names (the peers of issue 27), in report order.  ``pyod_vae`` is the
+#: reference that speed ratios are taken against.
+TABULAR_BASELINES = ("pyod_vae", "pyod_ae", "iforest", "knn", "lof", "ecod", "copod", "mcd", "cblof", "dif")
 
 
 class IsolationForestDetector:
@@ -72,11 +72,53 @@ def _ecod(seed: int):  # ECOD is deterministic and has no seed
     return ECOD()
 
 
+def _knn(seed: int):  # deterministic
+    from pyod.models.knn import KNN
+
+    return KNN()
+
+
+def _lof(seed: int):  # deterministic
+    from pyod.models.lof import LOF
+
+    return LOF()
+
+
+def _copod(seed: int):  # deterministic
+    from pyod.models.copod import COPOD
+
+    return COPOD()
+
+
+def _mcd(seed: int):
+    from pyod.models.mcd import MCD
+
+    return MCD(random_state=seed)
+
+
+def _cblof(seed: int):
+    from pyod.models.cblof import CBLOF
+
+    return CBLOF(random_state=seed)
+
+
+def _dif(seed: int):
+    from pyod.models.dif import DIF
+
+    return DIF(random_state=seed, device="cpu")
+
+
 _FACTORIES: dict[str, Callable[[int], object]] = {
     "pyod_vae": _pyod_vae,
     "pyod_ae": _pyod_ae,
     "iforest": IsolationForestDetector,
+    "knn": _knn,
+    "lof": _lof,
     "ecod": _ecod,
+    "copod": _copod,
+    "mcd": _mcd,
+    "cblof": _cblof,
+    "dif": _dif,
 }
 
 
@@ -88,7 +130,7 @@ def make_tabular_baseline(name: str, seed: int):
     name : str
         One of :data:`TABULAR_BASELINES`.
     seed : int
-        Random seed (ignored by ECOD, which is deterministic).
+        Random seed (ignored by the deterministic kNN, LOF, ECOD and COPOD).
 
     Returns
     -------

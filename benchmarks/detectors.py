@@ -7,6 +7,9 @@ benchmark still runs (baselines only) while it is missing or broken.
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -20,8 +23,8 @@ VAE_SCORES = ("neg_elbo", "nll_iwae", "recon_error", "anomaly_score")
 #: The column the summary tables use for vae_core.
 VAE_MAIN_SCORE = "anomaly_score"
 
-__all__ = ["VAE_SCORES", "VAE_MAIN_SCORE", "Scored", "vae_core_status", "vae_core_fingerprint",
-           "run_vae_tabular",
+__all__ = ["VAE_SCORES", "VAE_MAIN_SCORE", "Scored", "DetectorTimeout", "time_limit", "vae_core_status",
+           "vae_core_fingerprint", "run_vae_tabular",
            "run_baseline_tabular", "run_vae_timeseries"]
 
 
@@ -37,6 +40,33 @@ class Scored:
     fit_s: float
     score_s: float
     extra: dict = field(default_factory=dict)
+
+
+class DetectorTimeout(Exception):
+    """A detector ran past its time limit (see :func:`time_limit`)."""
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float | None):
+    """Raise :class:`DetectorTimeout` in the block once ``seconds`` of wall time have passed.
+
+    SIGALRM-based: only in the main thread of a POSIX process, and it interrupts Python code
+    between bytecodes (a single long C call finishes first). ``None`` or ``0``: no limit.
+    """
+    if not seconds or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum, frame):
+        raise DetectorTimeout(f"ran past the time limit of {seconds:g} s")
+
+    old = signal.signal(signal.SIGALRM, _raise)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
 
 
 def vae_core_status() -> tuple[bool, str]:

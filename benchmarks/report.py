@@ -7,6 +7,8 @@ from collections import defaultdict
 
 import numpy as np
 
+from . import ranks
+from .baselines import TABULAR_BASELINES
 from .synthetic import KINDS
 from .vus import TSB_AD_THRESHOLDS
 
@@ -24,6 +26,12 @@ _LABELS = {
     "pyod_ae": "PyOD AutoEncoder",
     "iforest": "IsolationForest",
     "ecod": "ECOD",
+    "knn": "kNN",
+    "lof": "LOF",
+    "copod": "COPOD",
+    "mcd": "MCD",
+    "cblof": "CBLOF",
+    "dif": "DIF",
     "robust_z": "rolling robust z (w=32)",
     "iforest_win": "IsolationForest on 32-windows",
     "random": "random scores (uniform, seeded)",
@@ -130,9 +138,52 @@ def tabular_speed(records: list[dict]) -> dict:
     return out
 
 
+def league_md(records: list[dict]) -> list[str]:
+    """Ours (``anomaly_score``) against the peers: means, average ranks, per-set best peer."""
+    peers = [p for p in TABULAR_BASELINES if any(r["key"] == p for r in records)]
+    if not any(r["key"] == ranks.OURS for r in records) or not peers:
+        return []
+    keys = [ranks.OURS] + peers
+    tabs = {m: ranks.per_dataset([r for r in records if r["key"] in keys], m) for m in ("auroc", "auprc")}
+    datasets = tabs["auroc"][0]
+    lg = {m: ranks.league(tabs[m][2], datasets, keys) for m in tabs}
+    h2h = {m: ranks.head_to_head(tabs[m][2], datasets, ranks.OURS, peers) for m in tabs}
+    order = sorted(keys, key=lambda k: lg["auroc"][k]["avg_rank"])
+    rows = []
+    for k in order:
+        a, p = lg["auroc"][k], lg["auprc"][k]
+        vs = ("" if k == ranks.OURS else
+              f"{h2h['auroc'][k]['wins']}-{h2h['auroc'][k]['losses']} / {h2h['auprc'][k]['wins']}-{h2h['auprc'][k]['losses']}")
+        rows.append([label(k), a["n_sets"], a["failed"], a["mean"], p["mean"], a["avg_rank"], p["avg_rank"],
+                     a["common_mean"], p["common_mean"], vs])
+    n_common = lg["auroc"][ranks.OURS]["n_common"]
+    parts = [f"### League over {len(datasets)} tabular sets: ours against {len(peers)} peers", "",
+             "Per set the metric is the mean over seeds; ranks are per set among these "
+             f"{len(keys)} detectors (1 = best, ties averaged). A detector that failed on a seed of a set "
+             "is failed there: it takes the bottom rank on that set (failed detectors share it), its mean "
+             "is over the sets it completed, and head-to-head counts skip the set. `common` = mean over "
+             f"the {n_common} sets that every detector completed. `ours W-L` = sets where ours is "
+             "above / below that peer (AUROC / AUPRC).", "",
+             md_table(["detector", "sets", "failed", "mean AUROC", "mean AUPRC", "avg rank AUROC",
+                       "avg rank AUPRC", "common AUROC", "common AUPRC", "ours W-L"], rows, 3), ""]
+    for m, title in (("auroc", "AUROC"), ("auprc", "AUPRC")):
+        vb = ranks.versus_best_peer(tabs[m][2], datasets, ranks.OURS, peers)
+        wins = sum(1 for v in vb if v["win"])
+        losses = sum(1 for v in vb if v["win"] is False)
+        rows = [[v["dataset"], label(v["best_peer"]) if v["best_peer"] else "—", v["best"], v["ours"],
+                 v["margin"], {True: "win", False: "loss", None: "—"}[v["win"]]] for v in vb]
+        parts += [f"#### Ours against the best peer per set, {title}: {wins} wins, {losses} losses", "",
+                  md_table(["dataset", "best peer", "its " + title, "ours", "ours − best", ""], rows, 3), ""]
+    fails = ranks.failed_sets(records)
+    if fails:
+        parts += ["#### Failed (detector, set)", ""] + [
+            f"- {label(k)} on {d}: `{msg}`" for k, ds in fails.items() for d, msg in ds.items()] + [""]
+    return parts
+
+
 def _tabular_md(res: dict) -> list[str]:
+    parts = league_md(res["records"])
     recs = [r for r in res["records"] if not r.get("error")]
-    parts = []
     info = {r["dataset"]: r for r in recs}
     for metric, title in (("auroc", "AUROC"), ("auprc", "AUPRC (average precision)")):
         datasets, keys, table = tabular_summary(recs, metric)
@@ -244,7 +295,9 @@ def protocol_notes(seeds, threads: int, train_cap, window: int, vus_buffer: int)
         "the raw feature frame.",
         "Baselines use library defaults on raw features: PyOD `VAE` and `AutoEncoder` "
         "(`random_state=seed`, `verbose=0`; they standardise inputs themselves, `preprocessing=True`), "
-        "sklearn `IsolationForest(random_state=seed)` scored as `-score_samples`, PyOD `ECOD()`.",
+        "sklearn `IsolationForest(random_state=seed)` scored as `-score_samples`, PyOD `KNN()`, `LOF()`, "
+        "`ECOD()`, `COPOD()`, `MCD(random_state=seed)`, `CBLOF(random_state=seed)`, "
+        "`DIF(random_state=seed, device='cpu')`, each scored with `decision_function`.",
         "NAB: only series with labelled anomalies (artificialNoAnomaly and "
         "ec2_cpu_utilization_c6585a are skipped); no train split, so every detector is fitted on the "
         "whole series without labels and scores the whole series. Labels are NAB's anomaly windows "

@@ -75,7 +75,7 @@ def _point_metrics(y: np.ndarray, s: np.ndarray) -> dict:
 # --------------------------------------------------------------------------- tabular
 
 
-def run_tabular(names, seeds, train_cap, vae_ok, problems, t0) -> dict:
+def run_tabular(names, seeds, train_cap, vae_ok, problems, t0, time_limit_s=None) -> dict:
     """ADBench protocol on each tabular dataset and seed; see module notes."""
     records = []
     for name in names:
@@ -92,7 +92,8 @@ def run_tabular(names, seeds, train_cap, vae_ok, problems, t0) -> dict:
                 runs.append((b, lambda b=b: detectors.run_baseline_tabular(b, sp.X_train, sp.X_test, seed)))
             for det, fn in runs:
                 try:
-                    res = fn()
+                    with detectors.time_limit(time_limit_s):
+                        res = fn()
                 except Exception as exc:  # record and go on with the other detectors
                     msg = _err(exc)
                     keys = [f"vae_core/{c}" for c in detectors.VAE_SCORES] if det == "vae_core" else [det]
@@ -113,7 +114,7 @@ def run_tabular(names, seeds, train_cap, vae_ok, problems, t0) -> dict:
                 main = res.scores.get(detectors.VAE_MAIN_SCORE, res.scores.get("score"))
                 _log(f"tabular {name:10s} seed {seed} {det:9s} fit {res.fit_s:6.2f}s "
                      f"score {res.score_s:6.3f}s AUROC {metrics.auroc(sp.y_test, _finite(main)[0]):.3f}", t0)
-    return {"seeds": list(seeds), "train_cap": train_cap, "records": records,
+    return {"seeds": list(seeds), "train_cap": train_cap, "time_limit_s": time_limit_s, "records": records,
             "speed": report.tabular_speed(records)}
 
 
@@ -250,6 +251,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default 0,1,2; quick: 0)")
     p.add_argument("--train-cap", type=int, default=DEFAULT_TRAIN_CAP,
                    help=f"max train rows per tabular split, 0 = no cap (default {DEFAULT_TRAIN_CAP})")
+    p.add_argument("--time-limit", type=float, default=None,
+                   help="tabular: seconds one detector may take on one split (fit + score); past it the "
+                        "detector is recorded as failed there (default: none)")
     p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                    help=f"torch intra-op threads for every detector (default {DEFAULT_THREADS})")
     p.add_argument("--ts-both-modes", action="store_true",
@@ -324,7 +328,7 @@ def main(argv=None) -> int:
         names = _select(QUICK_TABULAR if args.quick else data.tabular_names(), wanted)
         if names:
             t = time.perf_counter()
-            result["tabular"] = run_tabular(names, args.seeds, train_cap, vae_ok, problems, t0)
+            result["tabular"] = run_tabular(names, args.seeds, train_cap, vae_ok, problems, t0, args.time_limit)
             part_s["tabular"] = time.perf_counter() - t
     if "timeseries" in parts:
         nab = _select(QUICK_NAB if args.quick else data.nab_names(), wanted)

@@ -1,0 +1,55 @@
+"""benchmarks: the ten tabular peers build, a detector past its time limit fails, runs merge."""
+import time
+
+import pytest
+
+from benchmarks import baselines, detectors
+from benchmarks.merge import merge_results
+
+
+def test_the_ten_peers_build_with_their_defaults():
+    assert len(baselines.TABULAR_BASELINES) == 10
+    for name in baselines.TABULAR_BASELINES:
+        det = baselines.make_tabular_baseline(name, 3)
+        assert hasattr(det, "fit") and hasattr(det, "decision_function"), name
+    assert baselines.make_tabular_baseline("mcd", 3).random_state == 3
+    assert baselines.make_tabular_baseline("dif", 3).random_state == 3
+
+
+def test_time_limit_stops_python_code_and_leaves_no_alarm_behind():
+    t = time.perf_counter()
+    with pytest.raises(detectors.DetectorTimeout, match="0.2 s"):
+        with detectors.time_limit(0.2):
+            while True:
+                pass
+    assert time.perf_counter() - t < 2
+    with detectors.time_limit(0.2):
+        pass
+    time.sleep(0.3)  # the alarm was cancelled: nothing is raised here
+    with detectors.time_limit(None):
+        time.sleep(0.01)
+
+
+def _result(seeds, records, options=None):
+    opts = {"seeds": seeds, "out_name": "x", "train_cap": 5000} | (options or {})
+    meta = {"options": opts, "command": f"run --seeds {seeds}", "wall_s": 10.0 + seeds[0],
+            "load_average_1_5_15": {"start": [1, 1, 1], "end": [2, 2, 2]}, "problems": [],
+            "vae_core": {"source": {"sha256": "abc"}}, "notes": [f"seeds {seeds}; rest"]}
+    return {"tabular": {"seeds": seeds, "records": records}, "meta": meta}
+
+
+def _r(seed, key):
+    return {"dataset": "a", "seed": seed, "key": key, "auroc": 0.5, "auprc": 0.1, "fit_s": 1.0,
+            "score_s": 0.5, "n_test": 10}
+
+
+def test_merge_concatenates_seeds_and_refuses_duplicates_and_other_options():
+    m = merge_results([_result([0], [_r(0, "iforest")]), _result([1], [_r(1, "iforest")])], ["s0", "s1"])
+    assert m["tabular"]["seeds"] == [0, 1] and len(m["tabular"]["records"]) == 2
+    assert m["tabular"]["speed"]["iforest"]["runs"] == 2
+    assert m["meta"]["notes"] == ["seeds [0, 1]; rest"] and m["meta"]["wall_s"] == 11.0
+    with pytest.raises(ValueError, match="also in s0"):
+        merge_results([_result([0], [_r(0, "iforest")]), _result([0], [_r(0, "iforest")])], ["s0", "s0b"])
+    with pytest.raises(ValueError, match="train_cap"):
+        merge_results([_result([0], [_r(0, "iforest")]), _result([1], [_r(1, "iforest")], {"train_cap": 1})],
+                      ["s0", "s1"])
