@@ -15,6 +15,8 @@ Environment variables and their defaults:
 - ``PREFECT_HOME``: ``<home>/prefect``.
 - ``VAE_ANOMALY_DASK_ADDRESS``: unset, meaning no Dask cluster.
 - ``VAE_ANOMALY_BENCHDATA``: ``<project root>/../shared/benchdata``.
+- ``VAE_ANOMALY_REVIEW_URL``: the review page's base URL that alerts link to (the batch's
+  report and review page); ``http://127.0.0.1:8765``, where ``vae-anomaly review`` listens.
 - ``MLFLOW_HTTP_REQUEST_MAX_RETRIES`` / ``MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR`` /
   ``MLFLOW_HTTP_REQUEST_TIMEOUT``: MLflow's own; set to ``2`` / ``1`` / ``60`` when unset, by
   :func:`apply_mlflow_env` (MLflow's defaults, 7 retries with backoff factor 2, spend about four
@@ -63,6 +65,8 @@ class Settings(BaseModel):
         Labelled benchmark data (``tabular/``, ``timeseries/``).
     torch_threads : int or None
         CPU threads for torch in the training and scoring tasks; ``None`` leaves torch's default.
+    review_url : str
+        Base URL of the review page, for the links in alerts (:mod:`pipelines.alerts`).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -77,6 +81,7 @@ class Settings(BaseModel):
     dask_address: Optional[str] = None
     benchdata_dir: Path
     torch_threads: Optional[int] = None
+    review_url: str = "http://127.0.0.1:8765"
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "Settings":
@@ -109,6 +114,7 @@ class Settings(BaseModel):
             dask_address=get("VAE_ANOMALY_DASK_ADDRESS"),
             benchdata_dir=_path(get("VAE_ANOMALY_BENCHDATA") or PROJECT_ROOT.parent / "shared" / "benchdata"),
             torch_threads=_positive_int("VAE_ANOMALY_TORCH_THREADS", get("VAE_ANOMALY_TORCH_THREADS")),
+            review_url=get("VAE_ANOMALY_REVIEW_URL") or "http://127.0.0.1:8765",
         )
 
     def ensure_home(self) -> Path:

@@ -57,7 +57,13 @@ def _run_flow(args: argparse.Namespace, module: str, name: str, **kwargs: Any) -
     flow = getattr(importlib.import_module(f"pipelines.flows.{module}"), name)
     configure_console(args)
     with progress_bars(args):
-        return flow(**_given(**kwargs))
+        try:
+            return flow(**_given(**kwargs))
+        except Exception as exc:
+            from pipelines.cli.alerts import alert_failure
+
+            alert_failure(kwargs.get("dataset"), name, exc, kwargs.get("lake_url"))  # its --on-failure rules
+            raise
 
 
 def cmd_ingest(args: argparse.Namespace) -> dict:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Callable, Optional, Sequence
 
-from pipelines.cli import commands, render
+from pipelines.cli import alerts, commands, render
 
 EPILOG = """\
 exit codes:
@@ -29,6 +29,7 @@ environment (defaults in brackets):
   MLFLOW_TRACKING_URI       tracking store [sqlite:///$VAE_ANOMALY_HOME/mlflow.db]
   PREFECT_API_URL           Prefect server [a temporary local API per command]
   VAE_ANOMALY_DASK_ADDRESS  Dask scheduler for `score` [none: score in-process]
+  VAE_ANOMALY_REVIEW_URL    review page that alerts link to [http://127.0.0.1:8765]
 """
 
 Command = Callable[..., argparse.ArgumentParser]
@@ -212,7 +213,7 @@ def add_demo(command: Command) -> None:
 #: The subcommands, in the order ``--help`` lists them.
 SUBCOMMANDS: tuple[Callable[[Command], None], ...] = (
     add_ingest, add_lake, add_train, add_score, add_report, add_review, add_threshold, add_retrain, add_serve,
-    add_automations, add_bench, add_demo,
+    add_automations, alerts.add_alerts, add_bench, add_demo,
 )
 
 
