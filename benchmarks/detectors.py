@@ -24,7 +24,7 @@ VAE_SCORES = ("neg_elbo", "nll_iwae", "recon_error", "anomaly_score")
 VAE_MAIN_SCORE = "anomaly_score"
 
 __all__ = ["VAE_SCORES", "VAE_MAIN_SCORE", "Scored", "DetectorTimeout", "time_limit", "vae_core_status",
-           "vae_core_fingerprint", "run_vae_tabular",
+           "vae_core_fingerprint", "run_vae_tabular", "tab_params",
            "run_baseline_tabular", "run_vae_timeseries"]
 
 
@@ -126,7 +126,7 @@ def _check_score_frame(out, n_rows: int, index) -> tuple[dict[str, np.ndarray], 
 
 
 def run_vae_tabular(X_train: pd.DataFrame, X_test: pd.DataFrame, seed: int) -> Scored:
-    """Fit ``VAEDetector(seed=seed)`` on ``X_train`` and ``score()`` ``X_test``.
+    """Fit ``VAEDetector(seed=seed, **tab_params())`` on ``X_train`` and ``score()`` ``X_test``.
 
     Parameters
     ----------
@@ -142,7 +142,7 @@ def run_vae_tabular(X_train: pd.DataFrame, X_test: pd.DataFrame, seed: int) -> S
     """
     from vae_core import VAEDetector
 
-    det = VAEDetector(seed=seed)
+    det = VAEDetector(seed=seed, **tab_params())
     t0 = time.perf_counter()
     det.fit(X_train)
     fit_s = time.perf_counter() - t0
@@ -180,6 +180,15 @@ def run_baseline_tabular(name: str, X_train, X_test, seed: int) -> Scored:
     s = np.asarray(det.decision_function(Xte), dtype=np.float64)
     score_s = time.perf_counter() - t0
     return Scored({"score": s}, fit_s, score_s)
+
+
+def tab_params() -> dict:
+    """Extra ``VAEDetector`` settings from ``$VAE_ANOMALY_BENCH_TAB_PARAMS`` (a JSON object, e.g.
+    ``{"trim_fraction": 0.05}`` to measure a non-default option); empty when unset."""
+    import json
+    import os
+
+    return json.loads(os.environ.get("VAE_ANOMALY_BENCH_TAB_PARAMS") or "{}")
 
 
 def ts_params() -> dict:

@@ -1,9 +1,12 @@
-"""Merge tabular results of several runs into one report: ``python -m benchmarks.merge OUT a.json b.json ...``.
+"""Merge tabular results of several runs into one report: ``python -m benchmarks.merge OUT a.json b.jsonl ...``.
 
-For a run split into processes (e.g. one per seed, ``--seeds 0`` / ``1`` / ``2``, which the
-2-core machine runs side by side). Every input must be a tabular run of the same options apart
-from ``--seeds`` and ``--out-name``; a (dataset, seed, key) present in two inputs is an error.
-Writes ``results/OUT.md`` and ``.json`` atomically and prints the markdown.
+For a run split into processes (e.g. one per seed, ``--seeds 0`` / ``1`` / ``2``, or halves of
+the sets by ``--datasets``, side by side on the 2-core machine). An input is a results ``.json``
+or a ``--records-jsonl`` file (with the ``.meta.json`` that run wrote beside it: the finished
+splits of a run that may still be going or was stopped). Every input must be a tabular run of
+the same options apart from the seeds, the sets and the output names; a (dataset, seed, key)
+present in two inputs is an error. Writes ``results/OUT.md`` and ``.json`` atomically and prints
+the markdown.
 """
 
 from __future__ import annotations
@@ -17,7 +20,30 @@ from .run import RESULTS_DIR, _jsonable, write_atomic
 
 __all__ = ["merge_results", "main"]
 
-_FREE = {"seeds", "out_name", "no_write"}  # options that may differ between the merged runs
+#: options that may differ between the merged runs
+_FREE = {"seeds", "out_name", "no_write", "datasets", "records_jsonl"}
+
+
+def load_partial(path: Path) -> dict:
+    """A result dict from a ``--records-jsonl`` file and its ``.meta.json``."""
+    meta = json.loads(Path(str(path) + ".meta.json").read_text())
+    records = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+    seeds = sorted({r["seed"] for r in records}) or list(meta["options"]["seeds"])
+    done = sorted({(r["dataset"], r["seed"]) for r in records})
+    opts = meta["options"]
+    return {"tabular": {"seeds": seeds, "train_cap": opts.get("train_cap") or None,
+                        "time_limit_s": opts.get("time_limit"), "records": records},
+            "meta": {"date": meta["date"], "command": meta["command"], "wall_s": float("nan"),
+                     "machine": meta["machine"], "options": opts, "vae_core": meta["vae_core"],
+                     "vae_params": meta.get("vae_params"), "data_root": meta["data_root"],
+                     "load_average_1_5_15": {"start": meta["load_average_start"],
+                                             "end": meta["load_average_start"]},
+                     "notes": meta["notes"], "problems": [],
+                     "splits_done": [f"{d} seed {s}" for d, s in done]}}
+
+
+def _load(path: Path) -> dict:
+    return load_partial(path) if path.suffix == ".jsonl" else json.loads(path.read_text())
 
 
 def merge_results(results: list[dict], names: list[str]) -> dict:
@@ -52,9 +78,16 @@ def merge_results(results: list[dict], names: list[str]) -> dict:
     first = results[0]
     meta = dict(first["meta"])
     meta["command"] = " + ".join(r["meta"]["command"] for r in results) + " (merged by benchmarks.merge)"
-    meta["wall_s"] = max(r["meta"]["wall_s"] for r in results)
-    meta["part_wall_s"] = {f"run {i}": r["meta"]["wall_s"] for i, r in enumerate(results)}
     meta["problems"] = [p for r in results for p in r["meta"].get("problems", [])]
+    walls = [r["meta"]["wall_s"] for r in results]
+    if any(w != w for w in walls):  # a partial run: its wall time is not known
+        meta["wall_s"] = sum(r.get("fit_s", 0.0) + r.get("score_s", 0.0) for r in records)
+        meta["part_wall_s"] = {}
+        meta["problems"].append("wall time: some inputs are partial runs (`--records-jsonl`), so the "
+                                "figure is the sum of every detector's fit and score seconds")
+    else:
+        meta["wall_s"] = max(walls)
+        meta["part_wall_s"] = {f"run {i}": w for i, w in enumerate(walls)}
     shas = {r["meta"]["vae_core"].get("source", {}).get("sha256") for r in results}
     if len(shas) > 1:
         meta["problems"].append(f"the merged runs measured different vae_core sources: {sorted(map(str, shas))}")
@@ -75,7 +108,7 @@ def main(argv=None) -> int:
         print(__doc__.split("\n")[0], file=sys.stderr)
         return 2
     out, paths = argv[0], [Path(p) for p in argv[1:]]
-    merged = merge_results([json.loads(p.read_text()) for p in paths], [p.name for p in paths])
+    merged = merge_results([_load(p) for p in paths], [p.name for p in paths])
     md = report.render_markdown(merged)
     write_atomic(RESULTS_DIR / f"{out}.md", md)
     write_atomic(RESULTS_DIR / f"{out}.json", json.dumps(_jsonable(merged), indent=1) + "\n")

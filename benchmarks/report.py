@@ -286,7 +286,7 @@ def _speed_md(tab_speed: dict | None, big: dict | None) -> list[str]:
 def protocol_notes(seeds, threads: int, train_cap, window: int, vus_buffer: int) -> list[str]:
     """The protocol notes printed at the top of the report."""
     cap = (f"the train part is capped at {train_cap:,} rows by a stratified subsample (same rows for "
-           "every detector; only shuttle, 34,367 train rows, is affected)" if train_cap else
+           "every detector; the sets it cut say `cap` in the row counts)" if train_cap else
            "no cap on the train part")
     return [
         "Tabular: stratified 70/30 split (`train_test_split(stratify=label, random_state=seed)`), "
@@ -368,7 +368,10 @@ def render_markdown(result: dict) -> str:
            if m["vae_core"].get("source") else ""),
         f"- data: `{m['data_root']}`",
     ] + ([f"- time-series settings (`$VAE_ANOMALY_BENCH_TS_PARAMS`): `{m['ts_params']}`"]
-         if m.get("ts_params") else []) + [
+         if m.get("ts_params") else []) + (
+        [f"- VAEDetector settings (`$VAE_ANOMALY_BENCH_TAB_PARAMS`): `{m['vae_params']}`"]
+        if m.get("vae_params") else []) + (
+        [f"- merged from: {', '.join(m['merged_from'])}"] if m.get("merged_from") else []) + [
         "",
         "Protocol notes:",
         "",

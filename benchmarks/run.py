@@ -75,8 +75,13 @@ def _point_metrics(y: np.ndarray, s: np.ndarray) -> dict:
 # --------------------------------------------------------------------------- tabular
 
 
-def run_tabular(names, seeds, train_cap, vae_ok, problems, t0, time_limit_s=None) -> dict:
-    """ADBench protocol on each tabular dataset and seed; see module notes."""
+def run_tabular(names, seeds, train_cap, vae_ok, problems, t0, time_limit_s=None, jsonl=None,
+                peers=None) -> dict:
+    """ADBench protocol on each tabular dataset and seed; see module notes.
+
+    ``jsonl``: a path that each (dataset, seed)'s records are appended to once all its detectors ran
+    (a long run's finished splits survive it; ``benchmarks.merge`` reads them). ``peers``: the
+    baselines to run (default all of ``baselines.TABULAR_BASELINES``)."""
     records = []
     for name in names:
         X, y = data.load_tabular(name)
@@ -85,10 +90,10 @@ def run_tabular(names, seeds, train_cap, vae_ok, problems, t0, time_limit_s=None
             base = {"dataset": name, "seed": seed, "n_train": len(sp.X_train), "n_test": len(sp.X_test),
                     "n_train_before_cap": sp.train_rows_before_cap,
                     "anomaly_rate": float(sp.y_test.mean())}
-            runs = []
+            runs, n0 = [], len(records)
             if vae_ok:
                 runs.append(("vae_core", lambda: detectors.run_vae_tabular(sp.X_train, sp.X_test, seed)))
-            for b in baselines.TABULAR_BASELINES:
+            for b in baselines.TABULAR_BASELINES if peers is None else peers:
                 runs.append((b, lambda b=b: detectors.run_baseline_tabular(b, sp.X_train, sp.X_test, seed)))
             for det, fn in runs:
                 try:
@@ -114,6 +119,9 @@ def run_tabular(names, seeds, train_cap, vae_ok, problems, t0, time_limit_s=None
                 main = res.scores.get(detectors.VAE_MAIN_SCORE, res.scores.get("score"))
                 _log(f"tabular {name:10s} seed {seed} {det:9s} fit {res.fit_s:6.2f}s "
                      f"score {res.score_s:6.3f}s AUROC {metrics.auroc(sp.y_test, _finite(main)[0]):.3f}", t0)
+            if jsonl:
+                with open(jsonl, "a") as fh:
+                    fh.writelines(json.dumps(_jsonable(r)) + "\n" for r in records[n0:])
     return {"seeds": list(seeds), "train_cap": train_cap, "time_limit_s": time_limit_s, "records": records,
             "speed": report.tabular_speed(records)}
 
@@ -254,6 +262,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--time-limit", type=float, default=None,
                    help="tabular: seconds one detector may take on one split (fit + score); past it the "
                         "detector is recorded as failed there (default: none)")
+    p.add_argument("--records-jsonl", default=None,
+                   help="tabular: append each finished (dataset, seed)'s records to this JSON-lines file")
+    p.add_argument("--peers", default=None,
+                   help="tabular: comma-separated baselines to run, 'none' for vae_core only (default: all)")
     p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                    help=f"torch intra-op threads for every detector (default {DEFAULT_THREADS})")
     p.add_argument("--ts-both-modes", action="store_true",
@@ -310,6 +322,14 @@ def main(argv=None) -> int:
     _log("vae_core available" if vae_ok else f"vae_core NOT available ({vae_err}): baselines only", t0)
     problems: list[str] = []
     result: dict = {}
+    if args.records_jsonl:  # what merge needs to report a run that was stopped before its end
+        write_atomic(Path(args.records_jsonl + ".meta.json"), json.dumps(_jsonable({
+            "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+            "command": " ".join(["python -m benchmarks.run", *(sys.argv[1:] if argv is None else argv)]),
+            "machine": _machine(), "load_average_start": list(load_start), "options": vars(args),
+            "vae_core": {"available": vae_ok, "error": vae_err, "source": vae_fp},
+            "vae_params": detectors.tab_params(), "data_root": str(data.benchdata_root()),
+            "notes": report.protocol_notes(args.seeds, args.threads, train_cap, TS_WINDOW, VUS_MAX_BUFFER)}), indent=1))
     parts = [args.only] if args.only else ["tabular", "timeseries", "kinds", "speed"]
     part_s = {}
     # The speed pass runs first: its detectors import vae_core in fresh processes, and
@@ -328,7 +348,9 @@ def main(argv=None) -> int:
         names = _select(QUICK_TABULAR if args.quick else data.tabular_names(), wanted)
         if names:
             t = time.perf_counter()
-            result["tabular"] = run_tabular(names, args.seeds, train_cap, vae_ok, problems, t0, args.time_limit)
+            peers = None if args.peers is None else [p for p in args.peers.split(",") if p and p != "none"]
+            result["tabular"] = run_tabular(names, args.seeds, train_cap, vae_ok, problems, t0, args.time_limit,
+                                            args.records_jsonl, peers)
             part_s["tabular"] = time.perf_counter() - t
     if "timeseries" in parts:
         nab = _select(QUICK_NAB if args.quick else data.nab_names(), wanted)
@@ -357,6 +379,7 @@ def main(argv=None) -> int:
         "data_root": str(data.benchdata_root()),
         "options": {k: v for k, v in vars(args).items()},
         "ts_params": detectors.ts_params(),  # $VAE_ANOMALY_BENCH_TS_PARAMS
+        "vae_params": detectors.tab_params(),  # $VAE_ANOMALY_BENCH_TAB_PARAMS
         "notes": report.protocol_notes(args.seeds, args.threads, train_cap, TS_WINDOW, VUS_MAX_BUFFER),
         "problems": problems,
     }

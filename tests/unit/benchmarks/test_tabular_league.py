@@ -34,13 +34,14 @@ def _result(seeds, records, options=None):
     opts = {"seeds": seeds, "out_name": "x", "train_cap": 5000} | (options or {})
     meta = {"options": opts, "command": f"run --seeds {seeds}", "wall_s": 10.0 + seeds[0],
             "load_average_1_5_15": {"start": [1, 1, 1], "end": [2, 2, 2]}, "problems": [],
-            "vae_core": {"source": {"sha256": "abc"}}, "notes": [f"seeds {seeds}; rest"]}
+            "vae_core": {"available": True, "error": "", "source": {"sha256": "abc", "newest_mtime": "t"}},
+            "notes": [f"seeds {seeds}; rest"]}
     return {"tabular": {"seeds": seeds, "records": records}, "meta": meta}
 
 
 def _r(seed, key):
     return {"dataset": "a", "seed": seed, "key": key, "auroc": 0.5, "auprc": 0.1, "fit_s": 1.0,
-            "score_s": 0.5, "n_test": 10}
+            "score_s": 0.5, "n_train": 20, "n_train_before_cap": 20, "n_test": 10, "anomaly_rate": 0.1}
 
 
 def test_merge_concatenates_seeds_and_refuses_duplicates_and_other_options():
@@ -53,3 +54,24 @@ def test_merge_concatenates_seeds_and_refuses_duplicates_and_other_options():
     with pytest.raises(ValueError, match="train_cap"):
         merge_results([_result([0], [_r(0, "iforest")]), _result([1], [_r(1, "iforest")], {"train_cap": 1})],
                       ["s0", "s1"])
+
+
+def test_a_partial_run_is_read_from_its_records_jsonl_and_merged(tmp_path, monkeypatch):
+    import json
+
+    from benchmarks import merge
+    from benchmarks.report import render_markdown
+
+    path = tmp_path / "half.jsonl"
+    meta = _result([0], [])["meta"] | {"date": "d", "machine": {"cpu_count": 2, "torch": "t", "torch_threads": 1,
+                                                                 "python": "3", "pyod": "p", "sklearn": "s",
+                                                                 "platform": "x"},
+                                       "load_average_start": [1, 1, 1], "data_root": "/data"}
+    meta["options"]["records_jsonl"] = str(path)
+    (tmp_path / "half.jsonl.meta.json").write_text(json.dumps(meta))
+    path.write_text("".join(json.dumps(_r(s, k)) + "\n" for s in (0, 1) for k in ("iforest", "vae_core/anomaly_score")))
+    m = merge.merge_results([merge.load_partial(path)], ["half.jsonl"])
+    assert m["tabular"]["seeds"] == [0, 1] and len(m["tabular"]["records"]) == 4
+    assert m["meta"]["wall_s"] == pytest.approx(6.0)  # 4 x (fit 1.0 + score 0.5): no wall time for a partial run
+    md = render_markdown(m)
+    assert "League over 1 tabular sets" in md and "partial runs" in md
