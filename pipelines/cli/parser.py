@@ -47,10 +47,10 @@ class _Parser(argparse.ArgumentParser):
 def dataset_name(text: str) -> str:
     """An argparse type: a dataset name the lake accepts (checked before any model lookup)."""
     from pipelines.lake.errors import LakeError
-    from pipelines.lake.validation import _check_name  # the lake's one rule for names
+    from pipelines.lake.validation import check_name  # the lake's one rule for names
 
     try:
-        return _check_name("dataset name", text)
+        return check_name("dataset name", text)
     except LakeError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -70,6 +70,13 @@ def _fit_options(p: argparse.ArgumentParser) -> None:
                    help="detector setting (vae_core.VAEConfig, TimeSeriesConfig), value as JSON: --param max_epochs=50; "
                    "retrain starts from the champion's settings")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
+
+
+class _AsParam(argparse.Action):
+    """An option that stands for ``--param <its name>=<value>`` (appended to ``args.param``)."""
+
+    def __call__(self, parser, namespace, value, option_string=None):
+        namespace.param = [*(namespace.param or []), f"{self.dest}={value}"]
 
 
 def _version_options(p: argparse.ArgumentParser, batch_help: str) -> None:
@@ -111,6 +118,9 @@ def add_train(command: Command) -> None:
     _model_options(p)
     p.add_argument("--batch", nargs="+", action="extend", metavar="ID", help="train on these batches (default: all)")
     _fit_options(p)
+    p.add_argument("--duplicates", choices=("first", "last", "mean"), action=_AsParam,
+                   help="time series: rows of one series with the same time keep the first's or the last's values, "
+                        "or their mean (default: refused); the same as --param duplicates=..., kept by the model")
 
 
 def add_score(command: Command) -> None:

@@ -143,7 +143,7 @@ def ingest(
     batch = read_source_task(source, format)
     current_schema, existing = load_dataset_state(lake.url, dataset, batch.sha256)
     if existing is not None:
-        report = lake.skipped(dataset, existing, source=batch.source)
+        report = IngestReport.of_skipped(dataset, existing, source=batch.source)
     else:
         validated = validate_batch_task(
             dataset, batch, current_schema, time_column, column_types, batch_id, extra_columns

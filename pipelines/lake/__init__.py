@@ -38,7 +38,7 @@ systems for reading tables), :mod:`~pipelines.lake.content` (rows keyed by their
 batch's content), :mod:`~pipelines.lake.batches` (the batches table),
 :mod:`~pipelines.lake.scores` (the scores table), :mod:`~pipelines.lake.core` (the
 :class:`Lake`), :mod:`~pipelines.lake.admin` (list, remove, restore, migrate) and
-:mod:`~pipelines.lake.storage` (single-file writes; the ``_crash_point`` test seam). Import the
+:mod:`~pipelines.lake.storage` (single-file writes; the ``crash_point`` test seam). Import the
 public names from ``pipelines.lake``.
 """
 from pipelines.lake.core import Lake

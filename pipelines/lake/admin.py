@@ -23,7 +23,7 @@ from pipelines.lake.errors import LakeError
 from pipelines.lake.identity import content_hash
 from pipelines.lake.records import BATCH_COLUMN, CONTENT_COLUMN, PART_FILE, REASON_COLUMN, ROW_COLUMN, BatchRecord, DatasetSchema
 from pipelines.lake.scores import VERSION_COLUMN
-from pipelines.lake.validation import _check_name
+from pipelines.lake.validation import check_name
 
 DATA_TABLES = ("rows", "quarantine", "scores")
 
@@ -39,12 +39,12 @@ def list_batches(lake: Lake, dataset: str) -> dict[str, Any]:
 
 def remove_batch(lake: Lake, dataset: str, batch_id: str) -> dict[str, Any]:
     """Remove a committed batch (rows, quarantine, scores); reversible with :func:`restore_batch`."""
-    record = lake.find_batch(dataset, batch_id=_check_name("batch id", batch_id))
+    record = lake.find_batch(dataset, batch_id=check_name("batch id", batch_id))
     if record is None:
         raise LakeError(f"dataset {dataset!r} has no committed batch {batch_id!r}; see `vae-anomaly lake list {dataset}`")
     versions = {}
     for name in DATA_TABLES:
-        table = lake._table(dataset, name)
+        table = lake.tables.open(dataset, name)
         versions[name] = None if table is None else table.version()
     where = f"{BATCH_COLUMN} = {delta.quote(batch_id)}"
     meta = dict(batch_id=batch_id, versions=json.dumps(versions))
@@ -56,7 +56,7 @@ def remove_batch(lake: Lake, dataset: str, batch_id: str) -> dict[str, Any]:
 
 def _removals(lake: Lake, dataset: str) -> list[dict[str, Any]]:
     """Commit infos of the ``remove`` deletes of the batches table, newest first."""
-    table = lake._table(dataset, "batches")
+    table = lake.tables.open(dataset, "batches")
     if table is None:
         return []
     out = []
@@ -69,7 +69,7 @@ def _removals(lake: Lake, dataset: str) -> list[dict[str, Any]]:
 
 def restore_batch(lake: Lake, dataset: str, batch_id: str) -> dict[str, Any]:
     """Bring back a removed batch as it was, from the tables' history."""
-    if lake.find_batch(dataset, batch_id=_check_name("batch id", batch_id)) is not None:
+    if lake.find_batch(dataset, batch_id=check_name("batch id", batch_id)) is not None:
         raise LakeError(f"dataset {dataset!r}: batch {batch_id!r} is committed; nothing to restore")
     removal = next((e for e in _removals(lake, dataset) if e["batch_id"] == batch_id), None)
     if removal is None:
@@ -82,12 +82,12 @@ def restore_batch(lake: Lake, dataset: str, batch_id: str) -> dict[str, Any]:
     for name, version in removal["versions"].items():
         if version is None:
             continue
-        old = lake._table(dataset, name, version)
+        old = lake.tables.open(dataset, name, version)
         data = delta.arrow_dataset(old, file_pruning_predicate=[(BATCH_COLUMN, "=", batch_id)]).to_table()
         if name != "scores":  # only the record's content (a loser of its id may have left rows)
             data = data.filter(content.own_rows(record)) if delta.has_column(old, CONTENT_COLUMN) else data
             if data.num_rows:
-                content.write_part(lake, dataset, name, data, batch_id, record.sha256, "restore")
+                content.write_part(lake.table_uri(dataset, name), lake.delta_options, name, data, batch_id, record.sha256, "restore")
             continue
         groups = [VERSION_COLUMN] if name == "scores" else []
         for key in sorted(set(data.column(groups[0]).to_pylist())) if groups else [None]:
@@ -108,7 +108,7 @@ def _append_record(lake: Lake, dataset: str, record: BatchRecord, op: str) -> No
             return
         if delta.cas_append(uri, lake.delta_options, table, batches_table.to_table(record), op, batch_id=record.batch_id):
             return
-        delta._backoff(attempt)
+        delta.backoff(attempt)
     raise LakeError(f"dataset {dataset!r}: {delta.COMMIT_ATTEMPTS} commits of batch {record.batch_id!r} lost to concurrent writers")
 
 
@@ -120,7 +120,7 @@ def migrate(lake: Lake, dataset: str) -> dict[str, Any]:
     they are (Delta readers ignore them) and ``_manifest.json`` is renamed
     ``_manifest.json.migrated`` at the end.
     """
-    manifest_path = lake._path(dataset, "_manifest.json")
+    manifest_path = lake.tables.path(dataset, "_manifest.json")
     if not lake.fs.exists(manifest_path):
         raise LakeError(f"dataset {dataset!r} in {lake.url!r} has no _manifest.json: nothing to migrate")
     with lake.fs.open(manifest_path, "rb") as handle:
@@ -141,7 +141,8 @@ def migrate(lake: Lake, dataset: str) -> dict[str, Any]:
         digest = content_hash(schema, accepted, quarantine)
         for name, table in (("rows", accepted), ("quarantine", quarantine)):
             if table.num_rows:
-                content.write_part(lake, dataset, name, table, entry.batch_id, digest, "migrate")
+                content.write_part(lake.table_uri(dataset, name), lake.delta_options, name, table, entry.batch_id, digest,
+                                   "migrate")
         record = BatchRecord(**{**entry.to_dict(), "sha256": digest, "file_sha256": entry.sha256, "seq": seq})
         _migrate_scores(lake, dataset, entry.batch_id)
         _append_record(lake, dataset, record, "migrate")
@@ -153,7 +154,7 @@ def migrate(lake: Lake, dataset: str) -> dict[str, Any]:
 def _old_part(lake: Lake, dataset: str, area: str, batch_id: str, version: Optional[str] = None) -> Optional[pa.Table]:
     """One old-layout partition file, or ``None`` if there is none."""
     parts = [area] + ([f"model_version={version}"] if version else []) + [f"batch_id={batch_id}", PART_FILE]
-    path = lake._path(dataset, *parts)
+    path = lake.tables.path(dataset, *parts)
     if not lake.fs.exists(path):
         return None
     with lake.fs.open(path, "rb") as handle:
@@ -167,7 +168,7 @@ def _old_part(lake: Lake, dataset: str, area: str, batch_id: str, version: Optio
 
 def _migrate_scores(lake: Lake, dataset: str, batch_id: str) -> None:
     """Copy the old scores files of one batch (every model version) into the scores table."""
-    for folder in lake.fs.glob(lake._path(dataset, "scores", "model_version=*")):
+    for folder in lake.fs.glob(lake.tables.path(dataset, "scores", "model_version=*")):
         version = folder.rstrip("/").rsplit("=", 1)[1]
         table = _old_part(lake, dataset, "scores", batch_id, version)
         if table is not None and table.num_rows:

@@ -3,9 +3,7 @@ ingests leave behind."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import TYPE_CHECKING, Optional
-
-import pyarrow as pa
+from typing import Optional
 
 from pipelines.lake import batches as batches_table
 from pipelines.lake import content, delta, storage
@@ -17,10 +15,9 @@ from pipelines.lake.records import (
     DatasetSchema,
     IngestReport,
     ValidatedBatch,
+    find_record,
 )
-
-if TYPE_CHECKING:
-    from pipelines.lake.core import Lake
+from pipelines.lake.tables import LakeTables
 
 
 def _utc_now() -> str:
@@ -28,7 +25,7 @@ def _utc_now() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
-def commit_batch(lake: "Lake", batch: ValidatedBatch) -> IngestReport:
+def commit_batch(tables: LakeTables, batch: ValidatedBatch) -> IngestReport:
     """Commit a validated batch: its rows, its quarantine, then its row in ``batches``.
 
     The rows and quarantine each replace the batch content's rows in the batch's partition in
@@ -56,14 +53,14 @@ def commit_batch(lake: "Lake", batch: ValidatedBatch) -> IngestReport:
         validated (a concurrent first batch with the same schema is fine).
     """
     dataset, batch_id, digest = batch.dataset, batch.batch_id, batch.content_sha256
-    uri = lake.table_uri(dataset, "batches")
+    uri = tables.uri(dataset, "batches")
     written, race = False, None
     for attempt in range(delta.COMMIT_ATTEMPTS):
-        table, records = lake._load(dataset)
-        existing = find(records, sha256=digest)
+        table, records = tables.load_batches(dataset)
+        existing = find_record(records, sha256=digest)
         if existing is not None:
-            return lake.skipped(dataset, existing, source=batch.source.source)
-        taken = find(records, batch_id=batch_id)
+            return IngestReport.of_skipped(dataset, existing, source=batch.source.source)
+        taken = find_record(records, batch_id=batch_id)
         if taken is not None:
             raise LakeError(f"dataset {dataset!r}: batch id {batch_id!r} is already used by {taken.source!r}")
         fixed = DatasetSchema.from_dict(records[0].schema) if records else None
@@ -71,17 +68,17 @@ def commit_batch(lake: "Lake", batch: ValidatedBatch) -> IngestReport:
             raise SchemaRace(f"dataset {dataset!r}: another writer fixed its schema since this batch was validated")
         if not written:
             try:
-                write_data(lake, batch)
+                write_data(tables, batch)
             except SchemaRace as exc:  # a concurrent first batch created the table: wait for its commit
                 race = exc
-                delta._backoff(attempt)
+                delta.backoff(attempt)
                 continue
             written = True
         record = make_record(batch, seq=max((r.seq for r in records), default=0) + 1)
-        if delta.cas_append(uri, lake.delta_options, table, batches_table.to_table(record), "ingest", batch_id=batch_id):
-            storage._crash_point("batches")
+        if delta.cas_append(uri, tables.options, table, batches_table.to_table(record), "ingest", batch_id=batch_id):
+            storage.crash_point("batches")
             return IngestReport(**record.to_dict(), dataset=dataset)
-        delta._backoff(attempt)
+        delta.backoff(attempt)
     if not written and race is not None:
         raise SchemaRace(
             f"dataset {dataset!r} has no committed batch, but {race} (left by a killed first ingest?): "
@@ -90,20 +87,21 @@ def commit_batch(lake: "Lake", batch: ValidatedBatch) -> IngestReport:
     raise LakeError(f"dataset {dataset!r}: {delta.COMMIT_ATTEMPTS} commits of batch {batch_id!r} lost to concurrent writers")
 
 
-def write_data(lake: "Lake", batch: ValidatedBatch) -> None:
+def write_data(tables: LakeTables, batch: ValidatedBatch) -> None:
     """Replace the batch content's rows of the rows and quarantine tables (not yet visible)."""
     for name, table in (("rows", batch.accepted), ("quarantine", batch.quarantine)):
         if name == "quarantine" and not table.num_rows:
             continue  # readers only look for quarantine rows the batch record counts
         try:
-            content.write_part(lake, batch.dataset, name, table, batch.batch_id, batch.content_sha256, "ingest")
+            content.write_part(tables.uri(batch.dataset, name), tables.options, name, table, batch.batch_id,
+                               batch.content_sha256, "ingest")
         except delta.DeltaError as exc:
             if batch.schema_is_new and any(word in str(exc).lower() for word in ("schema", "cast")):
                 raise SchemaRace(f"the {name} table has other column types ({exc})") from exc
             raise LakeError(f"dataset {batch.dataset!r}, batch {batch.batch_id!r}: cannot write {name}: {exc}") from exc
 
 
-def vacuum(lake: "Lake", dataset: str, retention_hours: Optional[int] = None) -> list[str]:
+def vacuum(tables: LakeTables, dataset: str, retention_hours: Optional[int] = None) -> list[str]:
     """Delete the data of batches missing from ``batches`` (left by killed ingests), rows of
     listed batch ids with content other than the record's (left by an ingest that lost its
     id to other content) and, with ``retention_hours``, Delta-vacuum files older than that;
@@ -112,36 +110,29 @@ def vacuum(lake: "Lake", dataset: str, retention_hours: Optional[int] = None) ->
     Run it when no ingest of the dataset is running: a running ingest's data is not
     listed yet either. Vacuuming files drops the history that ``lake restore`` uses.
     """
-    records = lake._manifest(dataset)
+    records = tables.records(dataset)
     listed = [r.batch_id for r in records]
     keep = ", ".join(delta.quote(b) for b in listed) or "''"
     removed = []
     for name in ("rows", "quarantine", "scores"):
-        table = lake._table(dataset, name)
+        table = tables.open(dataset, name)
         if table is None:
             continue
         orphans = sorted({p[BATCH_COLUMN] for p in table.partitions()} - set(listed))
         if orphans:
-            delta.delete_where(lake.table_uri(dataset, name), lake.delta_options, f"{BATCH_COLUMN} NOT IN ({keep})", "vacuum")
+            delta.delete_where(tables.uri(dataset, name), tables.options, f"{BATCH_COLUMN} NOT IN ({keep})", "vacuum")
             removed += [f"{name}/{BATCH_COLUMN}={b}" for b in orphans]
-            table = lake._table(dataset, name)
+            table = tables.open(dataset, name)
         foreign = content.foreign_content(table, records)
         if foreign:
             where = " OR ".join(f"({BATCH_COLUMN} = {delta.quote(b)} AND {CONTENT_COLUMN} = {delta.quote(c)})" for b, c in foreign)
-            delta.delete_where(lake.table_uri(dataset, name), lake.delta_options, where, "vacuum")
+            delta.delete_where(tables.uri(dataset, name), tables.options, where, "vacuum")
             removed += [f"{name}/{BATCH_COLUMN}={b}/{CONTENT_COLUMN}={c}" for b, c in foreign]
         if retention_hours is not None:
-            table = lake._table(dataset, name)
+            table = tables.open(dataset, name)
             removed += table.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False)
     return removed
 
-
-def find(records: list[BatchRecord], *, sha256: Optional[str] = None, batch_id: Optional[str] = None) -> Optional[BatchRecord]:
-    """The record with this content or file hash, or this id."""
-    for record in records:
-        if (sha256 and sha256 in (record.sha256, record.file_sha256)) or (batch_id and record.batch_id == batch_id):
-            return record
-    return None
 
 
 def make_record(batch: ValidatedBatch, seq: int) -> BatchRecord:

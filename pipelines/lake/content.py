@@ -12,7 +12,7 @@ into a partition replaces its null rows too, so a committed batch's null rows ar
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Iterator, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -21,18 +21,17 @@ import pyarrow.dataset as pds
 from pipelines.lake import delta
 from pipelines.lake.records import BATCH_COLUMN, CONTENT_COLUMN, BatchRecord
 
-if TYPE_CHECKING:
-    from pipelines.lake.core import Lake
-
 
 def content_marker(sha256: str) -> str:
     """The :data:`CONTENT_COLUMN` value of a batch's rows: its content hash's first 16 hex digits."""
     return sha256[:16]
 
 
-def write_part(lake: "Lake", dataset: str, name: str, table: pa.Table, batch_id: str, sha256: str, op: str) -> None:
+def write_part(uri: str, options: dict[str, Any], name: str, table: pa.Table, batch_id: str, sha256: str,
+               op: str) -> None:
     """Make ``table`` the rows of content ``sha256`` in batch ``batch_id``'s partition of the
-    ``rows`` or ``quarantine`` table, adding the content and batch columns (one commit).
+    ``rows`` or ``quarantine`` table ``name`` at ``uri`` (delta-rs storage ``options``), adding
+    the content and batch columns (one commit).
 
     Only rows of that content, or of none, are replaced, so a writer of other content under
     the same id (which then fails to commit) never deletes the rows a committed record reads.
@@ -42,8 +41,7 @@ def write_part(lake: "Lake", dataset: str, name: str, table: pa.Table, batch_id:
     for column, value in ((CONTENT_COLUMN, marker), (BATCH_COLUMN, batch_id)):
         table = table.append_column(column, pa.repeat(pa.scalar(value, pa.string()), table.num_rows))
     data = table.combine_chunks()  # delta-rs keeps one batch's order
-    uri = lake.table_uri(dataset, name)
-    delta.replace_partition(uri, lake.delta_options, data, {BATCH_COLUMN: batch_id}, op, name, scope={CONTENT_COLUMN: marker})
+    delta.replace_partition(uri, options, data, {BATCH_COLUMN: batch_id}, op, name, scope={CONTENT_COLUMN: marker})
 
 
 def own_rows(record: BatchRecord) -> pc.Expression:

@@ -13,8 +13,7 @@ import fsspec
 import pandas as pd
 import pyarrow as pa
 
-from pipelines.lake import batches as batches_table
-from pipelines.lake import commit, content, delta, scores
+from pipelines.lake import commit, content, scores
 from pipelines.lake.errors import LakeError, SchemaRace
 from pipelines.lake.records import (
     BATCH_COLUMN,
@@ -27,14 +26,14 @@ from pipelines.lake.records import (
     SourceBatch,
     SourceFormat,
     ValidatedBatch,
+    find_record,
 )
 from pipelines.lake.sources import read_source
-from pipelines.lake.storage import _to_pandas
-from pipelines.lake.validation import _check_name, validate_batch
+from pipelines.lake.storage import to_pandas
+from pipelines.lake.tables import LakeTables
+from pipelines.lake.validation import check_name, validate_batch
 from pipelines.settings import get_settings
 
-TABLES = ("batches", "rows", "quarantine", "scores", "feedback")  # feedback: verdicts (pipelines.review)
-SCHEMES = frozenset({"file", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})  # what delta-rs opens
 
 
 class Lake:
@@ -52,18 +51,12 @@ class Lake:
     """
 
     def __init__(self, root: Union[str, os.PathLike, None] = None, **storage_options: Any) -> None:
-        if root is None:
-            root = get_settings().lake_url
-        self.url = str(root)
-        scheme = self.url.split("://", 1)[0].lower() if "://" in self.url else "file"
-        if scheme not in SCHEMES:
-            raise LakeError(f"lake root {self.url!r}: Delta tables need a local path or one of {sorted(SCHEMES)} URLs")
-        self._fsspec_options = {k: v for k, v in storage_options.items() if not k.isupper()}
-        self._fs = None
-        self.root = self.url.split("://", 1)[1] if scheme == "file" and "://" in self.url else self.url
-        self.root = (os.path.abspath(self.root) if scheme == "file" else self.root.split("://", 1)[1]).rstrip("/") or "/"
-        self.delta_options = delta.delta_storage_options(self.url, storage_options)
-        self._base = self.root if scheme == "file" else self.url.rstrip("/")
+        #: where the dataset tables are and how to open them (shared with the commit protocol and
+        #: :mod:`pipelines.lake.admin`)
+        self.tables = LakeTables(get_settings().lake_url if root is None else root, storage_options)
+        self.url = self.tables.url
+        self.root = self.tables.root
+        self.delta_options = self.tables.options
 
     def __repr__(self) -> str:
         return f"Lake({self.url!r})"
@@ -72,43 +65,13 @@ class Lake:
     def fs(self) -> fsspec.AbstractFileSystem:
         """An fsspec file system on the lake (for listing; object stores need their fsspec
         package, e.g. ``s3fs``, for :meth:`datasets` and the old-layout check only)."""
-        if self._fs is None:
-            try:
-                self._fs = fsspec.core.url_to_fs(self.url, **self._fsspec_options)[0]
-            except ImportError as exc:
-                raise LakeError(f"listing {self.url!r} needs an fsspec package: {exc}") from exc
-        return self._fs
+        return self.tables.fs
 
     # -- tables and records
 
-    def _path(self, dataset: str, *parts: str) -> str:
-        """File-system path (for fsspec) of ``parts`` inside a dataset's folder."""
-        return "/".join([self.root, _check_name("dataset", dataset), *parts])
-
     def table_uri(self, dataset: str, table: str) -> str:
         """URI of one of a dataset's Delta tables (``batches``, ``rows``, ``quarantine``, ``scores``, ``feedback``)."""
-        if table not in TABLES:
-            raise LakeError(f"unknown lake table {table!r}; one of {TABLES}")
-        return f"{self._base}/{_check_name('dataset', dataset)}/{table}"
-
-    def _table(self, dataset: str, table: str, version: Optional[int] = None):
-        """The Delta table, or ``None`` if it does not exist yet."""
-        return delta.open_table(self.table_uri(dataset, table), self.delta_options, version)
-
-    def _load(self, dataset: str):
-        """The batches table and its records; a clear error for a legacy (manifest) dataset."""
-        table, records = batches_table.load(self.table_uri(dataset, "batches"), self.delta_options)
-        if table is None and self._base == self.root and self.fs.exists(self._path(dataset, "_manifest.json")):
-            raise LakeError(
-                f"dataset {dataset!r} in {self.url!r} uses the old Parquet layout (_manifest.json); "
-                f"run `vae-anomaly lake migrate {dataset}` to convert it, or re-ingest its source files "
-                "into a new lake root"
-            )
-        return table, records
-
-    def _manifest(self, dataset: str) -> list[BatchRecord]:
-        """The committed batches, in ingest order."""
-        return self._load(dataset)[1]
+        return self.tables.uri(dataset, table)
 
     def datasets(self) -> list[str]:
         """Names of the datasets that have a batches table."""
@@ -126,18 +89,18 @@ class Lake:
         -------
         list of BatchRecord
         """
-        return self._manifest(dataset)
+        return self.tables.records(dataset)
 
     def schema(self, dataset: str) -> Optional[DatasetSchema]:
         """The dataset's fixed schema (that of its first batch), or ``None`` before one is committed."""
-        records = self._manifest(dataset)
+        records = self.tables.records(dataset)
         return DatasetSchema.from_dict(records[0].schema) if records else None
 
     def find_batch(
         self, dataset: str, *, sha256: Optional[str] = None, batch_id: Optional[str] = None
     ) -> Optional[BatchRecord]:
         """The committed batch with this hash (of the content or of the file) or id, if any."""
-        return commit.find(self._manifest(dataset), sha256=sha256, batch_id=batch_id)
+        return find_record(self.tables.records(dataset), sha256=sha256, batch_id=batch_id)
 
     # -- writing
 
@@ -185,23 +148,16 @@ class Lake:
         batch = read_source(source, format)
         existing = self.find_batch(dataset, sha256=batch.sha256)
         if existing is not None:
-            return self.skipped(dataset, existing, source=batch.source)
+            return IngestReport.of_skipped(dataset, existing, source=batch.source)
         options = dict(time_column=time_column, schema=schema, batch_id=batch_id, extra_columns=extra_columns)
         try:
             return self.commit(self.validate(dataset, batch, **options))
         except SchemaRace:  # a concurrent first batch fixed the schema: validate against it
             return self.commit(self.validate(dataset, batch, **options))
 
-    def skipped(self, dataset: str, record: BatchRecord, source: Optional[str] = None) -> IngestReport:
-        """The report for content that is already committed as ``record``."""
-        data = record.to_dict()
-        if source is not None:
-            data["source"] = source
-        return IngestReport(**data, dataset=dataset, skipped=True)
-
     def validate(self, dataset: str, batch: SourceBatch, **options: Any) -> ValidatedBatch:
         """:func:`validate_batch` against this dataset's fixed schema (options as in :meth:`ingest`)."""
-        _check_name("dataset", dataset)
+        check_name("dataset", dataset)
         wanted = options.get("batch_id")
         if wanted is not None:
             taken = self.find_batch(dataset, batch_id=wanted)
@@ -214,13 +170,13 @@ class Lake:
         quarantine, then its row in ``batches`` (compare and swap; the same content committed
         concurrently makes this a no-op). The protocol and its errors are documented once, in
         :func:`pipelines.lake.commit.commit_batch`."""
-        return commit.commit_batch(self, batch)
+        return commit.commit_batch(self.tables, batch)
 
     def vacuum(self, dataset: str, retention_hours: Optional[int] = None) -> list[str]:
         """Delete data of batches missing from ``batches`` (left by killed ingests) or of other
         content than their record's (left by an ingest that lost its batch id) and, with
         ``retention_hours``, Delta-vacuum older files; see :func:`pipelines.lake.commit.vacuum`."""
-        return commit.vacuum(self, dataset, retention_hours)
+        return commit.vacuum(self.tables, dataset, retention_hours)
 
     # -- reading
 
@@ -233,7 +189,7 @@ class Lake:
 
     def _selected(self, dataset: str, batch_ids: Optional[list[str]]) -> list[BatchRecord]:
         """Records for ``batch_ids`` (all when ``None``), in ingest order."""
-        records = self._manifest(dataset)
+        records = self.tables.records(dataset)
         if batch_ids is None:
             return records
         known = {r.batch_id for r in records}
@@ -271,7 +227,7 @@ class Lake:
         records = [r for r in self._selected(dataset, batch_ids) if r.rows_accepted]
         if not records:
             return
-        table = self._table(dataset, "rows")
+        table = self.tables.open(dataset, "rows")
         schema = fixed.arrow_schema().append(pa.field(BATCH_COLUMN, pa.string()))
         for record in records:
             yield from content.read_own(table, record, schema, columns, stream=True, batch_size=batch_size)
@@ -297,13 +253,13 @@ class Lake:
         """
         fixed = self._require_schema(dataset)
         schema = fixed.arrow_schema().append(pa.field(BATCH_COLUMN, pa.string()))
-        table = self._table(dataset, "rows")
+        table = self.tables.open(dataset, "rows")
         parts = [
             _in_source_order(content.read_own(table, r, schema, columns))
             for r in self._selected(dataset, batch_ids) if r.rows_accepted
         ]
         empty = schema.empty_table().select(columns) if columns else schema.empty_table()
-        return _to_pandas(pa.concat_tables([empty, *parts]))
+        return to_pandas(pa.concat_tables([empty, *parts]))
 
     def read_quarantine(self, dataset: str, batch_ids: Optional[list[str]] = None) -> pd.DataFrame:
         """Quarantined rows of committed batches.
@@ -319,12 +275,12 @@ class Lake:
             [(c, pa.string()) for c in fixed.columns]
             + [(REASON_COLUMN, pa.string()), (ROW_COLUMN, pa.int64()), (BATCH_COLUMN, pa.string())]
         )
-        table = self._table(dataset, "quarantine")
+        table = self.tables.open(dataset, "quarantine")
         parts = [
             _in_source_order(content.read_own(table, r, schema))
             for r in self._selected(dataset, batch_ids) if r.rows_quarantined
         ]
-        return _to_pandas(pa.concat_tables([schema.empty_table(), *parts]))
+        return to_pandas(pa.concat_tables([schema.empty_table(), *parts]))
 
     # -- scores (see pipelines.lake.scores)
 
@@ -350,8 +306,8 @@ class Lake:
         (:meth:`scored_batches`) moves only on success. ``writer.set_constants({"psi": 0.1})``
         adds batch-level columns that are known only at the end.
         """
-        _check_name("batch id", batch_id)
-        version = _check_name("model version", str(model_version))
+        check_name("batch id", batch_id)
+        version = check_name("model version", str(model_version))
         record = self.find_batch(dataset, batch_id=batch_id)
         if record is None:
             raise LakeError(f"dataset {dataset!r} has no committed batch {batch_id!r} to write scores of")
@@ -366,12 +322,12 @@ class Lake:
 
     def _markers(self, dataset: str) -> dict[str, str]:
         """Batch id -> the content marker of its committed record."""
-        return {r.batch_id: content.content_marker(r.sha256) for r in self._manifest(dataset)}
+        return {r.batch_id: content.content_marker(r.sha256) for r in self.tables.records(dataset)}
 
     def scored_batches(self, dataset: str, model_version: Union[str, int]) -> set[str]:
         """Batch ids that have committed scores for ``model_version`` (the scoring watermark),
         of the content now committed under each id (see :mod:`pipelines.lake.scores`)."""
-        return scores.scored_batches(self._table(dataset, "scores"), str(model_version), self._markers(dataset))
+        return scores.scored_batches(self.tables.open(dataset, "scores"), str(model_version), self._markers(dataset))
 
     def read_scores(self, dataset: str, model_version: Union[str, int, None] = None) -> pd.DataFrame:
         """Scores of one model version (or all), with ``model_version`` and ``batch_id`` columns.
@@ -380,7 +336,7 @@ class Lake:
         """
         markers = self._markers(dataset)
         version = None if model_version is None else str(model_version)
-        return _to_pandas(scores.read_scores(self._table(dataset, "scores"), version, list(markers), markers))
+        return to_pandas(scores.read_scores(self.tables.open(dataset, "scores"), version, list(markers), markers))
 
 
 def _in_source_order(table: pa.Table) -> pa.Table:

@@ -1,7 +1,7 @@
 """Thin helpers over delta-rs (the ``deltalake`` package): opening tables, replacing one
 partition atomically, compare-and-swap appends, and storage options.
 
-Every write here is one Delta commit: it happens or it does not. :func:`storage._crash_point`
+Every write here is one Delta commit: it happens or it does not. :func:`storage.crash_point`
 is called after each commit (tests patch it to kill a run between the commits of an ingest).
 """
 from __future__ import annotations
@@ -169,14 +169,14 @@ def replace_partition(
             )
             break
         except CommitFailedError:
-            _backoff(attempt)
+            backoff(attempt)
         except DeltaError as exc:
             if table is None and "already exists" in str(exc).lower():
                 continue  # another writer created the table first: overwrite its partition
             raise
     else:
         raise LakeError(f"{uri}: {COMMIT_ATTEMPTS} commits of partition {partition} lost to concurrent writers")
-    storage._crash_point(stage)
+    storage.crash_point(stage)
 
 
 def cas_append(uri: str, options: dict[str, str], table: Optional[DeltaTable], data: pa.Table, op: str, **meta: Any) -> bool:
@@ -215,10 +215,10 @@ def delete_where(uri: str, options: dict[str, str], predicate: str, op: str, **m
             table.delete(predicate, commit_properties=commit_properties(op, **meta))
             return before
         except CommitFailedError:
-            _backoff(attempt)
+            backoff(attempt)
     raise LakeError(f"{uri}: {COMMIT_ATTEMPTS} deletes lost to concurrent writers")
 
 
-def _backoff(attempt: int) -> None:
+def backoff(attempt: int) -> None:
     """A short, growing pause before retrying a commit that lost a race."""
     time.sleep(min(0.01 * 2**attempt, 0.5))

@@ -34,7 +34,7 @@ INFER_MIN_SHARE = 0.95
 RETYPE_SHARE = 0.5
 
 
-_ARROW_TYPES = {
+ARROW_TYPES = {
     "int": pa.int64(),
     "float": pa.float64(),
     "bool": pa.bool_(),
@@ -74,7 +74,7 @@ class DatasetSchema:
 
     def arrow_schema(self) -> pa.Schema:
         """The Arrow schema of an accepted-rows partition."""
-        return pa.schema([(c, _ARROW_TYPES[t]) for c, t in self.columns.items()] + [(ROW_COLUMN, pa.int64())])
+        return pa.schema([(c, ARROW_TYPES[t]) for c, t in self.columns.items()] + [(ROW_COLUMN, pa.int64())])
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -126,6 +126,24 @@ class IngestReport(BatchRecord):
 
     dataset: str = ""
     skipped: bool = False
+
+    @classmethod
+    def of_skipped(cls, dataset: str, record: BatchRecord, source: Optional[str] = None) -> "IngestReport":
+        """The report of an ingest whose content is already committed as ``record`` (its counts;
+        ``source``, if given, the file this ingest read)."""
+        data = record.to_dict()
+        if source is not None:
+            data["source"] = source
+        return cls(**data, dataset=dataset, skipped=True)
+
+
+def find_record(records: list[BatchRecord], *, sha256: Optional[str] = None,
+                batch_id: Optional[str] = None) -> Optional[BatchRecord]:
+    """The record with this content or file hash, or this id, among ``records``."""
+    for record in records:
+        if (sha256 and sha256 in (record.sha256, record.file_sha256)) or (batch_id and record.batch_id == batch_id):
+            return record
+    return None
 
 
 @dataclass

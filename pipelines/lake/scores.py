@@ -110,7 +110,7 @@ def spooled_writer(uri: str, options: dict[str, str], model_version: str, batch_
         if not still_current():
             raise LakeError(f"batch {batch_id!r} was removed, or replaced by other content, while it was scored: "
                             "its scores were not written; score it again")
-        storage._crash_point("scores-spooled")
+        storage.crash_point("scores-spooled")
         if writer.rows:
             partition = {VERSION_COLUMN: model_version, BATCH_COLUMN: batch_id}
             delta.replace_partition(uri, options, writer._stream, partition, "score", "scores")
@@ -122,7 +122,7 @@ def spooled_writer(uri: str, options: dict[str, str], model_version: str, batch_
 def stale(table, markers: dict[str, str], model_version: Optional[str] = None) -> set[tuple[str, str]]:
     """(model version, batch id) partitions holding scores of other content than the committed
     record's (``markers``: batch id -> its content marker), e.g. of a removed batch. Reads each
-    file's footer, not its rows (:func:`_file_markers`): the watermark is asked on every run."""
+    file's footer, not its rows (:func:`file_markers`): the watermark is asked on every run."""
     if table is None or not delta.has_column(table, CONTENT_COLUMN):
         return set()
     pruning = None if model_version is None else [(VERSION_COLUMN, "=", model_version)]
@@ -130,12 +130,12 @@ def stale(table, markers: dict[str, str], model_version: Optional[str] = None) -
     for fragment in delta.arrow_dataset(table, file_pruning_predicate=pruning).get_fragments():
         keys = pds.get_partition_keys(fragment.partition_expression)
         version, batch_id = keys.get(VERSION_COLUMN), keys.get(BATCH_COLUMN)
-        if any(m is not None and markers.get(batch_id) != m for m in _file_markers(fragment)):
+        if any(m is not None and markers.get(batch_id) != m for m in file_markers(fragment)):
             found.add((version, batch_id))
     return found
 
 
-def _file_markers(fragment) -> set[Optional[str]]:
+def file_markers(fragment) -> set[Optional[str]]:
     """The content markers in one scores file, from its row groups' statistics (the footer; a
     partition's scores carry one marker); a row group without them is read. Empty for a file
     written before the column existed (its scores count as the record's)."""

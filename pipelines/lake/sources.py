@@ -21,7 +21,7 @@ import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from pipelines.lake.errors import SourceError
-from pipelines.lake.records import _ARROW_TYPES, SourceBatch, SourceFormat
+from pipelines.lake.records import ARROW_TYPES, SourceBatch, SourceFormat
 
 _FORMATS = {".csv": "csv", ".parquet": "parquet", ".pq": "parquet", ".jsonl": "jsonl",
             ".ndjson": "jsonl", ".json": "jsonl"}
@@ -144,7 +144,7 @@ def _parse_parquet(data: bytes) -> tuple[pd.DataFrame, dict[int, str], pa.Table]
     table = pq.read_table(io.BytesIO(data))
     columns = [_normalise_arrow(table.column(i)) for i in range(table.num_columns)]
     mapper = {pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}.get
-    parts = {  # text stays Arrow (string[pyarrow], no copy): made str objects (_as_text) only where needed
+    parts = {  # text stays Arrow (string[pyarrow], no copy): made str objects (as_text) only where needed
         i: pd.Series(pd.arrays.ArrowExtensionArray(c)) if pa.types.is_string(c.type) else c.to_pandas(types_mapper=mapper)
         for i, c in enumerate(columns)
     }
@@ -167,8 +167,8 @@ def _normalise_arrow(column: pa.ChunkedArray) -> pa.ChunkedArray:
             return column
         if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
             if pa.types.is_timestamp(kind) and kind.tz is not None:
-                return column.cast(pa.timestamp("us", tz=kind.tz)).cast(_ARROW_TYPES["datetime"])
-            return column.cast(pa.timestamp("us")).cast(_ARROW_TYPES["datetime"])
+                return column.cast(pa.timestamp("us", tz=kind.tz)).cast(ARROW_TYPES["datetime"])
+            return column.cast(pa.timestamp("us")).cast(ARROW_TYPES["datetime"])
         return column.cast(pa.string())
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return pa.chunked_array([pa.array([None if v is None else str(v) for v in column.to_pylist()], pa.string())])
@@ -214,8 +214,8 @@ def _json_text(value: Any) -> Optional[str]:
 _ASCII_SPACE = " \t\n\x0b\x0c\r\x1c\x1d\x1e\x1f"
 
 
-def _strip(text: pd.Series) -> tuple[pd.Series, pa.Array]:
-    """``text`` (``str`` or ``None``, as :func:`_as_text` makes it) as ``str.strip()`` leaves
+def strip_ascii_space(text: pd.Series) -> tuple[pd.Series, pa.Array]:
+    """``text`` (``str`` or ``None``, as :func:`as_text` makes it) as ``str.strip()`` leaves
     it, as a Series and as Arrow; Arrow trims all-ASCII columns, Python the others."""
     values = pa.array(text.to_numpy(object), pa.string())
     if pc.all(pc.string_is_ascii(values)).as_py() is False:
@@ -225,7 +225,7 @@ def _strip(text: pd.Series) -> tuple[pd.Series, pa.Array]:
     return pd.Series(values.to_numpy(zero_copy_only=False), index=text.index, dtype=object), values
 
 
-def _kind(series: pd.Series) -> str:
+def value_kind(series: pd.Series) -> str:
     """The physical kind of a frame column: int, float, bool, datetime or text."""
     dtype = series.dtype
     if pd.api.types.is_bool_dtype(dtype):
@@ -239,9 +239,9 @@ def _kind(series: pd.Series) -> str:
     return "text"
 
 
-def _as_text(series: pd.Series) -> pd.Series:
+def as_text(series: pd.Series) -> pd.Series:
     """Values as ``str`` (object dtype), ``None`` where missing."""
-    kind = _kind(series)
+    kind = value_kind(series)
     notna = series.notna().to_numpy()
     if kind == "text":
         values = series.to_numpy(object)

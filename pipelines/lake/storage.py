@@ -1,9 +1,9 @@
 """Atomic single-file writes on any fsspec file system (:func:`write_table`), and the crash
 seam tests patch.
 
-:func:`_crash_point` is called after each Delta commit of an ingest or a score write; the
+:func:`crash_point` is called after each Delta commit of an ingest or a score write; the
 code in :mod:`pipelines.lake.core` and :mod:`pipelines.lake.delta` looks it up through this
-module (``storage._crash_point``), so patching ``pipelines.lake.storage._crash_point`` reaches
+module (``storage.crash_point``), so patching ``pipelines.lake.storage.crash_point`` reaches
 every call site.
 """
 from __future__ import annotations
@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from fsspec.implementations.local import LocalFileSystem
 
 
-def _crash_point(stage: str) -> None:
+def crash_point(stage: str) -> None:
     """Test seam: called between the steps of a commit; tests patch it to crash there."""
 
 
@@ -45,7 +45,7 @@ def _atomic_file(fs: fsspec.AbstractFileSystem, path: str, stage: str = "file") 
             if local:  # durable before it becomes visible
                 handle.flush()
                 os.fsync(handle.fileno())
-        _crash_point(f"{stage}-tmp")
+        crash_point(f"{stage}-tmp")
         if local:
             os.replace(tmp, path)
         else:  # object stores: a single-object copy is atomic for readers
@@ -55,7 +55,7 @@ def _atomic_file(fs: fsspec.AbstractFileSystem, path: str, stage: str = "file") 
         raise
 
 
-def _atomic_write(
+def atomic_write(
     fs: fsspec.AbstractFileSystem, path: str, payload: Union[pa.Table, bytes], stage: str = "file"
 ) -> None:
     """Write ``payload`` (a table as Parquet, or bytes) to a hidden temporary name, then rename it to ``path``."""
@@ -95,11 +95,11 @@ def write_table(path: str, table: Union[pa.Table, pd.DataFrame], **storage_optio
     fs, fs_path = fsspec.core.url_to_fs(str(path), **storage_options)
     if isinstance(table, pd.DataFrame):
         table = pa.Table.from_pandas(table, preserve_index=False)
-    _atomic_write(fs, fs_path, table)
+    atomic_write(fs, fs_path, table)
     return fs_path
 
 
 
-def _to_pandas(table: pa.Table) -> pd.DataFrame:
-    """Arrow to pandas keeping nullable ints and bools."""
+def to_pandas(table: Union[pa.Table, pa.RecordBatch]) -> pd.DataFrame:
+    """Arrow to pandas keeping nullable ints and bools (``Int64``, ``boolean``)."""
     return table.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}.get)

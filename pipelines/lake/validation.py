@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 from pipelines.lake.errors import LakeError, SchemaError, SourceError
 from pipelines.lake.identity import content_hash
 from pipelines.lake.records import (
-    _ARROW_TYPES,
+    ARROW_TYPES,
     INFER_MIN_SHARE,
     REASON_COLUMN,
     RETYPE_SHARE,
@@ -28,7 +28,7 @@ from pipelines.lake.records import (
     SourceBatch,
     ValidatedBatch,
 )
-from pipelines.lake.sources import _as_text, _kind, _strip
+from pipelines.lake.sources import as_text, value_kind, strip_ascii_space
 
 _MISSING_TOKENS = frozenset({"", "na", "n/a", "nan", "null", "none", "nat"})
 _TRUE = frozenset({"true", "t", "yes", "y", "1", "1.0"})
@@ -40,11 +40,11 @@ _INFER_PROBE = 10_000  # first rows whose share of distinct values picks how _in
 
 
 def _missing(text: pd.Series, ltype: str, stripped: Optional[pa.Array] = None) -> np.ndarray:
-    """Missing-value mask of a text column for the target type (``stripped``: from :func:`_strip`)."""
+    """Missing-value mask of a text column for the target type (``stripped``: from :func:`strip_ascii_space`)."""
     if ltype == "string":
         values = text.to_numpy(object)
         return pd.isna(values) | (values == "")  # values are str or None
-    stripped = _strip(text)[1] if stripped is None else stripped
+    stripped = strip_ascii_space(text)[1] if stripped is None else stripped
     # Arrow's lower-casing differs from str.lower only off ASCII, where no value can be a token
     token = pc.is_in(pc.utf8_lower(stripped), value_set=pa.array(sorted(_MISSING_TOKENS)))
     return pc.or_(pc.is_null(stripped), token).to_numpy(zero_copy_only=False)
@@ -52,16 +52,16 @@ def _missing(text: pd.Series, ltype: str, stripped: Optional[pa.Array] = None) -
 
 def _infer(series: pd.Series) -> str:
     """The logical type of a source column (tolerating up to 5% odd values)."""
-    kind = _kind(series)
+    kind = value_kind(series)
     if kind != "text":
         return kind
-    text = _as_text(series)  # str objects, None where missing
+    text = as_text(series)  # str objects, None where missing
     head = text.iloc[:_INFER_PROBE]
     count = np.ones(len(text), np.int64)  # mostly distinct values (ids): every row is tested
     if head.nunique() <= len(head) // 2:  # each distinct text once, weighted by its rows: the same shares
         codes, distinct = pd.factorize(text)  # missing -> -1
         count, text = np.bincount(codes[codes >= 0], minlength=len(distinct)), pd.Series(distinct, dtype=object)
-    stripped, trimmed = _strip(text)
+    stripped, trimmed = strip_ascii_space(text)
     present = ~_missing(text, "float", trimmed)
     values, count = stripped[present], count[present]
     need = INFER_MIN_SHARE * count.sum()
@@ -123,25 +123,25 @@ class _Cast:
         """The original values as text, for the quarantine (rendered only when needed: typed
         columns without bad rows never need it, and rendering is most of the cost)."""
         if self._text is None:
-            self._text = _as_text(self.source)
+            self._text = as_text(self.source)
         return self._text
 
     def text_at(self, rows: np.ndarray) -> np.ndarray:
         """The original values of ``rows`` as text (object array)."""
         if self._text is not None:
             return self._text.to_numpy(object)[rows]
-        return _as_text(self.source.iloc[rows]).to_numpy(object)
+        return as_text(self.source.iloc[rows]).to_numpy(object)
 
 
 def _coerce(series: pd.Series, ltype: str, typed: Optional[pa.ChunkedArray] = None) -> _Cast:
     """Cast a column to ``ltype``, flagging values that do not fit; ``typed`` is the column as
     Arrow (:attr:`SourceBatch.table`), used as it is when it already has ``ltype``'s type."""
-    if typed is not None and typed.type == _ARROW_TYPES[ltype]:
+    if typed is not None and typed.type == ARROW_TYPES[ltype]:
         return _as_typed(series, ltype, typed.combine_chunks())
-    kind = _kind(series)
+    kind = value_kind(series)
     needs_text = kind == "text" or ltype == "string"
-    text = _as_text(series) if needs_text else None
-    stripped, trimmed = _strip(text) if kind == "text" and ltype != "string" else (None, None)
+    text = as_text(series) if needs_text else None
+    stripped, trimmed = strip_ascii_space(text) if kind == "text" and ltype != "string" else (None, None)
     missing = _missing(text, ltype, trimmed) if kind == "text" else ~series.notna().to_numpy()
     infinite = np.zeros(len(series), bool)
     if ltype == "string":
@@ -156,7 +156,7 @@ def _coerce(series: pd.Series, ltype: str, typed: Optional[pa.ChunkedArray] = No
             stamps = pd.Series(pd.NaT, index=series.index, dtype="datetime64[us, UTC]")
         bad = ~missing & stamps.isna().to_numpy()
         utc_wall = stamps.dt.tz_convert(None).dt.as_unit("us").to_numpy()
-        values = pa.array(utc_wall, pa.timestamp("us"), mask=missing | bad).cast(_ARROW_TYPES["datetime"])
+        values = pa.array(utc_wall, pa.timestamp("us"), mask=missing | bad).cast(ARROW_TYPES["datetime"])
     else:
         numbers = _numbers(series, kind, stripped, missing)
         if ltype == "bool":
@@ -231,7 +231,7 @@ def _bools(
     kind: str, series: pd.Series, trimmed: Optional[pa.Array], numbers: np.ndarray, missing: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray]:
     """Bool values and bad mask; accepts true/false, t/f, yes/no, y/n and 1/0 (``trimmed``: the
-    stripped text of a text column, from :func:`_strip`)."""
+    stripped text of a text column, from :func:`strip_ascii_space`)."""
     if kind == "bool":
         flags = series.fillna(False).to_numpy(bool)
         return flags, np.zeros(len(series), bool)
@@ -247,7 +247,7 @@ def _bools(
 
 
 
-def _check_name(kind: str, value: str) -> str:
+def check_name(kind: str, value: str) -> str:
     """Reject names that are unsafe as path components."""
     if not isinstance(value, str) or not _NAME_RE.match(value):
         raise LakeError(f"invalid {kind} {value!r}: use letters, digits, '.', '_' or '-' (max 128)")
@@ -330,7 +330,7 @@ def validate_batch(
         (more than ``RETYPE_SHARE`` of the non-missing values), or there are extra columns.
     """
     if batch_id is not None:
-        _check_name("batch id", batch_id)
+        check_name("batch id", batch_id)
     where = f"dataset {dataset!r}, file {batch.source!r}"
     if batch.rows_read == 0:
         raise SourceError(f"{where}: the file has no rows (a header only?); nothing to ingest")

@@ -14,8 +14,8 @@ from typing import Any, Optional
 
 import fsspec
 
-from pipelines.lake.storage import _atomic_write
-from pipelines.lake.validation import _check_name
+from pipelines.lake.storage import atomic_write
+from pipelines.lake.validation import check_name
 
 FILES = ("report.html", "figures.json", "report.json")  # in write order
 
@@ -39,8 +39,8 @@ class ReportStore:
 
     def folder(self, ref: ReportRef) -> str:
         return "/".join([
-            self.root, _check_name("dataset", ref.dataset), "reports",
-            f"model_version={_check_name('model version', ref.label)}", f"batch_id={_check_name('batch', ref.batch_id)}",
+            self.root, check_name("dataset", ref.dataset), "reports",
+            f"model_version={check_name('model version', ref.label)}", f"batch_id={check_name('batch', ref.batch_id)}",
         ])
 
     def write(self, ref: ReportRef, html: str, report_json: str, figures: dict[str, Any]) -> str:
@@ -50,15 +50,15 @@ class ReportStore:
         payloads = {"report.html": html.encode("utf-8"), "figures.json": json.dumps(figures).encode("utf-8"),
                     "report.json": report_json.encode("utf-8")}
         for name in FILES:
-            _atomic_write(self.fs, f"{folder}/{name}", payloads[name], stage=f"report-{name}")
+            atomic_write(self.fs, f"{folder}/{name}", payloads[name], stage=f"report-{name}")
         path = f"{folder}/report.html"
         return path if "://" not in self.url else self.fs.unstrip_protocol(path)
 
     def list(self, dataset: Optional[str] = None, label: Optional[str] = None) -> list[ReportRef]:
         """Every complete report (or those of ``dataset``, and of its scores key ``label``: only
         that folder is listed), sorted by dataset, label and batch."""
-        where = _check_name("dataset", dataset) if dataset else "*"
-        version = _check_name("model version", label) if label else "*"
+        where = check_name("dataset", dataset) if dataset else "*"
+        version = check_name("model version", label) if label else "*"
         pattern = f"{self.root}/{where}/reports/model_version={version}/batch_id=*/report.json"
         refs = []
         for path in self.fs.glob(pattern):

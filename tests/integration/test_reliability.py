@@ -2,7 +2,7 @@
 same file, the same rows in two formats), concurrent score runs, and kill -9 at random points
 of ingest and of scoring. After each kill: rows in = accepted + quarantined, no partial batch
 is visible, a re-run completes, and the result equals an undisturbed run's. The kill trials use
-a test-only hook on the lake's ``_crash_point`` seam (``HOOK``) to kill at each commit stage and
+a test-only hook on the lake's ``crash_point`` seam (``HOOK``) to kill at each commit stage and
 to place each random kill by the stages the child had passed.
 
 Children are plain Python processes using the lake (ingest) or the ``score`` flow against the
@@ -136,7 +136,7 @@ def test_four_concurrent_ingests_of_the_same_rows_commit_one_batch(tmp_path):
     assert len({r["batch_id"] for r in reports}) == 1 and sum(not r["skipped"] for r in reports) == 1
 
 
-# A test-only hook on the lake's commit seam (``pipelines.lake.storage._crash_point``, called
+# A test-only hook on the lake's commit seam (``pipelines.lake.storage.crash_point``, called
 # after each commit stage: ingest's rows/quarantine/batches commits, ``scores-spooled`` before
 # the scores commit, ``scores`` after it, ``report-<file>-tmp`` before each report file's rename).
 # The hook also counts each part a score run appends to its spool (``scores-part``), so a kill
@@ -155,7 +155,7 @@ def _point(at):
 def _part(self, frame):
     _write(self, frame)
     _point("scores-part")
-_storage._crash_point, _scores.ScoresWriter.write = _point, _part
+_storage.crash_point, _scores.ScoresWriter.write = _point, _part
 """
 
 

@@ -96,7 +96,7 @@ def test_a_lake_on_s3_ingests_reads_streams_scores_removes_and_restores(s3_lake,
     pd.testing.assert_frame_equal(s3_lake.read("transactions", [first]), local.read("transactions", [first]))
     assert len(s3_lake.read_scores("transactions", "1")) == len(scores)
 
-    data = delta.arrow_dataset(s3_lake._table("transactions", "rows"))
+    data = delta.arrow_dataset(s3_lake.tables.open("transactions", "rows"))
     assert isinstance(data.filesystem, pa_fs.SubTreeFileSystem) and isinstance(data.filesystem.base_fs, pa_fs.S3FileSystem)
     assert data.filesystem.base_path == s3_lake.table_uri("transactions", "rows").split("://", 1)[1] + "/"
     assert no_handler == []  # every read above went through Arrow's S3FileSystem

@@ -23,7 +23,7 @@ def csv(path: Path, ids: range, bad: int) -> Path:
 
 
 class Turns:
-    """A ``_crash_point`` that makes a writer thread wait, after one of its commit stages, until
+    """A ``crash_point`` that makes a writer thread wait, after one of its commit stages, until
     another writer passed one of its own (``waits``: (writer, stage) -> (writer, stage))."""
 
     STAGES = ("rows", "quarantine", "batches")
@@ -73,7 +73,7 @@ def test_a_committed_batch_reads_its_own_rows_whatever_writes_its_id_at_once(lak
     if first == "A":
         waits[("A", "quarantine")] = ("B", "quarantine")  # B's rows land after A's, before A commits
     turns = Turns(("A", "B"), waits)
-    monkeypatch.setattr(lake_storage, "_crash_point", turns)
+    monkeypatch.setattr(lake_storage, "crash_point", turns)
     outcome: dict = {}
     threads = [run_writer(lake, a if first == "A" else b, first, outcome)]
     assert turns.done[(first, "quarantine")].wait(timeout=60)

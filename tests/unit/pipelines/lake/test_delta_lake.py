@@ -180,7 +180,7 @@ def test_a_killed_first_ingest_with_other_types_gets_a_clear_error(lake, tmp_pat
         if stage == "rows":
             raise KeyboardInterrupt("killed")
 
-    monkeypatch.setattr(lake_storage, "_crash_point", crash)
+    monkeypatch.setattr(lake_storage, "crash_point", crash)
     with pytest.raises(KeyboardInterrupt):
         lake.ingest("d", tmp_path / "r.csv")
     monkeypatch.undo()

@@ -276,7 +276,7 @@ def crash_at(monkeypatch, stage: str) -> list[str]:
         if at == stage:
             raise Crash(at)
 
-    monkeypatch.setattr(lake_storage, "_crash_point", crash_point)  # the one seam every commit step calls
+    monkeypatch.setattr(lake_storage, "crash_point", crash_point)  # the one seam every commit step calls
     return seen
 
 
@@ -328,7 +328,7 @@ def test_killed_writer_process_leaves_the_lake_consistent(lake, clean_csv, dirty
         import os
         import pipelines.lake.storage
         from pipelines.lake import Lake
-        pipelines.lake.storage._crash_point = lambda at: os._exit(17) if at == {stage!r} else None
+        pipelines.lake.storage.crash_point = lambda at: os._exit(17) if at == {stage!r} else None
         Lake({lake.url!r}).ingest("d", {str(dirty_csv)!r})
         """
     )

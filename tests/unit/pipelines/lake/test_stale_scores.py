@@ -66,10 +66,10 @@ def test_scores_that_slip_past_the_check_are_ignored_then_replaced_and_vacuumed(
 
     def replace_after_the_check(stage: str) -> None:  # the change lands between check and commit
         if stage == "scores-spooled":
-            monkeypatch.setattr(lake_storage, "_crash_point", lambda stage: None)
+            monkeypatch.setattr(lake_storage, "crash_point", lambda stage: None)
             replace_x(lake, two_contents)
 
-    monkeypatch.setattr(lake_storage, "_crash_point", replace_after_the_check)
+    monkeypatch.setattr(lake_storage, "crash_point", replace_after_the_check)
     lake.write_scores("d", "m-v1", "x", scores(3, 1.0))  # committed, as A's scores
     assert raw_scores(lake)[CONTENT_COLUMN].tolist() == [old] * 3  # a plain reader sees them
     assert lake.scored_batches("d", "m-v1") == set()  # the lake does not: B is not scored
@@ -101,11 +101,11 @@ def test_a_scores_file_without_statistics_has_its_markers_read(tmp_path):
     import pyarrow.dataset as pds
     import pyarrow.parquet as pq
 
-    from pipelines.lake.scores import _file_markers
+    from pipelines.lake.scores import file_markers
 
     table = pa.table({"score": [1.0, 2.0, 3.0], CONTENT_COLUMN: ["a", None, "b"]})
     pq.write_table(table, tmp_path / "plain.parquet", write_statistics=False)
     pq.write_table(table.slice(0, 2), tmp_path / "stats.parquet")
     pq.write_table(table.drop_columns([CONTENT_COLUMN]), tmp_path / "legacy.parquet")
-    got = {f.path.rsplit("/", 1)[1]: _file_markers(f) for f in pds.dataset(tmp_path, format="parquet").get_fragments()}
+    got = {f.path.rsplit("/", 1)[1]: file_markers(f) for f in pds.dataset(tmp_path, format="parquet").get_fragments()}
     assert got == {"plain.parquet": {"a", None, "b"}, "stats.parquet": {"a"}, "legacy.parquet": set()}
