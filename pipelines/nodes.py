@@ -13,7 +13,7 @@ import pandas as pd
 
 from pipelines.lake import META_COLUMNS
 from pipelines.reports.build import time_text
-from vae_core import DataError, TimeSeriesVAEDetector, VAEDetector
+from vae_core import DataError, ScoredBatch, TimeSeriesVAEDetector, VAEDetector
 
 Detector = Union[VAEDetector, TimeSeriesVAEDetector]
 
@@ -153,19 +153,18 @@ def promotion_decision(champion_nll: float, challenger_nll: float, tolerance: fl
 EVENT_TOP_COLUMNS = ["event_series", "event_start", "event_end", "event_points"]
 
 
-def top_anomalies(part: pd.DataFrame, events: Optional[tuple[pd.DataFrame, np.ndarray]], n: int) -> pd.DataFrame:
-    """The ``n`` highest-scoring flagged rows of a scored chunk ``part``. For a time series
-    (``events``: the batch's events and each row's event id, ``ScoredBatch.events`` and
-    ``.event_of_row``) one row per event, its highest-scoring flagged point in the batch, with
-    the event's series, start, end (as text) and points: a long event takes one place, not ``n``."""
+def top_anomalies(part: pd.DataFrame, scored: ScoredBatch, n: int) -> pd.DataFrame:
+    """The ``n`` highest-scoring flagged rows of a scored chunk ``part``. Where the detector
+    groups flags into events (``scored``: the chunk's :class:`vae_core.ScoredBatch`, a time
+    series) one row per event, its highest-scoring flagged point in the batch, with the event's
+    series, start, end (as text) and points: a long event takes one place, not ``n``."""
     flags = part["is_anomaly"].to_numpy(bool)
     flagged = part[flags]
-    if events is None:
+    if not scored.groups_events:
         return flagged.nlargest(n, "anomaly_score")
-    table, event_of_row = events
-    peaks = (flagged.assign(_event=event_of_row[flags])
+    peaks = (flagged.assign(_event=scored.event_of_row[flags])
              .sort_values("anomaly_score", ascending=False, kind="stable").drop_duplicates("_event").head(n))
-    ev = table.set_index("event_id").loc[peaks["_event"].to_numpy()]
+    ev = scored.events.set_index("event_id").loc[peaks["_event"].to_numpy()]
     return peaks.drop(columns="_event").assign(
         event_series=[None if x is None else str(x) for x in ev["series"]],
         event_start=[time_text(t) for t in ev["start"]], event_end=[time_text(t) for t in ev["end"]],

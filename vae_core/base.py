@@ -20,6 +20,7 @@ from .engine import FORMAT, Engine, iwae_rate, read_json, write_json
 from .errors import NotFittedError
 from .explain import Attribution
 from .preprocess import Preprocessor
+from .scored import ScoredBatch
 from .threshold import Calibration
 
 SCORE_COLUMNS = ["neg_elbo", "nll_iwae", "recon_error", "anomaly_score", "p_value", "is_anomaly"]
@@ -66,8 +67,28 @@ class DetectorBase(ABC):
         """The long-form top-``top_k`` columns behind each row's score."""
 
     @abstractmethod
-    def _score_and_explain_flagged(self, frame: pd.DataFrame, top_k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """``score(frame)``, and the explanation of its flagged rows indexed by their positions."""
+    def score_batch(self, frame: pd.DataFrame, top_k: int = 3, context: Optional[pd.DataFrame] = None,
+                    band: bool = True) -> ScoredBatch:
+        """:func:`vae_core.score_and_explain`: ``score(frame)`` with ``top_features``, the explanation
+        of its flagged rows, and what the kind adds (a series' events and band)."""
+
+    #: Whether a batch is scored whole (a series: windows need their neighbours) rather than in
+    #: chunks of rows.
+    scores_whole_batches: ClassVar[bool] = False
+
+    #: The per-point score modes the detector can score in (:meth:`with_point_score`); none for a table.
+    point_score_modes: ClassVar[tuple[str, ...]] = ()
+
+    @property
+    def batch_context_points(self) -> int:
+        """The rows of each series before a batch that scoring it needs as ``context``: 0 for a table."""
+        return 0
+
+    @property
+    def key_columns_(self) -> list[str]:
+        """The input columns that place a row (a series' time and series columns), stored beside
+        its scores; none for a table."""
+        return []
 
     @abstractmethod
     def _saved_attributes(self) -> dict:
@@ -205,10 +226,10 @@ class DetectorBase(ABC):
         device : {"cpu", "cuda"}, optional
             Where to run; default: the saved config's ``device`` setting.
         """
-        return cls._from_saved(directory, read_meta(directory), device)
+        return cls.from_saved(directory, read_meta(directory), device)
 
     @classmethod
-    def _from_saved(cls, directory: str | Path, meta: dict, device: Optional[str]):
+    def from_saved(cls, directory: str | Path, meta: dict, device: Optional[str]):
         """The detector in ``directory``, whose parsed ``config.json`` is ``meta``."""
         d = Path(directory)
         if meta.get("kind") != cls.kind:

@@ -6,16 +6,17 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from .base import SCORE_COLUMNS, DetectorBase, resolve_config
+from .base import DetectorBase, resolve_config
 from .config import VAEConfig
 from .engine import Engine, build_model
 from .errors import DataError
-from .explain import Attribution, explain_rows
+from .explain import Attribution, explain_rows, with_top_features
 from .preprocess import Preprocessor, check_frame
+from .scored import ScoredBatch
 from .seeds import numpy_rng
 from .train import EpochCallback
 
-__all__ = ["SCORE_COLUMNS", "VAEDetector", "split_indices"]  # SCORE_COLUMNS: re-exported from base
+__all__ = ["VAEDetector", "split_indices"]
 
 CHUNK_ROWS = 65536  # rows encoded at once when scoring
 
@@ -154,13 +155,20 @@ class VAEDetector(DetectorBase):
         raw = self._evaluate(frame, detail=True)
         return self.attribution_.excess(raw["feature_nll"], raw["feature_sq_error"])
 
-    def _score_and_explain_flagged(self, frame: pd.DataFrame, top_k: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    def score_batch(self, frame: pd.DataFrame, top_k: int = 3, context: Optional[pd.DataFrame] = None,
+                    band: bool = True) -> ScoredBatch:
+        """:func:`vae_core.score_and_explain` for a table: scores with ``top_features`` and the
+        flagged rows' explanation; no band and no events (``band`` is ignored). A table's rows
+        are scored alone, so it takes no ``context``."""
+        if context is not None:
+            raise ValueError("a table's rows are scored alone: VAEDetector takes no context")
         # rows are scored independently (common random numbers), so the flagged ones are explained alone
         scores = self.score(frame)
         pos = np.flatnonzero(scores["is_anomaly"].to_numpy())
         sub = frame.iloc[pos]
         excess = self._excess(sub) if len(pos) else np.zeros((0, len(self.preprocessor_.feature_names)))
-        return scores, explain_rows(sub, excess, self.preprocessor_, top_k, index=pos)
+        explanation = explain_rows(sub, excess, self.preprocessor_, max(1, int(top_k)), index=pos)
+        return ScoredBatch.of_rows(with_top_features(scores, explanation), explanation)
 
     # ---------------------------------------------------------------- persistence
     def _saved_attributes(self) -> dict:

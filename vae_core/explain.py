@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .preprocess import ColumnSpec, Preprocessor
+from .scored import ScoredBatch
 
 TOP_FEATURES_COLUMN = "top_features"
 MAX_VALUE_CHARS = 40  # longer values are cut in explain()'s ``value`` and in the top_features text
@@ -145,24 +146,34 @@ def top_features_text(explanation: pd.DataFrame) -> pd.Series:
     return pd.Series([", ".join(p) for p in rows.values()], index=index)
 
 
-def score_and_explain(detector: Any, frame: pd.DataFrame, top_k: int = 3,
-                      context: Optional[pd.DataFrame] = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """:func:`score_with_explanations`, and the long-form explanation of the flagged rows.
+def score_and_explain(detector: Any, frame: pd.DataFrame, context: Optional[pd.DataFrame] = None,
+                      top_k: int = 3, band: bool = True) -> ScoredBatch:
+    """Score a batch and explain its flagged rows in one pass, for either detector kind.
 
-    ``context`` (time series only): earlier rows of the same series, scored before ``frame`` and
-    left out of both results (see :meth:`TimeSeriesVAEDetector.score`).
+    Parameters
+    ----------
+    detector : VAEDetector or TimeSeriesVAEDetector
+        A fitted (or loaded) detector.
+    frame : DataFrame
+        The rows to score, as for ``detector.score``.
+    context : DataFrame, optional
+        A time series' earlier rows of the same series, scored before ``frame`` and left out
+        of the result (see :meth:`TimeSeriesVAEDetector.score`), e.g. the last
+        ``detector.batch_context_points`` of each series; a table takes none.
+    top_k : int, default 3
+        The most columns named per flagged row.
+    band : bool, default True
+        A time series' expected band of the rows when one is flagged.
 
     Returns
     -------
-    scores : DataFrame
-        As :func:`score_with_explanations` returns it.
-    explanation : DataFrame
-        ``explain``'s long form (``rank``, ``feature``, ``share``, ``excess_nll``, ``value``,
-        ``typical``) for the flagged rows only, indexed by their position in ``frame``.
+    ScoredBatch
+        :class:`vae_core.scored.ScoredBatch`: ``scores`` as :func:`score_with_explanations`
+        gives them, ``explanation`` (``explain``'s long form for the flagged rows only, indexed
+        by their position in ``frame``), and for a time series ``band``, ``events`` and
+        ``event_of_row`` (empty for a table).
     """
-    extra = {} if context is None else {"context": context}
-    scores, explanation = detector._score_and_explain_flagged(frame, max(1, int(top_k)), **extra)
-    return with_top_features(scores, explanation), explanation
+    return detector.score_batch(frame, top_k=max(1, int(top_k)), context=context, band=band)
 
 
 def with_top_features(scores: pd.DataFrame, explanation: pd.DataFrame) -> pd.DataFrame:
@@ -199,4 +210,4 @@ def score_with_explanations(detector: Any, frame: pd.DataFrame, top_k: int = 3) 
         names the event's columns (its excess summed over the event's points), with the point's
         own values.
     """
-    return score_and_explain(detector, frame, top_k)[0]
+    return score_and_explain(detector, frame, top_k=top_k, band=False).scores

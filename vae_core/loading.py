@@ -36,4 +36,4 @@ def load(directory: str | Path, device: Optional[str] = None) -> Union[VAEDetect
     kind = meta.get("kind")
     if kind not in DETECTORS:
         raise ValueError(f"{Path(directory)}: unknown detector kind {kind!r} (known: {', '.join(DETECTORS)})")
-    return DETECTORS[kind]._from_saved(directory, meta, device)
+    return DETECTORS[kind].from_saved(directory, meta, device)

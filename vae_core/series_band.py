@@ -63,10 +63,10 @@ def expected(det: Any, grids: list, n_rows: int, skip: int, index: pd.Index,
     d = len(det.value_columns_)
     mean, std = np.full((n_rows, d), np.nan), np.full((n_rows, d), np.nan)
     for i, g in enumerate(grids):
-        cond = det._window_cond(g, np.arange(len(g.values) - W + 1)) if det.engine_.model.n_cond else None
+        cond = det.window_cond(g, np.arange(len(g.values) - W + 1)) if det.engine_.model.n_cond else None
         m, s = series_expectation(det.engine_, g.values, W, last_only, cond)
-        if det._masks_past() and len(g.values) >= W:
-            flagged = past_flags[i] if past_flags is not None else det._causal_flags(g, cond)
+        if det.masks_past() and len(g.values) >= W:
+            flagged = past_flags[i] if past_flags is not None else det.causal_flags(g, cond)
             hide = series_masking.hidden_past(flagged, W)
             hide_flagged_past(det.engine_, g.values, W, cond, hide, m, s)
         mean[g.rows], std[g.rows] = m[g.points], s[g.points]

@@ -18,7 +18,6 @@ explanations and the expected band.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Any, Optional
 
 import numpy as np
@@ -27,51 +26,24 @@ import pandas as pd
 from . import series_band
 from .events import event_excess, find_events
 from .explain import explain_rows
-
-
-@dataclass(frozen=True)
-class ScoredBatch:
-    """A batch's scores, explanation, band and events (see :func:`score_batch`).
-
-    Attributes
-    ----------
-    scores : DataFrame
-        As :meth:`TimeSeriesVAEDetector.score` returns them (the batch's index), with
-        ``top_features`` where :meth:`TimeSeriesVAEDetector.score_explain_and_expect` made it.
-    explanation : DataFrame
-        The flagged rows' explanation in long form, indexed by their position in the batch.
-    band : DataFrame or None
-        :meth:`TimeSeriesVAEDetector.expected` of the batch; None when nothing is flagged (or
-        it was not asked for).
-    events : DataFrame
-        The events with a point in the batch: :data:`vae_core.events.EVENT_COLUMNS` (``event_id``
-        0, 1, ... by series then start; ``start``, ``points`` and ``flagged_points`` count the
-        event's points in the context too, ``peak`` and ``peak_score`` are its highest point in
-        the batch) and ``began_before``: the event has points before the batch.
-    event_of_row : array of int
-        Each batch row's ``event_id``, -1 outside events.
-    """
-
-    scores: pd.DataFrame
-    explanation: pd.DataFrame
-    band: Optional[pd.DataFrame]
-    events: pd.DataFrame
-    event_of_row: np.ndarray
+from .scored import ScoredBatch
 
 
 def score_batch(det: Any, frame: pd.DataFrame, top_k: int, context: Optional[pd.DataFrame],
                 band: bool) -> ScoredBatch:
     """Score ``frame`` after ``context`` with the time-series detector ``det``, group its flags into
     events with the context's, explain them, and with ``band`` draw the expected band when a
-    row is flagged. ``scores`` comes without ``top_features``."""
-    grids, rows, skip = det._context_grids(frame, context)
+    row is flagged (:class:`~vae_core.scored.ScoredBatch`; its ``events`` count the event's points
+    in the context too in ``start``, ``points`` and ``flagged_points``, while ``peak`` and
+    ``peak_score`` are its highest point in the batch). ``scores`` comes without ``top_features``."""
+    grids, rows, skip = det.context_grids(frame, context)
     past_flags: Optional[list[np.ndarray]] = [] if band else None
-    raw, feat, feat_sq = det._score_grids(grids, len(rows), mask_past=det._masks_past(), past_flags=past_flags)
-    every = det._series_scores(rows, raw)  # the context's flags too: they continue the batch's events
+    raw, feat, feat_sq = det.score_grids(grids, len(rows), mask_past=det.masks_past(), past_flags=past_flags)
+    every = det.flagged_scores(rows, raw)  # the context's flags too: they continue the batch's events
     flags = every["is_anomaly"].to_numpy(bool)
     series = rows[det.series_column_] if det.series_column_ else None
     settled = np.ones(len(rows), bool)
-    settled[:skip] = _settled(rows.iloc[:skip], det.time_column_, det.series_column_, det.context_points,
+    settled[:skip] = settled_rows(rows.iloc[:skip], det.time_column_, det.series_column_, det.context_points,
                               det.batch_context_points)
     score = every["anomaly_score"].to_numpy()
     events, member = find_events(rows[det.time_column_], flags & settled, score, series)
@@ -83,7 +55,8 @@ def score_batch(det: Any, frame: pd.DataFrame, top_k: int, context: Optional[pd.
         expected = series_band.expected(det, grids, len(rows), skip, frame.index, past_flags or None)
     times = rows[det.time_column_].to_numpy()[skip:]
     events, event_of_row = batch_events(events, member, skip, times, score[skip:])
-    return ScoredBatch(every.iloc[skip:].set_axis(frame.index), explanation, expected, events, event_of_row)
+    return ScoredBatch(every.iloc[skip:].set_axis(frame.index), explanation, expected, events, event_of_row,
+                       groups_events=True)
 
 
 def batch_events(events: pd.DataFrame, member: np.ndarray, skip: int, times: np.ndarray,
@@ -106,8 +79,8 @@ def batch_events(events: pd.DataFrame, member: np.ndarray, skip: int, times: np.
     return out, event_of_row
 
 
-def _settled(context: pd.DataFrame, time_column: str, series_column: Optional[str], unsettled: int,
-             full: int) -> np.ndarray:
+def settled_rows(context: pd.DataFrame, time_column: str, series_column: Optional[str], unsettled: int,
+                 full: int) -> np.ndarray:
     """Which context rows are scored as in the whole series: all but each series' first
     ``unsettled`` (their windows reach before the context), whose flags start no event. A series
     with fewer than ``full`` context rows has its whole history there (the score flow reads

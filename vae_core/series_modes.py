@@ -63,7 +63,7 @@ def other_mode(mode: str) -> str:
 
 def fit_mode(scored: tuple[dict, np.ndarray, np.ndarray], tail: np.ndarray, names: Optional[np.ndarray],
              config: TimeSeriesConfig, score_fn: Callable[[dict, float], np.ndarray], n_values: int) -> ModeCalibration:
-    """A mode's calibration from its scores of the fitting rows (``_score_grids``' output) on the
+    """A mode's calibration from its scores of the fitting rows (``score_grids``' output) on the
     ``tail`` rows, less those beyond ``config.tail_fence`` (:func:`~vae_core.threshold.inliers`);
     ``score_fn(raw, rate_weight)`` is the detector's anomaly score."""
     raw, feat, feat_sq = scored

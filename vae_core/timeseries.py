@@ -25,6 +25,7 @@ from .explain import explain_rows, with_top_features
 from .engine import Engine, build_model, iwae_rate
 from .errors import DataError
 from .preprocess import Encoded, Preprocessor, check_frame
+from .scored import ScoredBatch
 from .seeds import numpy_rng
 from .series_frame import infer_step, is_datetime, parse_times, series_codes, series_names, values_frame
 from .series_grid import SeriesGrid, build_grids, training_split
@@ -109,7 +110,7 @@ class TimeSeriesVAEDetector(DetectorBase):
 
         # time-ordered split: the last `validation_fraction` of each series is held out
         W = cfg.window
-        train, val, cuts = training_split(grids, W, cfg.train_stride, cfg.validation_fraction, cfg.seed, self._window_cond)
+        train, val, cuts = training_split(grids, W, cfg.train_stride, cfg.validation_fraction, cfg.seed, self.window_cond)
         if cfg.max_train_windows and len(train) > cfg.max_train_windows:
             keep = np.sort(numpy_rng(cfg.seed, "subsample").choice(len(train), cfg.max_train_windows, replace=False))
             train = train[keep]
@@ -138,11 +139,11 @@ class TimeSeriesVAEDetector(DetectorBase):
         names, d = self._row_series(frame), len(self.value_columns_)
         # both modes from the tail's windows only: the tail's points score as in the whole grid
         tails = grids if in_sample else [t for g, c in zip(grids, cuts) if (t := series_modes.tail_grid(g, c, W, self.step_))]
-        own = series_modes.fit_mode(self._score_grids(tails, len(frame)), tail, names, cfg, self._anomaly_score, d)
+        own = series_modes.fit_mode(self.score_grids(tails, len(frame)), tail, names, cfg, self._anomaly_score, d)
         self.calibration_, self.series_calibration_, self.attribution_ = own.calibration, own.series_calibration, own.attribution
         self.rate_weight_ = own.rate_weight
         other = series_modes.other_mode(cfg.point_score)
-        scored = self._score_grids(tails, len(frame), other)
+        scored = self.score_grids(tails, len(frame), other)
         self.point_modes_ = {other: series_modes.fit_mode(scored, tail, names, cfg, self._anomaly_score, d)}
 
     def with_point_score(self, point_score: str) -> "TimeSeriesVAEDetector":
@@ -168,12 +169,13 @@ class TimeSeriesVAEDetector(DetectorBase):
         """Each row's series name as a string (None for a single series)."""
         return frame[self.series_column_].astype(str).to_numpy() if self.series_column_ else None
 
-    def _series_scores(self, frame: pd.DataFrame, raw: dict[str, np.ndarray]) -> pd.DataFrame:
-        """The score frame, flagged by each series' own threshold where it has one."""
+    def flagged_scores(self, frame: pd.DataFrame, raw: dict[str, np.ndarray]) -> pd.DataFrame:
+        """The score frame of ``frame``'s rows from their raw per-row terms ``raw`` (as
+        :meth:`score_grids` gives them), flagged by each series' own threshold where it has one."""
         scored = self._score_frame(frame.index, raw)
         return series_thresholds.apply(scored, self._row_series(frame), self.series_calibration_)
 
-    def _window_cond(self, g: SeriesGrid, starts: np.ndarray) -> np.ndarray:
+    def window_cond(self, g: SeriesGrid, starts: np.ndarray) -> np.ndarray:
         """Conditioning inputs of the windows starting at ``starts``: the calendar phase of each
         window's last point and the series one-hot (width 0 when neither applies)."""
         W = self.config_.window
@@ -215,7 +217,7 @@ class TimeSeriesVAEDetector(DetectorBase):
         ``frame`` and left out of the result, e.g. the last :attr:`context_points` of each series.
         """
         raw, _, _ = self._score_frame_raw(frame, context)
-        return self._series_scores(frame, raw)
+        return self.flagged_scores(frame, raw)
 
     def data_nll(self, frame: pd.DataFrame) -> np.ndarray:
         """Per-timestamp -log p in the data's own units (see :meth:`VAEDetector.data_nll`)."""
@@ -237,13 +239,13 @@ class TimeSeriesVAEDetector(DetectorBase):
         DataFrame
             ``frame``'s index; columns ``(value column, "mean" | "std")``.
         """
-        grids, rows, skip = self._context_grids(frame, context)
+        grids, rows, skip = self.context_grids(frame, context)
         return series_band.expected(self, grids, len(rows), skip, frame.index)
 
-    def score_explain_and_expect(self, frame: pd.DataFrame, top_k: int = 3, context: Optional[pd.DataFrame] = None
-                                 ) -> series_batch.ScoredBatch:
-        """:func:`vae_core.score_and_explain`, the events and, when a row is flagged, :meth:`expected`,
-        from one scoring pass: what the scheduled score flow stores and shows for a batch
+    def score_batch(self, frame: pd.DataFrame, top_k: int = 3, context: Optional[pd.DataFrame] = None,
+                    band: bool = True) -> ScoredBatch:
+        """:func:`vae_core.score_and_explain` for a series: the scores, the explanation, the events
+        and, with ``band`` and when a row is flagged, :meth:`expected`, from one scoring pass
         (:mod:`vae_core.series_batch`).
 
         The events are found with ``context``'s flags, so an event that began before the batch
@@ -251,28 +253,32 @@ class TimeSeriesVAEDetector(DetectorBase):
         gives, cheaper with ``mask_flagged_past``: the plain causal flags that decide which
         earlier points a window hides are worked out once, for the scores and the band.
         """
-        b = series_batch.score_batch(self, frame, max(1, int(top_k)), context, band=True)
+        b = series_batch.score_batch(self, frame, max(1, int(top_k)), context, band=band)
         return replace(b, scores=with_top_features(b.scores, b.explanation))
-
-    def _score_and_explain_flagged(self, frame: pd.DataFrame, top_k: int,
-                                   context: Optional[pd.DataFrame] = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-        b = series_batch.score_batch(self, frame, top_k, context, band=False)
-        return b.scores, b.explanation
 
     def _score_frame_raw(self, frame: pd.DataFrame, context: Optional[pd.DataFrame] = None):
         """Per-row scores and per-column terms of ``frame`` (scored after ``context``)."""
-        grids, rows, skip = self._context_grids(frame, context)
-        raw, feat, feat_sq = self._score_grids(grids, len(rows), mask_past=self._masks_past())
+        grids, rows, skip = self.context_grids(frame, context)
+        raw, feat, feat_sq = self.score_grids(grids, len(rows), mask_past=self.masks_past())
         return {k: v[skip:] for k, v in raw.items()}, feat[skip:], feat_sq[skip:]
 
-    def _masks_past(self) -> bool:
+    def masks_past(self) -> bool:
+        """Whether causal scores hide each window's flagged earlier points (``mask_flagged_past``)."""
         return self.config_.mask_flagged_past and self.config_.point_score == "last"
 
     @property
     def context_points(self) -> int:
         """The points of each series before a batch that its causal scores depend on: ``window - 1``,
         twice that with ``mask_flagged_past`` (the flags of the window's earlier points)."""
-        return (self.config_.window - 1) * (2 if self._masks_past() else 1)
+        return (self.config_.window - 1) * (2 if self.masks_past() else 1)
+
+    scores_whole_batches = True
+    point_score_modes = ("last", "mean")
+
+    @property
+    def key_columns_(self) -> list[str]:
+        """The time column, and the series column if there is one."""
+        return [self.time_column_] + ([self.series_column_] if self.series_column_ else [])
 
     @property
     def batch_context_points(self) -> int:
@@ -281,7 +287,7 @@ class TimeSeriesVAEDetector(DetectorBase):
         (:mod:`vae_core.series_batch`)."""
         return self.context_points + self.config_.window - 1
 
-    def _context_grids(self, frame: pd.DataFrame, context: Optional[pd.DataFrame]
+    def context_grids(self, frame: pd.DataFrame, context: Optional[pd.DataFrame]
                        ) -> tuple[list[SeriesGrid], pd.DataFrame, int]:
         """The grids of ``context`` then ``frame`` (checked), those rows (``frame`` itself without a
         context), and the context's row count."""
@@ -313,7 +319,7 @@ class TimeSeriesVAEDetector(DetectorBase):
         name = self.series_names_[g.code] if g.code is not None and self.series_names_ else None
         return self.series_calibration_.get(str(name), self.calibration_).threshold
 
-    def _causal_flags(self, g: SeriesGrid, cond: Optional[np.ndarray],
+    def causal_flags(self, g: SeriesGrid, cond: Optional[np.ndarray],
                       terms: Optional[dict[str, np.ndarray]] = None) -> np.ndarray:
         """The grid points of ``g`` that the plain (unmasked) causal score flags: what
         ``mask_flagged_past`` hides (``terms``: ``g``'s causal terms, if already computed)."""
@@ -321,7 +327,7 @@ class TimeSeriesVAEDetector(DetectorBase):
             terms, _, _ = score_series(self.engine_, g.values, self.config_.window, True, cond)
         return self._anomaly_score(terms) > self._grid_threshold(g)
 
-    def _score_grids(self, grids: list[SeriesGrid], n_rows: int, point_score: Optional[str] = None,
+    def score_grids(self, grids: list[SeriesGrid], n_rows: int, point_score: Optional[str] = None,
                      mask_past: bool = False, past_flags: Optional[list[np.ndarray]] = None,
                      ) -> tuple[dict[str, np.ndarray], np.ndarray, np.ndarray]:
         """Per-row scores, and per-value-column NLL and squared residuals, from the windows covering
@@ -334,10 +340,10 @@ class TimeSeriesVAEDetector(DetectorBase):
         feat_rows, sq_rows = np.zeros((n_rows, d)), np.zeros((n_rows, d))
         for g in grids:
             starts = np.arange(len(g.values) - W + 1)
-            cond = self._window_cond(g, starts) if self.engine_.model.n_cond else None
+            cond = self.window_cond(g, starts) if self.engine_.model.n_cond else None
             terms, feat, feat_sq = score_series(self.engine_, g.values, W, last_only, cond)
             if mask_past and last_only:
-                flagged = self._causal_flags(g, cond, terms)
+                flagged = self.causal_flags(g, cond, terms)
                 if past_flags is not None:
                     past_flags.append(flagged)
                 series_masking.rescore_masked_past(self.engine_, g.values, W, cond, flagged, terms, feat, feat_sq)

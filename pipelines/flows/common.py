@@ -11,6 +11,7 @@ from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
 from pipelines import nodes, progress
+from pipelines.errors import TrackingError
 from pipelines.lake import BATCH_COLUMN, Lake, LakeError
 from pipelines.settings import apply_torch_threads, get_settings
 
@@ -18,12 +19,12 @@ IO_RETRIES = 2
 IO_RETRY_DELAY = 2
 
 
-def _transient(task: Any, task_run: Any, state: Any) -> bool:
-    """Retry I/O failures, not bad input: no ValueError (vae_core's DataError, bad parameters),
-    no TrackingError (MLflow retried already), and a LakeError only if an OSError other than
-    not-found caused it."""
+def is_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """The I/O tasks' retry condition (Prefect's ``retry_condition_fn``): retry I/O failures, not
+    bad input: no ValueError (vae_core's DataError, bad parameters), no TrackingError (MLflow
+    retried already), and a LakeError only if an OSError other than not-found caused it."""
     exc = state.data if isinstance(state.data, BaseException) else None
-    if isinstance(exc, ValueError) or type(exc).__name__ == "TrackingError":
+    if isinstance(exc, (ValueError, TrackingError)):
         return False
     if not isinstance(exc, LakeError):
         return True
@@ -35,7 +36,7 @@ def io_task(name: str):
     """Decorator for an I/O task: retried on transient errors, never cached (inputs are large frames)."""
     return task(
         name=name, retries=IO_RETRIES, retry_delay_seconds=IO_RETRY_DELAY,
-        retry_condition_fn=_transient, cache_policy=NO_CACHE,
+        retry_condition_fn=is_transient, cache_policy=NO_CACHE,
     )
 
 

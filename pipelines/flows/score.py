@@ -14,39 +14,28 @@ serial runs give the same scores.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from functools import lru_cache
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import pandas as pd
-import pyarrow as pa
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-import vae_core
 from pipelines import nodes, progress
 from pipelines.escaping import markdown as md
 from pipelines.flows.common import artifact_key, io_task, lake_for, tracking_for
-from pipelines.lake import BATCH_COLUMN, META_COLUMNS, ROW_COLUMN
-from pipelines.lake.context import series_context
+from pipelines.flows.report import rebuild_report
+from pipelines.flows.scoring import ScoreModel, resolve_model, resolve_point_score, scored_chunks, scoring_detector
+from pipelines.lake import BATCH_COLUMN, ROW_COLUMN
 from pipelines.reports.batch import ReportParts, write_batch_report
 from pipelines.reports.store import ReportStore
 from pipelines.settings import apply_torch_threads
 
 TOP_N = 20
 TOP_COLUMNS = [BATCH_COLUMN, ROW_COLUMN, "anomaly_score", "p_value", "top_features"]
-
-
-@dataclass(frozen=True)
-class ScoreModel:
-    """The registered version a score run uses, resolved once, and the lake key of its scores."""
-
-    info: Any  # a pipelines.tracking.ModelVersionInfo (not imported here: importing a flow imports no MLflow)
-    scores_key: str
-    point_score: Optional[str] = None  # a time series' per-point mode: "last" (causal) or "mean" (offline)
 
 
 @dataclass(frozen=True)
@@ -78,66 +67,6 @@ class BatchScores:
                 "continued": self.continued, "psi": self.psi, "report": self.report}
 
 
-@lru_cache(maxsize=4)
-def _load(info: Any, tracking_uri: Optional[str]):
-    """The detector of one resolved version, loaded once per process (and per Dask worker)."""
-    return tracking_for(tracking_uri).load_version(info)
-
-
-def _frame(batch: pa.RecordBatch) -> pd.DataFrame:
-    return batch.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype(), pa.bool_(): pd.BooleanDtype()}.get)
-
-
-def scored_chunks(lake, dataset: str, batch_id: str, det, batch_rows: int):
-    """Yield ``(part, explanation, rows, band, events)`` per chunk of a batch: the keys and scores
-    to write, the flagged rows' explanation (by position in ``part``), and for a time series the
-    feature rows, (when something is flagged) the model's expected band of each row, and the
-    events with the event id of each row (:class:`vae_core.series_batch.ScoredBatch`).
-
-    A time-series batch is one chunk, scored after its context
-    (:func:`pipelines.lake.context.series_context`): in the causal mode its scores are those of
-    one long series, whatever the batch boundaries, and an event that began in an earlier batch
-    keeps its start. A table is streamed in Arrow record batches of ``batch_rows`` rows.
-    """
-    is_ts = getattr(det, "time_column_", None) is not None
-    if is_ts:  # windows need their neighbours: a time-series batch is scored whole
-        chunks = [lake.read(dataset, batch_ids=[batch_id])]
-    else:
-        chunks = (_frame(b) for b in lake.iter_record_batches(dataset, [batch_id], batch_size=batch_rows))
-    extra = ([det.time_column_] + ([det.series_column_] if det.series_column_ else [])) if is_ts else []
-    for chunk in chunks:
-        keys = chunk[list(META_COLUMNS)].reset_index(drop=True)  # the row's key in the lake
-        rows = nodes.feature_frame(chunk).reset_index(drop=True)
-        band = events = None
-        if is_ts:
-            context = series_context(lake, dataset, batch_id, rows, det.time_column_, det.series_column_,
-                                     list(det.value_columns_), det.batch_context_points)
-            b = det.score_explain_and_expect(rows, context=context)
-            scored, explanation, band, events = b.scores, b.explanation, b.band, (b.events, b.event_of_row)
-        else:
-            scored, explanation = vae_core.score_and_explain(det, rows)
-        yield (pd.concat([keys, chunk[extra].reset_index(drop=True), scored], axis=1), explanation,
-               rows if is_ts else None, band, events)
-
-
-def scoring_detector(model: ScoreModel, tracking_uri: Optional[str]):
-    """The loaded detector of ``model``, scoring in its point-score mode."""
-    det = _load(model.info, tracking_uri)
-    return det.with_point_score(model.point_score) if model.point_score else det
-
-
-@io_task("resolve-point-score")
-def resolve_point_score(model: ScoreModel, point_score: str, tracking_uri: Optional[str]) -> ScoreModel:
-    """``model`` in ``point_score`` mode for a time series (a model that cannot score in it fails
-    here, before any work); offline scores get their own key (``<model>-v<N>-offline``), so a
-    version's causal scores are never mixed with them. Tables have no modes."""
-    det = _load(model.info, tracking_uri)
-    if getattr(det, "time_column_", None) is None:
-        return model
-    det.with_point_score(point_score)
-    return replace(model, scores_key=nodes.mode_scores_key(model.scores_key, point_score), point_score=point_score)
-
-
 @io_task("list-batches")
 def list_batches(lake_url: Optional[str], dataset: str, batch_ids: Optional[list[str]]) -> list[str]:
     """``batch_ids``, or every committed batch of ``dataset`` in ingest order (a bad dataset name
@@ -146,17 +75,6 @@ def list_batches(lake_url: Optional[str], dataset: str, batch_ids: Optional[list
     wanted = list(batch_ids) if batch_ids else list(records)
     # a batch whose rows were all quarantined has nothing to score: skipped, never a blocker
     return [b for b in wanted if b not in records or records[b].rows_accepted]
-
-
-@io_task("resolve-model")
-def resolve_model(tracking_uri: Optional[str], model_name: str, alias: str, version: Optional[str]) -> ScoreModel:
-    """The registry version to score with: ``version`` if given, else the one behind ``alias``.
-
-    One registry call; a missing model, alias or version is a TrackingError (not retried)."""
-    tracking = tracking_for(tracking_uri)
-    tracking.check_model_name(model_name)
-    info = tracking.get_version(model_name, version) if version is not None else tracking.get_alias(model_name, alias)
-    return ScoreModel(info, nodes.score_label(model_name, info.version))
 
 
 @io_task("plan-scoring")
@@ -184,16 +102,16 @@ def score_batch(
     # each chunk is scored, written and dropped: memory stays bounded by one chunk, and the
     # batch's scores still become visible at once (or not at all) when the writer closes
     with lake.scores_writer(dataset, model.scores_key, batch_id) as writer:
-        for part, explanation, rows, band, events in scored_chunks(lake, dataset, batch_id, det, batch_rows):
+        for chunk in scored_chunks(lake, dataset, batch_id, det, batch_rows):
+            part = chunk.part
             part["scored_at"] = scored_at  # the scores key and batch_id live in the path
             writer.write(part)
-            parts.add(part, explanation, rows, band, events)
+            parts.add(chunk)
             drift_acc.update(part["anomaly_score"].to_numpy())
             anomalies += int(part["is_anomaly"].to_numpy(bool).sum())
-            if events is not None:  # a time series: one chunk, whose events the top lists
-                n_continued = int(events[0]["began_before"].sum())
-                n_events = len(events[0]) - n_continued
-            chunk_top = nodes.top_anomalies(part, events, TOP_N)
+            if chunk.scored.groups_events:  # a batch with events is one chunk
+                n_events, n_continued = chunk.scored.new_events, chunk.scored.continued_events
+            chunk_top = nodes.top_anomalies(part, chunk.scored, TOP_N)
             top = (chunk_top if top is None else pd.concat([top, chunk_top])).nlargest(TOP_N, "anomaly_score")
             progress.report("rows", f"{dataset} {batch_id}", writer.rows)
         drift = drift_acc.value()
@@ -224,7 +142,7 @@ def publish_report(
     dataset: str, model_name: str, version: str, results: list[BatchScores], skipped: list[str], drift_threshold: float,
 ) -> None:
     """A table artifact of the top anomalies and a markdown summary."""
-    top = _top(results)
+    top = top_over_batches(results)
     if top:
         create_table_artifact(
             key=artifact_key("top-anomalies", dataset), table=top,
@@ -257,7 +175,7 @@ def _events(results: list[BatchScores]) -> Optional[int]:
     return sum(counts) if counts else None
 
 
-def _top(results: list[BatchScores]) -> list[dict]:
+def top_over_batches(results: list[BatchScores]) -> list[dict]:
     """The ``TOP_N`` highest-scoring anomalies over all scored batches; an event that goes on over
     several batches once, at its highest peak."""
     out, seen = [], set()
@@ -269,7 +187,9 @@ def _top(results: list[BatchScores]) -> list[dict]:
     return out[:TOP_N]
 
 
-def _task_runner(workers: Optional[int], dask_address: Optional[str]):
+def task_runner(workers: Optional[int], dask_address: Optional[str]):
+    """prefect-dask's runner on the scheduler at ``dask_address``, else on a local cluster of
+    ``workers`` single-threaded processes on 127.0.0.1."""
     from prefect_dask import DaskTaskRunner
 
     if dask_address:
@@ -345,9 +265,12 @@ def score(
         "scored": [r.summary() for r in results], "skipped": plan.skipped,
         "rows": sum(r.rows for r in results), "anomalies": sum(r.anomalies for r in results),
         "events": _events(results),
-        "max_psi": max_psi, "drift": drift, "retrain": None, "top": _top(results), "reports_rebuilt": rebuilt,
+        "max_psi": max_psi, "drift": drift, "retrain": None, "top": top_over_batches(results), "reports_rebuilt": rebuilt,
     }
     log.info("scored %d batch(es), %d rows, %d anomalies; skipped %d", len(results), summary["rows"], summary["anomalies"], len(plan.skipped))
+    from pipelines.alerts import alert_scored  # after the scores and reports are committed; never raises
+
+    summary["alerts"] = alert_scored(summary, lake_url)
     if drift and retrain_on_drift:
         from pipelines.flows.retrain import retrain
 
@@ -359,8 +282,6 @@ def score(
 def _rebuild_reports(dataset: str, batch_ids: list[str], args: dict) -> list[str]:
     """Write the missing reports of scored batches (the report flow's task); a failure is a
     warning, as for a report the run itself writes. Returns the batches whose report was written."""
-    from pipelines.flows.report import rebuild_report  # that flow imports this module
-
     done = []
     for batch_id in batch_ids:
         try:
@@ -376,7 +297,7 @@ def _score_parallel(
     dataset: str, pending: list[str], args: dict, workers: Optional[int], dask_address: Optional[str],
 ) -> list[BatchScores]:
     """The batches as a Dask-run subflow, one task per batch."""
-    @flow(name="score-partitions", task_runner=_task_runner(workers, dask_address))
+    @flow(name="score-partitions", task_runner=task_runner(workers, dask_address))
     def score_partitions() -> list[BatchScores]:
         futures = [score_batch.submit(dataset, b, **args) for b in pending]
         out = []

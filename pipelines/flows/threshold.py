@@ -10,7 +10,6 @@ its own MLflow run holding the rule and the before/after figures) -> ``set-alias
 """
 from __future__ import annotations
 
-import copy
 from typing import Optional
 
 import pandas as pd
@@ -21,7 +20,7 @@ from pipelines import nodes
 from pipelines.flows.common import (
     io_task, lake_for, log_reviewed_precision, naive_utc, read_reviewed_items, tracking_for,
 )
-from pipelines.flows.score import resolve_model, resolve_point_score, scoring_detector
+from pipelines.flows.scoring import resolve_model, resolve_point_score, scoring_detector
 from pipelines.reports.store import ReportStore
 from pipelines.review.threshold import ThresholdChoice, best_f1_threshold, budget_threshold
 
@@ -45,7 +44,7 @@ def choose_threshold(items: pd.DataFrame, det, lake_url: Optional[str], dataset:
     lake = lake_for(lake_url)
     store = ReportStore(lake.url)
     scores = [i["score"] for ref in store.list(dataset, scores_key) for i in (store.report(ref) or {}).get("items", [])]
-    days = _days(lake, dataset, scores_key, getattr(det, "time_column_", None))
+    days = _days(lake, dataset, scores_key, next(iter(det.key_columns_), None))
     return budget_threshold(scores, days, alerts_per_day, det.threshold_,
                             items["score"].to_numpy(float), items["real"].to_numpy(bool))
 
@@ -59,8 +58,7 @@ def register_recalibrated(det, choice: ThresholdChoice, dataset: str, model_name
     lake = lake_for(lake_url)
     last = lake.list_batches(dataset)[-1].batch_id
     example = lake.read(dataset, batch_ids=[last]).head(5)
-    columns = ([det.time_column_] + ([det.series_column_] if det.series_column_ else []) + det.value_columns_
-               if getattr(det, "time_column_", None) else list(det.feature_names_in_))
+    columns = det.key_columns_ + list(det.feature_names_in_)
     params = {"dataset": dataset, "recalibrated_from": source_version, "threshold_rule": choice.rule}
     with tracking.start_training_run(dataset, f"threshold-{dataset}", params, {"kind": "threshold-from-reviews"}) as run:
         run.log_metrics({f"reviews_{k}": v for k, v in choice.to_dict().items() if isinstance(v, (int, float))})
@@ -98,8 +96,8 @@ def threshold(
     items = read_reviewed_items(lake_url, dataset, model.scores_key)
     log_reviewed_precision(tracking_uri, items)
     choice = choose_threshold(items, det, lake_url, dataset, model.scores_key, alerts_per_day)
-    # a copy: the loaded detector is cached for the score tasks of this process
-    info = register_recalibrated(copy.deepcopy(det), choice, dataset, model_name, model.info.version, lake_url, tracking_uri)
+    # recalibrated in place: scoring_detector hands out a copy, never the cached detector
+    info = register_recalibrated(det, choice, dataset, model_name, model.info.version, lake_url, tracking_uri)
     aliases = set_threshold_aliases(tracking_uri, model_name, info.version, promote)
     log.info("threshold %.4g -> %.4g (%s): registered %s v%s (%s)", choice.previous, choice.threshold, choice.rule,
              model_name, info.version, ", ".join(aliases))

@@ -21,11 +21,12 @@ LIGHT_COLUMNS = [ROW_COLUMN, "anomaly_score", "p_value", "is_anomaly"]
 
 class ReportParts:
     """What a report needs of a batch, kept chunk by chunk: a few score columns of every row,
-    the flagged rows' explanations, and (time series) the rows themselves for the plots."""
+    the flagged rows' explanations, and (time series) the rows themselves for the plots, the
+    expected band and the events the detector found with the batch's context."""
 
     def __init__(self, det: Any):
-        self.time_column = getattr(det, "time_column_", None)
-        self.series_column = getattr(det, "series_column_", None)
+        self.time_column, *rest = det.key_columns_ or [None]
+        self.series_column = rest[0] if rest else None
         self.scores: list[pd.DataFrame] = []
         self.explanations: list[pd.DataFrame] = []
         self.rows: list[pd.DataFrame] = []
@@ -33,22 +34,21 @@ class ReportParts:
         self.events: Optional[tuple[pd.DataFrame, Any]] = None
         self.n = 0
 
-    def add(self, part: pd.DataFrame, explanation: pd.DataFrame, rows: Optional[pd.DataFrame] = None,
-            band: Optional[pd.DataFrame] = None, events: Optional[tuple[pd.DataFrame, Any]] = None) -> None:
-        """One scored chunk: ``part`` as written (keys and scores), ``explanation`` indexed by
-        position in ``part``; for a time series (one chunk) ``rows``, the chunk's feature rows,
-        ``band``, the model's expected values of those rows
-        (:meth:`vae_core.TimeSeriesVAEDetector.expected`; None: no band drawn), and ``events``,
-        the events found with the batch's context and each row's event id
-        (:class:`vae_core.series_batch.ScoredBatch`; None: the report finds them in the rows)."""
-        self.scores.append(part[LIGHT_COLUMNS].reset_index(drop=True))
-        if len(explanation):
-            self.explanations.append(explanation.set_axis(explanation.index + self.n))
-        if self.time_column is not None and rows is not None:
-            self.rows.append(rows.reset_index(drop=True))
-            self.band = None if band is None else band.reset_index(drop=True)
-            self.events = events
-        self.n += len(part)
+    def add(self, chunk: Any) -> None:
+        """One scored chunk (:class:`pipelines.flows.scoring.ScoreChunk`): its ``part`` as written
+        (keys and scores), the explanation indexed by position in ``part``; for a time series
+        (one chunk) its feature ``rows``, the band (None: no band drawn) and the events with each
+        row's event id (:class:`vae_core.ScoredBatch`)."""
+        scored = chunk.scored
+        self.scores.append(chunk.part[LIGHT_COLUMNS].reset_index(drop=True))
+        if len(scored.explanation):
+            self.explanations.append(scored.explanation.set_axis(scored.explanation.index + self.n))
+        if self.time_column is not None:
+            self.rows.append(chunk.rows.reset_index(drop=True))
+            self.band = None if scored.band is None else scored.band.reset_index(drop=True)
+        if scored.groups_events:
+            self.events = (scored.events, scored.event_of_row)
+        self.n += len(chunk.part)
 
     def frames(self) -> tuple[pd.DataFrame, Optional[pd.DataFrame], pd.DataFrame]:
         scores = pd.concat(self.scores, ignore_index=True) if self.scores else pd.DataFrame(columns=LIGHT_COLUMNS)

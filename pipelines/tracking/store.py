@@ -17,14 +17,11 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
+from pipelines.errors import TrackingError
 from pipelines.settings import apply_mlflow_env
 
 _state: dict[str, Optional[str]] = {"tracking_uri": None, "artifact_root": None}
 _reachable: set[str] = set()  # tracking servers that answered once in this process
-
-
-class TrackingError(RuntimeError):
-    """A tracking or registry operation failed; the message is one line and says what to do."""
 
 
 def configure(tracking_uri: Optional[str] = None, artifact_root: Optional[str] = None, check: bool = True) -> str:

@@ -257,9 +257,9 @@ def test_the_score_flows_dask_cluster_listens_on_loopback_only():
     every other socket of the cluster listen on 127.0.0.1, not on 0.0.0.0:8787."""
     from distributed import LocalCluster
 
-    from pipelines.flows.score import _task_runner
+    from pipelines.flows.score import task_runner
 
-    kwargs = dict(_task_runner(1, None).cluster_kwargs)
+    kwargs = dict(task_runner(1, None).cluster_kwargs)
     with LocalCluster(**kwargs) as cluster:
         assert cluster.scheduler.http_server.address == "127.0.0.1"
         processes = [psutil.Process(), *psutil.Process().children(recursive=True)]

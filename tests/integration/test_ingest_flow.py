@@ -58,11 +58,11 @@ def test_ingest_flow_fails_on_schema_drift_without_committing(prefect_harness, t
 def test_only_transient_failures_are_retried():
     from types import SimpleNamespace
 
-    from pipelines.flows.common import _transient
+    from pipelines.flows.common import is_transient
     from pipelines.lake import SchemaError, SourceError
 
     def retried(exc: BaseException) -> bool:
-        return _transient(None, None, SimpleNamespace(data=exc))
+        return is_transient(None, None, SimpleNamespace(data=exc))
 
     def caused(exc: Exception, cause: BaseException) -> Exception:
         exc.__cause__ = cause
@@ -73,3 +73,6 @@ def test_only_transient_failures_are_retried():
     assert not retried(caused(SourceError("cannot read"), FileNotFoundError()))
     assert not retried(SchemaError("missing column 'x'"))
     assert not retried(ValueError("bad parameter"))
+    from pipelines.errors import TrackingError
+
+    assert not retried(TrackingError("model 'x' has no alias 'champion'"))  # MLflow retried already

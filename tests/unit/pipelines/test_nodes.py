@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 
 from pipelines import nodes
-from vae_core import DataError
+from vae_core import DataError, ScoredBatch
 
 
 def test_psi_is_zero_for_the_same_distribution_and_grows_with_shift():
@@ -85,16 +85,18 @@ def test_top_anomalies_of_a_time_series_are_one_per_event():
     point in the batch, with the event's series, start, end and points."""
     part = pd.DataFrame({"_source_row": np.arange(8), "anomaly_score": [1.0, 9, 8, 7, 0, 5, 6, 2],
                          "is_anomaly": [False, True, True, True, False, True, True, False]})
-    assert nodes.top_anomalies(part, None, 3)["_source_row"].tolist() == [1, 2, 3]
+    table = ScoredBatch.of_rows(part, pd.DataFrame())
+    assert nodes.top_anomalies(part, table, 3)["_source_row"].tolist() == [1, 2, 3]
     times = pd.date_range("2024-03-01", periods=2, freq="h", tz="UTC")
     events = pd.DataFrame({"event_id": [0, 1], "series": ["s1", "s2"], "start": times, "end": times + pd.Timedelta("5min"),
                            "points": [3, 2]})
     member = np.array([-1, 0, 0, 0, -1, 1, 1, -1])
-    top = nodes.top_anomalies(part, (events, member), 5)
+    series = ScoredBatch(part, pd.DataFrame(), None, events, member, groups_events=True)
+    top = nodes.top_anomalies(part, series, 5)
     assert top["_source_row"].tolist() == [1, 6]
     assert top["event_series"].tolist() == ["s1", "s2"] and top["event_points"].tolist() == [3, 2]
     assert top["event_start"].tolist() == ["2024-03-01T00:00:00+00:00", "2024-03-01T01:00:00+00:00"]
-    assert nodes.top_anomalies(part, (events, member), 1)["_source_row"].tolist() == [1]
+    assert nodes.top_anomalies(part, series, 1)["_source_row"].tolist() == [1]
 
 
 def test_time_text_keeps_every_digit_of_a_numeric_time():
@@ -106,7 +108,7 @@ def test_time_text_keeps_every_digit_of_a_numeric_time():
 
 
 def test_the_flow_lists_an_event_once_over_batches_at_its_highest_peak():
-    from pipelines.flows.score import BatchScores, _top
+    from pipelines.flows.score import BatchScores, top_over_batches
 
     def row(batch, score, start=None):
         event = {} if start is None else {"event_series": "s1", "event_start": start, "event_end": "e", "event_points": 3}
@@ -114,9 +116,9 @@ def test_the_flow_lists_an_event_once_over_batches_at_its_highest_peak():
 
     b1 = BatchScores("b1", 10, 3, 0.0, [row("b1", 5.0, "t0"), row("b1", 4.0, "t1")], events=2, continued=0)
     b2 = BatchScores("b2", 10, 2, 0.0, [row("b2", 7.0, "t1"), row("b2", 1.0, "t2")], events=1, continued=1)
-    assert [(t["batch_id"], t["event_start"]) for t in _top([b1, b2])] == [("b2", "t1"), ("b1", "t0"), ("b2", "t2")]
+    assert [(t["batch_id"], t["event_start"]) for t in top_over_batches([b1, b2])] == [("b2", "t1"), ("b1", "t0"), ("b2", "t2")]
     tables = [BatchScores("b", 10, 2, 0.0, [row("b", 2.0), row("b", 3.0)])]
-    assert [t["anomaly_score"] for t in _top(tables)] == [3.0, 2.0]  # rows of a table: all kept
+    assert [t["anomaly_score"] for t in top_over_batches(tables)] == [3.0, 2.0]  # rows of a table: all kept
 
 
 def test_scores_keys_name_the_version_and_the_offline_mode_round_trips():

@@ -54,7 +54,10 @@ def test_score_with_explanations_explains_the_flagged_rows_only(fitted, frame):
 def test_score_and_explain_gives_the_flagged_rows_long_form_by_position(fitted, frame):
     test = frame.iloc[:50].copy()
     test.loc[test.index[[7, 30]], "amount"] = 1e4
-    scores, explanation = score_and_explain(fitted, test, top_k=2)
+    got = score_and_explain(fitted, test, top_k=2)
+    scores, explanation = got.scores, got.explanation
+    assert got.band is None and not got.groups_events and got.new_events is None
+    assert len(got.events) == 0 and (got.event_of_row == -1).all() and len(got.event_of_row) == len(test)
     pd.testing.assert_frame_equal(scores, score_with_explanations(fitted, test, top_k=2))
     flagged = np.flatnonzero(scores["is_anomaly"].to_numpy())
     assert sorted(set(explanation.index)) == flagged.tolist() and {7, 30} <= set(flagged)

@@ -4,17 +4,17 @@ import numpy as np
 import pandas as pd
 
 from vae_core.events import find_events
-from vae_core.series_batch import _settled, batch_events
+from vae_core.series_batch import settled_rows, batch_events
 
 
 def test_only_settled_context_rows_start_events():
     """Each series' first `unsettled` context rows (by time, whatever the row order) are not
     settled, unless the series has fewer rows than a full context: then it is its whole history."""
     context = pd.DataFrame({"t": [3, 1, 2, 4, 5, 1, 2], "s": ["a", "a", "a", "a", "a", "b", "b"]})
-    assert _settled(context, "t", "s", unsettled=2, full=5).tolist() == [True, False, False, True, True, True, True]
-    assert _settled(context, "t", "s", unsettled=2, full=2).tolist() == [True, False, False, True, True, False, False]
+    assert settled_rows(context, "t", "s", unsettled=2, full=5).tolist() == [True, False, False, True, True, True, True]
+    assert settled_rows(context, "t", "s", unsettled=2, full=2).tolist() == [True, False, False, True, True, False, False]
     single = pd.DataFrame({"t": [1, 2, 3]})
-    assert _settled(single, "t", None, unsettled=1, full=3).tolist() == [False, True, True]
+    assert settled_rows(single, "t", None, unsettled=1, full=3).tolist() == [False, True, True]
 
 
 def test_the_batch_keeps_the_events_that_reach_it_with_its_own_peak():

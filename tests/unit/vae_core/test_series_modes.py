@@ -62,7 +62,7 @@ def test_both_modes_are_calibrated_from_the_tail_as_from_the_whole_series(offlin
     names, d = offline._row_series(frame), len(offline.value_columns_)
     for mode in ("mean", "last"):
         det = offline.with_point_score(mode)
-        whole = series_modes.fit_mode(det._score_grids(grids, len(frame)), tail, names, det.config_,
+        whole = series_modes.fit_mode(det.score_grids(grids, len(frame)), tail, names, det.config_,
                                       det._anomaly_score, d)
         np.testing.assert_allclose(whole.calibration.scores, det.calibration_.scores, rtol=1e-5, atol=1e-5)
         assert whole.calibration.threshold == pytest.approx(det.threshold_, rel=1e-5)
@@ -104,7 +104,8 @@ def test_flagged_points_are_explained_by_their_event(offline):
     the excess summed over its points; a level shift of one column names that column."""
     test = series_frame(n=300, seed=5, start="2024-02-01", name="a")
     test.loc[120:139, "mem"] += 3.0  # a level shift of 20 points
-    scored, explanation = vae_core.score_and_explain(offline, test, top_k=2)
+    got = vae_core.score_and_explain(offline, test, top_k=2)
+    scored, explanation = got.scores, got.explanation
     _, member = find_events(test["timestamp"], scored["is_anomaly"].to_numpy(), scored["anomaly_score"].to_numpy())
     shift = member[130]
     assert shift >= 0
@@ -128,14 +129,14 @@ def test_an_event_that_began_in_the_previous_batch_keeps_its_start_and_columns(o
     W = causal.config_.window
     test = series_frame(n=300, seed=5, start="2024-02-01", name="a")
     test.loc[120:139, "mem"] += 3.0
-    whole = causal.score_explain_and_expect(test)
+    whole = vae_core.score_and_explain(causal, test)
     shift = whole.event_of_row[130]
     (start,) = whole.events.loc[whole.events["event_id"] == shift, "start"]
     first = int(np.flatnonzero(whole.event_of_row == shift)[0])
     cut = first + 4  # the event's first points in the context, the rest in the batch
     assert causal.batch_context_points == 2 * (W - 1)
     batch, context = test.iloc[cut:], test.iloc[cut - causal.batch_context_points : cut]
-    got = causal.score_explain_and_expect(batch, context=context)
+    got = vae_core.score_and_explain(causal, batch, context=context)
     pd.testing.assert_frame_equal(got.scores, whole.scores.iloc[cut:], rtol=1e-5, atol=1e-5)
     ours = got.event_of_row[130 - cut]
     event = got.events.set_index("event_id").loc[ours]
@@ -145,6 +146,6 @@ def test_an_event_that_began_in_the_previous_batch_keeps_its_start_and_columns(o
     assert len(in_batch) >= 5
     want = whole.explanation.loc[in_batch + cut].set_axis(whole.explanation.loc[in_batch + cut].index - cut)
     pd.testing.assert_frame_equal(got.explanation.loc[in_batch], want, rtol=1e-5, atol=1e-5)
-    alone = causal.score_explain_and_expect(batch)  # no context: the event starts in the batch
+    alone = vae_core.score_and_explain(causal, batch)  # no context: the event starts in the batch
     (alone_start,) = alone.events.loc[alone.events["event_id"] == alone.event_of_row[130 - cut], "start"]
     assert alone_start > start and not alone.events["began_before"].any()

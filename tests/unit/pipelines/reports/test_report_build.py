@@ -6,6 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import vae_core
+
 from pipelines.reports import BatchFacts, build_report, detector_facts, drift_verdict, figures, render_html, to_json
 from pipelines.reports.build import MAX_ITEMS, short_text
 
@@ -123,7 +125,7 @@ def test_an_event_that_began_in_an_earlier_batch_says_so(series_case, tmp_path):
     batch = frame[frame["ts"] >= cut]
     before = frame[frame["ts"] < cut]
     context = before.groupby("host", sort=False).tail(det.batch_context_points)
-    got = det.score_explain_and_expect(batch, context=context)
+    got = vae_core.score_and_explain(det, batch, context=context)
     scores = got.scores.reset_index(drop=True).assign(_source_row=np.arange(len(batch)))
     facts = detector_facts(det, "load", "1")
     report = build_report(scores, batch, got.explanation, facts, BatchFacts(dataset="hosts", batch_id="b2", rows=len(batch)),
