@@ -92,9 +92,8 @@ class Engine:
         does not grow with the number of rows. The per-row figures are float64; the per-feature
         ones ``detail_dtype`` (float32, as computed, saves a copy of three rows x features arrays
         for a caller that sums them in float64 itself). Each batch is copied into arrays allocated
-        once, so its tensors are freed at once: kept alive until a final concatenation, they made
-        every later batch's intermediates fresh memory (20,000 of SMD's 1,216-value windows took
-        11-23 s, now 11-13 s; benchmarks/README.md).
+        once, so its tensors are freed at once and later batches' intermediates reuse their memory
+        rather than asking for fresh pages (timings in benchmarks/README.md).
         """
         cfg = self.config
         eps = self.noise()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 from typing import Callable, Optional, Sequence
 
+from pipelines import defaults
 from pipelines.cli import alerts, commands, render
 
 EPILOG = """\
@@ -69,7 +70,7 @@ def _fit_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--param", action="append", metavar="KEY=VALUE",
                    help="detector setting (vae_core.VAEConfig, TimeSeriesConfig), value as JSON: --param max_epochs=50; "
                    "retrain starts from the champion's settings")
-    p.add_argument("--seed", type=int, help="random seed (default 0)")
+    p.add_argument("--seed", type=int, help=f"random seed (default {defaults.SEED})")
 
 
 class _AsParam(argparse.Action):
@@ -84,7 +85,7 @@ def _version_options(p: argparse.ArgumentParser, batch_help: str) -> None:
     _dataset(p)
     _model_options(p)
     which = p.add_mutually_exclusive_group()
-    which.add_argument("--alias", help="the registry version behind this alias (default: champion)")
+    which.add_argument("--alias", help=f"the registry version behind this alias (default: {defaults.CHAMPION})")
     which.add_argument("--version", help="this registry version")
     p.add_argument("--batch", nargs="+", action="extend", metavar="ID", help=batch_help)
 
@@ -128,10 +129,11 @@ def add_score(command: Command) -> None:
     p = command("score", "score the batches of DATASET not yet scored by the model version",
                 commands.cmd_score, render.render_score)
     _version_options(p, "score these batches (default: all)")
-    p.add_argument("--batch-rows", type=int, help="rows per Arrow record batch (default 65536)")
+    p.add_argument("--batch-rows", type=int, help=f"rows per Arrow record batch (default {defaults.BATCH_ROWS})")
     p.add_argument("--workers", type=int, metavar="N", help="score batches in parallel on a local Dask cluster")
     p.add_argument("--dask-address", help="score on an existing Dask scheduler (or VAE_ANOMALY_DASK_ADDRESS)")
-    p.add_argument("--drift-threshold", type=float, help="PSI above which a batch counts as drifted (default 0.25)")
+    p.add_argument("--drift-threshold", type=float,
+                   help=f"PSI above which a batch counts as drifted (default {defaults.DRIFT_THRESHOLD:g})")
     p.add_argument("--retrain-on-drift", action="store_true", help="run `retrain` when drift is found")
     p.add_argument("--fail-on-anomaly", action="store_true", help="exit 4 if any row was flagged")
     _offline_option(p)
@@ -149,9 +151,12 @@ def add_retrain(command: Command) -> None:
                 commands.cmd_retrain, render.render_retrain)
     _dataset(p)
     _model_options(p)
-    p.add_argument("--recent-batches", type=int, metavar="N", help="train on the N newest batches (default 3)")
-    p.add_argument("--holdout-fraction", type=float, help="share of rows held out to compare the models (default 0.2)")
-    p.add_argument("--tolerance", type=float, help="promote if challenger -log p <= champion + this (default 0)")
+    p.add_argument("--recent-batches", type=int, metavar="N",
+                   help=f"train on the N newest batches (default {defaults.RECENT_BATCHES})")
+    p.add_argument("--holdout-fraction", type=float,
+                   help=f"share of rows held out to compare the models (default {defaults.HOLDOUT_FRACTION:g})")
+    p.add_argument("--tolerance", type=float,
+                   help=f"promote if challenger -log p <= champion + this (default {defaults.TOLERANCE:g})")
     _fit_options(p)
 
 
@@ -180,7 +185,7 @@ def add_threshold(command: Command) -> None:
                 commands.cmd_threshold, render.render_threshold)
     _dataset(p)
     _model_options(p)
-    p.add_argument("--alias", help="the version to recalibrate (default: champion)")
+    p.add_argument("--alias", help=f"the version to recalibrate (default: {defaults.CHAMPION})")
     p.add_argument("--from-reviews", action="store_true", help="best F1 on the reviewed items, within bounds")
     p.add_argument("--alerts-per-day", type=float, metavar="N", help="instead: at most N review items per day")
     p.add_argument("--promote", action="store_true", help="make the new version the champion (default: challenger only)")

@@ -63,8 +63,10 @@ def key_values(title: str, rows: Sequence[tuple[str, Any]]):
 
 
 def top_anomalies_table(top: list[dict], limit: int = 10, title: str = "top anomalies"):
-    """Rows of ``top`` (dicts with batch_id, _source_row, anomaly_score, p_value, top_features)."""
+    """Rows of ``top`` (dicts with the lake keys, anomaly_score, p_value, top_features)."""
     from rich.table import Table
+
+    from pipelines.lake import BATCH_COLUMN, ROW_COLUMN  # not at import: the CLI starts without the lake
 
     table = Table(title=terminal(title), title_justify="left")
     events = any("event_start" in r for r in top)  # a time series' top: one row per event, its peak
@@ -75,7 +77,7 @@ def top_anomalies_table(top: list[dict], limit: int = 10, title: str = "top anom
         where = f"{r['event_series']} " if r.get("event_series") is not None else ""
         event = [cell(f"{where}{r.get('event_start')} – {r.get('event_end')} ({r.get('event_points')} points)")] if events else []
         table.add_row(
-            cell(r.get("batch_id", "")), cell(r.get("_source_row", "")), *event, cell(r.get("anomaly_score")),
+            cell(r.get(BATCH_COLUMN, "")), cell(r.get(ROW_COLUMN, "")), *event, cell(r.get("anomaly_score")),
             cell(r.get("p_value"), 2), cell(r.get("top_features", "")),
         )
     return table

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.demo.samples import TOP_N, SampleDataset
-from pipelines.lake import Lake
+from pipelines.lake import BATCH_COLUMN, Lake, ROW_COLUMN
 
 
 def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
@@ -25,7 +25,7 @@ def roc_auc(scores: np.ndarray, positive: np.ndarray) -> float:
 def labelled_scores(lake: Lake, ds: SampleDataset, scores_key: str, samples_dir: Path) -> pd.DataFrame:
     """One model version's scores joined to the lake rows' keys and to the ground-truth labels."""
     scores = lake.read_scores(ds.name, scores_key)
-    keys = lake.read(ds.name, columns=[*ds.keys, "batch_id", "_source_row"])
+    keys = lake.read(ds.name, columns=[*ds.keys, BATCH_COLUMN, ROW_COLUMN])
     labels = pd.read_csv(samples_dir / ds.labels)
     for key in ds.keys:  # align dtypes so the joins match
         if key == ds.time_column:
@@ -36,9 +36,9 @@ def labelled_scores(lake: Lake, ds: SampleDataset, scores_key: str, samples_dir:
         else:
             keys[key], labels[key] = keys[key].astype(str), labels[key].astype(str)
     scores = scores.drop(columns=[c for c in ds.keys if c in scores.columns])
-    scores["_source_row"] = scores["_source_row"].astype("int64")
-    keys["_source_row"] = keys["_source_row"].astype("int64")
-    rows = scores.merge(keys, on=["batch_id", "_source_row"], how="left")
+    scores[ROW_COLUMN] = scores[ROW_COLUMN].astype("int64")
+    keys[ROW_COLUMN] = keys[ROW_COLUMN].astype("int64")
+    rows = scores.merge(keys, on=[BATCH_COLUMN, ROW_COLUMN], how="left")
     out = rows.merge(labels, on=list(ds.keys), how="left")
     out["labelled"] = out["is_injected_anomaly"].notna()
     out["is_injected_anomaly"] = out["is_injected_anomaly"].fillna(0).astype(bool)
@@ -73,7 +73,7 @@ def top_anomalies(frame: pd.DataFrame, ds: SampleDataset, n: int = TOP_N) -> lis
     top = frame[frame["is_anomaly"].fillna(False).astype(bool)].nlargest(n, "anomaly_score")
     return [
         {
-            "batch_id": r["batch_id"], "_source_row": int(r["_source_row"]),
+            BATCH_COLUMN: r[BATCH_COLUMN], ROW_COLUMN: int(r[ROW_COLUMN]),
             "key": ", ".join(_key_text(r[k]) for k in ds.keys), "anomaly_score": float(r["anomaly_score"]),
             "top_features": r.get("top_features", ""), "injected": r["anomaly_kind"] or "-",
         }

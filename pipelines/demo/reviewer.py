@@ -13,7 +13,7 @@ import pandas as pd
 
 from pipelines.demo.evaluation import labelled_scores
 from pipelines.demo.samples import SampleDataset
-from pipelines.lake import Lake
+from pipelines.lake import Lake, ROW_COLUMN
 from pipelines.reports.store import ReportStore
 from pipelines.review.app import record_verdict
 
@@ -36,7 +36,7 @@ def review_batches(lake: Lake, ds: SampleDataset, scores_key: str, batch_ids: li
         rows = truth[truth["batch_id"] == ref.batch_id]
         for item in (store.report(ref) or {}).get("items", []):
             if item["kind"] == "row":
-                real = bool(rows.loc[rows["_source_row"] == item["source_row"], "is_injected_anomaly"].any())
+                real = bool(rows.loc[rows[ROW_COLUMN] == item["source_row"], "is_injected_anomaly"].any())
             else:
                 t = pd.to_datetime(rows[ds.time_column], utc=True)
                 inside = (t >= _utc(item["start"])) & (t <= _utc(item["end"]))

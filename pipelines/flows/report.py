@@ -12,6 +12,7 @@ from typing import Optional
 
 from prefect import flow, get_run_logger
 
+from pipelines import defaults
 from pipelines.flows.common import io_task, lake_for, log_reviewed_precision, read_reviewed_items
 from pipelines.flows.scoring import resolve_model, resolve_point_score, scored_chunks, scoring_detector
 from pipelines.lake import BATCH_COLUMN
@@ -39,11 +40,11 @@ def rebuild_report(lake_url: Optional[str], dataset: str, batch_id: str, model, 
 def report(
     dataset: str,
     model_name: Optional[str] = None,
-    alias: str = "champion",
+    alias: str = defaults.CHAMPION,
     version: Optional[str] = None,
     batch_ids: Optional[list[str]] = None,
-    batch_rows: int = 65536,
-    point_score: str = "last",
+    batch_rows: int = defaults.BATCH_ROWS,
+    point_score: str = defaults.POINT_SCORE,
     lake_url: Optional[str] = None,
     tracking_uri: Optional[str] = None,
 ) -> dict:

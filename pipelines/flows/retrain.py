@@ -36,11 +36,12 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from pipelines import nodes
+from pipelines import defaults, nodes
 from pipelines.flows.common import (
     TrainingSpec, fit_and_register, io_task, lake_for, log_reviewed_precision, read_reviewed_items, read_training_data,
     set_aliases, tracking_for,
 )
+from pipelines.lake import BATCH_COLUMN, ROW_COLUMN
 from pipelines.review.comparison import (
     CONFIRMED, ReviewedComparison, both_item_scores, combined_decision, compare_reviewed,
 )
@@ -124,12 +125,12 @@ def read_reviewed_rows(lake_url: Optional[str], dataset: str, items: pd.DataFram
     committed = {r.batch_id for r in lake.list_batches(dataset)}
     batches = [b for b in dict.fromkeys(items["batch_id"]) if b in committed]
     if not batches:
-        return pd.DataFrame(columns=["batch_id", "_source_row"])
+        return pd.DataFrame(columns=[BATCH_COLUMN, ROW_COLUMN])
     rows = lake.read(dataset, batch_ids=batches)
     if time_column is not None:
         return rows
     keys = set(zip(items["batch_id"], items["source_row"].astype("int64")))
-    return rows[[k in keys for k in zip(rows["batch_id"], rows["_source_row"].astype("int64"))]]
+    return rows[[k in keys for k in zip(rows[BATCH_COLUMN], rows[ROW_COLUMN].astype("int64"))]]
 
 
 @task(name="score-reviewed-items", cache_policy=NO_CACHE)
@@ -179,11 +180,11 @@ def promote(tracking_uri: Optional[str], model_name: str, version: str) -> None:
 def retrain(
     dataset: str,
     model_name: Optional[str] = None,
-    recent_batches: int = 3,
-    holdout_fraction: float = 0.2,
-    tolerance: float = 0.0,
+    recent_batches: int = defaults.RECENT_BATCHES,
+    holdout_fraction: float = defaults.HOLDOUT_FRACTION,
+    tolerance: float = defaults.TOLERANCE,
     params: Optional[dict] = None,
-    seed: int = 0,
+    seed: int = defaults.SEED,
     series_column: Optional[str] = None,
     exclude_columns: Optional[list[str]] = None,
     lake_url: Optional[str] = None,

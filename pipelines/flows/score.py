@@ -24,7 +24,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from pipelines import nodes, progress
+from pipelines import defaults, nodes, progress
 from pipelines.escaping import markdown as md
 from pipelines.flows.common import artifact_key, io_task, lake_for, tracking_for
 from pipelines.flows.report import rebuild_report
@@ -201,15 +201,15 @@ def task_runner(workers: Optional[int], dask_address: Optional[str]):
 def score(
     dataset: str,
     model_name: Optional[str] = None,
-    alias: str = "champion",
+    alias: str = defaults.CHAMPION,
     version: Optional[str] = None,
     batch_ids: Optional[list[str]] = None,
-    batch_rows: int = 65536,
+    batch_rows: int = defaults.BATCH_ROWS,
     workers: Optional[int] = None,
     dask_address: Optional[str] = None,
-    drift_threshold: float = 0.25,
+    drift_threshold: float = defaults.DRIFT_THRESHOLD,
     retrain_on_drift: bool = False,
-    point_score: str = "last",
+    point_score: str = defaults.POINT_SCORE,
     lake_url: Optional[str] = None,
     tracking_uri: Optional[str] = None,
 ) -> dict:

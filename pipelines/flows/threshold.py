@@ -16,7 +16,7 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from pipelines import nodes
+from pipelines import defaults, nodes
 from pipelines.flows.common import (
     io_task, lake_for, log_reviewed_precision, naive_utc, read_reviewed_items, tracking_for,
 )
@@ -81,7 +81,7 @@ def set_threshold_aliases(tracking_uri: Optional[str], model_name: str, version:
 def threshold(
     dataset: str,
     model_name: Optional[str] = None,
-    alias: str = "champion",
+    alias: str = defaults.CHAMPION,
     alerts_per_day: Optional[float] = None,
     promote: bool = False,
     lake_url: Optional[str] = None,
@@ -91,7 +91,7 @@ def threshold(
     log = get_run_logger()
     model_name = model_name or dataset
     # the verdicts are on the scheduled (causal) scores: a time series' threshold moves in that mode
-    model = resolve_point_score(resolve_model(tracking_uri, model_name, alias, None), "last", tracking_uri)
+    model = resolve_point_score(resolve_model(tracking_uri, model_name, alias, None), defaults.POINT_SCORE, tracking_uri)
     det = scoring_detector(model, tracking_uri)
     items = read_reviewed_items(lake_url, dataset, model.scores_key)
     log_reviewed_precision(tracking_uri, items)

@@ -12,6 +12,7 @@ from typing import Optional
 
 from prefect import flow, get_run_logger
 
+from pipelines import defaults
 from pipelines.flows.common import TrainingSpec, fit_and_register, read_training_data, set_aliases, tracking_for
 
 
@@ -23,7 +24,7 @@ def train(
     series_column: Optional[str] = None,
     exclude_columns: Optional[list[str]] = None,
     params: Optional[dict] = None,
-    seed: int = 0,
+    seed: int = defaults.SEED,
     lake_url: Optional[str] = None,
     tracking_uri: Optional[str] = None,
 ) -> dict:

@@ -6,9 +6,10 @@ Two ingests of other content under one batch id (explicit ``batch_id``) can both
 one of them commits; the loser then fails, but its rows stay in the partition. So a write
 replaces only its own content's rows (:func:`write_part`), readers keep only the committed
 record's (:func:`read_own`), and :func:`foreign_content` finds the rest for ``Lake.vacuum``.
-Rows with a null marker were written before the column existed and belong to the committed
-record: that code replaced the whole partition before committing, and a write of this code
-into a partition replaces its null rows too, so a committed batch's null rows are its own.
+A row with a null marker (a file without the column: a lake written by an earlier release,
+whose writes replaced the whole partition before committing) belongs to the committed record,
+and a write into a partition replaces its null rows too, so a committed batch's null rows are
+its own.
 """
 from __future__ import annotations
 

@@ -10,7 +10,8 @@ batch it scored. A batch removed, or removed and ingested again with other conte
 id, while a run scored it: the run's commit is refused when the check before it sees the
 change, and scores that slip past the check (the change landing between check and commit)
 carry the old marker, so readers and the watermark ignore them and the batch is scored again.
-Scores with a null marker were written before the column existed and count as the record's.
+Scores with a null marker (a file without the column, from a lake of an earlier release) count
+as the record's.
 """
 from __future__ import annotations
 
@@ -138,7 +139,7 @@ def stale(table, markers: dict[str, str], model_version: Optional[str] = None) -
 def file_markers(fragment) -> set[Optional[str]]:
     """The content markers in one scores file, from its row groups' statistics (the footer; a
     partition's scores carry one marker); a row group without them is read. Empty for a file
-    written before the column existed (its scores count as the record's)."""
+    without the column (its scores count as the record's)."""
     if CONTENT_COLUMN not in fragment.physical_schema.names:
         return set()
     fragment.ensure_complete_metadata()

@@ -16,6 +16,7 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
+from pipelines.lake import ROW_COLUMN
 from pipelines.reports.facts import BatchFacts, ModelFacts, drift_verdict
 from vae_core.events import find_events
 
@@ -89,7 +90,7 @@ def _row_items(scores: pd.DataFrame, explanations: pd.DataFrame, model: ModelFac
     items = []
     for pos in flagged[:MAX_ITEMS]:
         row = scores.iloc[pos]
-        source_row = int(row["_source_row"]) if "_source_row" in scores.columns else int(pos)
+        source_row = int(row[ROW_COLUMN]) if ROW_COLUMN in scores.columns else int(pos)
         score = float(row["anomaly_score"])
         items.append({
             "key": item_key(batch.dataset, batch.batch_id, "row", source_row),

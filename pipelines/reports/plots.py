@@ -17,6 +17,8 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from pipelines.lake import BATCH_COLUMN, ROW_COLUMN
+
 PNG_POINTS = 1500
 CONTEXT_POINTS = 48  # points of a series drawn on each side of an event
 OBSERVED, SCORE, CALIBRATION, THRESHOLD, SHADE, BAND = "#1f4e79", "#b03a2e", "#9aa5b1", "#b03a2e", "#f5b7b1", "#a9cce3"
@@ -128,7 +130,7 @@ def event_plot(rows: pd.DataFrame, scores: pd.DataFrame, item: dict, time_column
     lo = max(int(inside[0]) - CONTEXT_POINTS, 0) if len(inside) else 0
     hi = min(int(inside[-1]) + CONTEXT_POINTS + 1, len(frame)) if len(inside) else len(frame)
     window, wtimes = frame.iloc[lo:hi], times.iloc[lo:hi]
-    numeric = [c for c in window.columns if c not in (time_column, series_column, "_score", "_pos", "batch_id", "_source_row")
+    numeric = [c for c in window.columns if c not in (time_column, series_column, "_score", "_pos", BATCH_COLUMN, ROW_COLUMN)
                and pd.api.types.is_numeric_dtype(window[c]) and not pd.api.types.is_bool_dtype(window[c])]
     top = [f["feature"] for f in item.get("features", []) if f["feature"] in numeric]
     feature = top[0] if top else (numeric[0] if numeric else None)

@@ -11,6 +11,7 @@ from typing import Optional
 import numpy as np
 import pandas as pd
 
+from pipelines.lake import BATCH_COLUMN, ROW_COLUMN
 from pipelines.reports.store import ReportStore
 from pipelines.review.feedback import FeedbackStore, precision
 from pipelines.review.threshold import REAL
@@ -60,7 +61,7 @@ def covered(frame: pd.DataFrame, items: pd.DataFrame, verdicts: tuple[str, ...],
         return hit
     if time_column is None:
         keys = set(zip(chosen["batch_id"], chosen["source_row"].astype("int64")))
-        return np.fromiter((k in keys for k in zip(frame["batch_id"], frame["_source_row"].astype("int64"))), bool, len(frame))
+        return np.fromiter((k in keys for k in zip(frame[BATCH_COLUMN], frame[ROW_COLUMN].astype("int64"))), bool, len(frame))
     numeric = pd.api.types.is_numeric_dtype(frame[time_column])
     times = frame[time_column] if numeric else pd.to_datetime(frame[time_column], utc=True)
     for ev in chosen.itertuples(index=False):
@@ -88,7 +89,7 @@ def without_confirmed(frame: pd.DataFrame, items: pd.DataFrame, time_column: Opt
     if time_column is None:
         return frame[~hit], int(hit.sum())
     masked = frame.copy()
-    cols = features or [c for c in frame.columns if c not in (time_column, series_column, "batch_id", "_source_row")]
+    cols = features or [c for c in frame.columns if c not in (time_column, series_column, BATCH_COLUMN, ROW_COLUMN)]
     for c in cols:
         masked[c] = masked[c].mask(hit)
     return masked, int(hit.sum())

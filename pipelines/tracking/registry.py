@@ -15,10 +15,9 @@ from typing import Any, Mapping, Optional
 import mlflow
 from mlflow.exceptions import MlflowException
 
+from pipelines.defaults import CHALLENGER, CHAMPION
 from pipelines.tracking.store import TrackingError, client, errors, not_found, one_line
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 _HINT = "run `vae-anomaly train` first"
 # what MLflow's stores accept and a file path cannot escape from (the lake's rule for dataset names)
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")

@@ -46,3 +46,23 @@ def test_a_subcommand_is_one_more_registered_function(monkeypatch):
     monkeypatch.setattr(cli_parser, "SUBCOMMANDS", (*cli_parser.SUBCOMMANDS, add_hello))
     args = cli_parser.parse_args(["--json", "hello", "world"])
     assert args.func(args) == {"hello": "world"} and args.json and args.render is None
+
+
+def test_the_help_shows_the_flows_own_defaults():
+    """The CLI leaves unset options to the flows, and its help states the flows' defaults: both
+    come from pipelines.defaults, so a changed default cannot leave the help behind."""
+    import inspect
+
+    from pipelines.flows.retrain import retrain
+    from pipelines.flows.score import score
+
+    parser = cli_parser.build_parser()
+    sub = next(a for a in parser._actions if a.dest == "command")  # argparse's own subparsers action
+    helps = {name: {a.dest: a.help for a in p._actions} for name, p in sub.choices.items()}
+    for flow, command, options in ((score, "score", ("batch_rows", "drift_threshold", "alias")),
+                                   (retrain, "retrain", ("recent_batches", "holdout_fraction", "tolerance", "seed"))):
+        params = inspect.signature(flow.fn).parameters
+        for option in options:
+            default = params[option].default
+            shown = f"{default:g}" if isinstance(default, float) else str(default)
+            assert f"default {shown})" in helps[command][option] or f"default: {shown})" in helps[command][option], option
