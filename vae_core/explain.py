@@ -189,16 +189,9 @@ def with_top_features(scores: pd.DataFrame, explanation: pd.DataFrame) -> pd.Dat
 
 
 def score_with_explanations(detector: Any, frame: pd.DataFrame, top_k: int = 3) -> pd.DataFrame:
-    """Scores of every row plus the ``top_features`` text of the flagged ones.
-
-    Parameters
-    ----------
-    detector : VAEDetector or TimeSeriesVAEDetector
-        A fitted (or loaded) detector.
-    frame : DataFrame
-        The rows to score, as for ``detector.score``.
-    top_k : int, default 3
-        The most columns named per flagged row.
+    """Scores of every row plus the ``top_features`` text of the flagged ones
+    (:func:`score_and_explain`'s ``scores``, without a time series' band; ``detector``, ``frame``
+    and ``top_k`` as there).
 
     Returns
     -------
