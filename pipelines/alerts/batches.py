@@ -127,7 +127,7 @@ def _content(row: dict) -> dict:
 
 
 def alert_scored(summary: dict, lake_url: Optional[str] = None, now: Optional[datetime] = None,
-                 attempts: int = deliver.ATTEMPTS, backoff_s: float = deliver.BACKOFF_S) -> dict[str, Any]:
+                 attempts: Optional[int] = None, backoff_s: Optional[float] = None) -> dict[str, Any]:
     """Alert the dataset's rules about the batches a score run committed (its result ``summary``),
     send the digests that are due, and check the rules' freshness. Never raises.
 
@@ -146,6 +146,8 @@ def alert_scored(summary: dict, lake_url: Optional[str] = None, now: Optional[da
 
     settings = get_settings()
     now = now or datetime.now(timezone.utc)
+    attempts = deliver.ATTEMPTS if attempts is None else attempts  # read now: tests shorten the waits
+    backoff_s = deliver.BACKOFF_S if backoff_s is None else backoff_s
     dataset = summary.get("dataset", "")
     out: dict[str, Any] = {"rules": 0, "alerts": [], "not_sent": [], "error": None}
     urls: list[str] = []
@@ -172,13 +174,15 @@ def alert_scored(summary: dict, lake_url: Optional[str] = None, now: Optional[da
 
 
 def publish(dataset: str, result: dict) -> None:
-    """A markdown artifact of what was sent, held and not sent (inside a flow run only)."""
+    """A markdown artifact of what was sent, held and not sent (inside a flow run only; keys
+    decided by an earlier run are left out)."""
     try:
         from prefect.artifacts import create_markdown_artifact
         from prefect.context import FlowRunContext
 
-        if FlowRunContext.get() is None or not (result["alerts"] or result["error"]):
-            return
+        news = [a for a in result["alerts"] if a["state"] != "already"]
+        if FlowRunContext.get() is None or not (news or result["error"]):
+            return  # a re-run that had nothing new keeps the last run's artifact as the latest
         from pipelines.escaping import markdown as md
         from pipelines.flows.common import artifact_key
 
@@ -188,7 +192,7 @@ def publish(dataset: str, result: dict) -> None:
         if result["error"]:
             lines += [f"**Alerting failed:** {md(result['error'])}", ""]
         lines += ["| rule | to | key | state | attempts | error |", "|---|---|---|---|---:|---|"]
-        for a in result["alerts"]:
+        for a in news:
             lines.append(f"| {md(a['rule'])} | {md(a['to'])} | {md(a['key'])} | {a['state']} | {a['attempts']} "
                          f"| {md(a['error'] or '')} |")
         create_markdown_artifact(key=artifact_key("alerts", dataset), markdown="\n".join(lines),

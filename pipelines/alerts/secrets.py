@@ -24,11 +24,22 @@ def mask_url(url: str) -> str:
 
         plugin = apprise.Apprise.instantiate(url, suppress_exceptions=True)
         if plugin:
-            return str(plugin.url(privacy=True))
+            return _short(str(plugin.url(privacy=True)))
     except Exception:  # noqa: BLE001 - an unreadable URL is masked whole, never shown
         pass
     scheme = re.match(r"^([A-Za-z][A-Za-z0-9+.-]{0,30})://", url or "")
     return f"{scheme.group(1)}://{HIDDEN}" if scheme else HIDDEN
+
+
+#: Apprise's own query options it writes back into every URL (delivery settings, no secrets):
+#: left out of what is shown, so a masked URL reads like the one that was given.
+_SETTINGS = {"format", "overflow", "retry", "wait", "optional", "cto", "rto", "method", "emojis", "tz"}
+
+
+def _short(url: str) -> str:
+    base, _, query = url.partition("?")
+    kept = [kv for kv in query.split("&") if kv and kv.split("=", 1)[0] not in _SETTINGS]
+    return base + ("?" + "&".join(kept) if kept else "")
 
 
 def _secrets(url: str) -> list[str]:

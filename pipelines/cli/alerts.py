@@ -1,4 +1,4 @@
-"""``vae-anomaly alerts add|list|remove|test|log|freshness``: the parser, the command and what it prints.
+"""``vae-anomaly alerts add|list|remove|test|log|freshness|automations``: the parser, the command and what it prints.
 
 One module for the alerts' part of the CLI (parser.py lists :func:`add_alerts` with the other
 subcommands). Every URL printed is masked (:func:`pipelines.alerts.mask_url`).
@@ -44,6 +44,8 @@ def add_alerts(command) -> None:
     log.add_argument("dataset", metavar="DATASET", type=dataset_name)
     fresh = sub.add_parser("freshness", parents=common, help="check the --expect-every rules now (the score flow does it too)")
     fresh.add_argument("dataset", nargs="?", metavar="DATASET", type=dataset_name)
+    sub.add_parser("automations", parents=common,
+                   help="create on PREFECT_API_URL's server the automation of each --on-failure rule (and delete those of removed ones)")
 
 
 def cmd_alerts(args: argparse.Namespace) -> dict[str, Any]:
@@ -69,6 +71,13 @@ def cmd_alerts(args: argparse.Namespace) -> dict[str, Any]:
             return {"action": "removed", "rules": [store.remove(args.name).public()]}
         if action == "test":
             return {"action": "test", "alerts": [send_sample(lake, args.name)]}
+        if action == "automations":
+            from pipelines.alerts.automation import ensure_failure_automations
+
+            try:
+                return ensure_failure_automations(lake)
+            except ValueError as exc:
+                raise UsageError(str(exc)) from exc
         if action == "log":
             return {"action": "log", "alerts": Ledger(lake, args.dataset).entries()}
         return {"action": "freshness", "alerts": freshness(lake, args.dataset)}
@@ -77,14 +86,18 @@ def cmd_alerts(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def alert_failure(dataset: Any, flow_name: str, exc: BaseException, lake_url: Any = None) -> None:
-    """The CLI's own path for ``--on-failure`` rules (no server, so no automation): a flow called
-    in-process failed; tell the dataset's rules, then let the error go on to its exit code."""
+    """The CLI's own path for ``--on-failure`` rules without a server (``PREFECT_API_URL`` unset, so
+    no automation): a flow called in-process failed; tell the dataset's rules, then let the error
+    go on to its exit code."""
+    from pipelines.settings import get_settings
+
     if not isinstance(dataset, str) or isinstance(exc, (KeyboardInterrupt, UsageError)):
         return
+    if get_settings().prefect_api_url:
+        return  # a server: the run's Failed event reaches its automation (`alerts automations`), which alerts
     try:
         from pipelines.alerts import alert_failure as send
         from pipelines.lake import Lake
-        from pipelines.settings import get_settings
 
         send(Lake(lake_url or get_settings().lake_url), dataset, flow_name, "Failed", f"{type(exc).__name__}: {exc}")
     except Exception:  # noqa: BLE001 - the flow's own error is what the user must see
@@ -104,6 +117,13 @@ def render_alerts(r: dict) -> list:
             table.add_row(*(terminal("-" if v is None else str(v)) for v in (
                 x["name"], x["dataset"], x["url"], x["bar"], x.get("quiet"), x.get("per_day"), "yes" if x.get("on_failure") else "no",
                 None if every is None else f"{every / 3600:g} h")))
+        return [table]
+    if "automations" in r:
+        table = Table(title=terminal("alert automations"), title_justify="left")
+        for col in ("rule", "automation", "action"):
+            table.add_column(col, overflow="fold")
+        for a in r["automations"]:
+            table.add_row(*(terminal(str(a[c])) for c in ("rule", "automation", "action")))
         return [table]
     table = Table(title=terminal(f"alerts ({r['action']})"), title_justify="left")
     for col in ("rule", "key", "kind", "state", "attempts", "error"):

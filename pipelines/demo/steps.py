@@ -152,6 +152,9 @@ def run(
             f"later batches: precision {b['precision']:.0%} -> {a['precision']:.0%}, recall {b['recall']:.0%} -> {a['recall']:.0%}")
         return result
 
+    from pipelines.demo.alerts import DemoAlerts
+
+    alerts = DemoAlerts(lake, [ds.name for ds in DATASETS]).start(say)
     say("[bold]4. score every batch with the champion[/]")
     for ds in DATASETS:
         score_all(ds)
@@ -194,6 +197,7 @@ def run(
             evaluation=evaluate(frame),
             top=top_anomalies(frame, ds),
         )
+    out["alerts"] = alerts.finish(say)
     out.update(
         seconds=round(time.monotonic() - started, 1),
         lake=lake.url,
