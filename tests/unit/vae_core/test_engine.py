@@ -37,10 +37,13 @@ def test_auto_dims_keep_what_the_config_sets():
 
 
 def test_the_initial_weights_depend_on_the_seed_alone_and_leave_the_global_rng_alone():
+    torch.manual_seed(123)
     before = torch.get_rng_state()
-    a, b = build_model(2, 1, [3], CONFIG), build_model(2, 1, [3], CONFIG)
-    other = build_model(2, 1, [3], CONFIG.model_copy(update={"seed": 4}))
+    a = build_model(2, 1, [3], CONFIG)
     assert torch.equal(torch.get_rng_state(), before)
+    torch.manual_seed(999)  # whatever the caller's generator holds
+    b = build_model(2, 1, [3], CONFIG)
+    other = build_model(2, 1, [3], CONFIG.model_copy(update={"seed": 4}))
     for (name, pa), pb, po in zip(a.state_dict().items(), b.state_dict().values(), other.state_dict().values()):
         assert torch.equal(pa, pb), name
     assert not torch.equal(a.encoder[0].weight, other.encoder[0].weight)
