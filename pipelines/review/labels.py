@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.lake import BATCH_COLUMN, ROW_COLUMN
-from pipelines.reports.store import ReportStore
+from pipelines.reports.store import ReportRef, ReportStore
 from pipelines.review.feedback import FeedbackStore, precision
 from pipelines.review.threshold import REAL
 
@@ -22,17 +22,20 @@ VERSION_COLUMNS = ["label", "run_id", "reviewed", "precision"]
 
 def reviewed_items(reports: ReportStore, feedback: FeedbackStore, dataset: str, label: Optional[str] = None) -> pd.DataFrame:
     """Every reviewed item of ``dataset``'s reports (of model version ``label``, if given) with
-    its current verdict, one row per item (columns ``ITEM_COLUMNS``; ``real`` added)."""
+    its current verdict, one row per item (columns ``ITEM_COLUMNS``; ``real`` added).
+
+    Only the reports that hold a verdict are read (each verdict names its batch and version), so
+    the cost grows with the reviewed batches, not with every batch the dataset has."""
     current = feedback.current()
+    if label is not None:
+        current = current[current["model_version"] == label]
     rows = []
-    for ref in reports.list(dataset):
-        if label is not None and ref.label != label:
-            continue
-        report = reports.report(ref) or {}
+    for version, batch_id in sorted(set(zip(current["model_version"], current["batch_id"]))):
+        report = reports.report(ReportRef(dataset, version, batch_id)) or {}
         for item in report.get("items", []):
             if item["key"] in current.index:
                 rows.append({
-                    "key": item["key"], "kind": item["kind"], "label": ref.label, "batch_id": ref.batch_id,
+                    "key": item["key"], "kind": item["kind"], "label": version, "batch_id": batch_id,
                     "score": item["score"], "verdict": current.loc[item["key"], "verdict"],
                     "source_row": item.get("source_row"), "series": item.get("series"),
                     "start": item.get("start"), "end": item.get("end"), "run_id": report.get("model", {}).get("run_id"),

@@ -43,3 +43,30 @@ def test_version_precision_counts_expected_as_right():
     v = version_precision(verdicts).set_index("label")
     assert v.loc["m-v1", "reviewed"] == 4 and v.loc["m-v1", "precision"] == 0.5 and v.loc["m-v1", "run_id"] == "run1"
     assert v.loc["m-v2", "precision"] == 1.0 and version_precision(verdicts.iloc[:0]).empty
+
+
+def test_reviewed_items_read_only_the_reports_that_hold_a_verdict(tmp_path):
+    """The items come from the reports the verdicts name (batch and version), of the one
+    version asked for; a report nobody reviewed is never read, so the cost follows the reviews."""
+    import json
+
+    from pipelines.reports.store import ReportRef, ReportStore
+    from pipelines.review.feedback import FeedbackStore, Verdict
+    from pipelines.review.labels import reviewed_items
+
+    store = ReportStore(str(tmp_path))
+    for label, batch in (("m-v1", "b1"), ("m-v1", "b2"), ("m-v2", "b1")):
+        report = {"model": {"run_id": f"run-{label}"},
+                  "items": [{"key": f"{label}-{batch}-{i}", "kind": "row", "score": 5.0 - i, "source_row": i} for i in range(2)]}
+        store.write(ReportRef("ds", label, batch), "<html></html>", json.dumps(report), {})
+    feedback = FeedbackStore(str(tmp_path / "ds" / "feedback"))
+    feedback.add([Verdict("m-v1-b1-0", "b1", "m-v1", "anomaly", "ann"), Verdict("m-v2-b1-1", "b1", "m-v2", "false_alarm", "ann")])
+    read = []
+    real_report = store.report
+    store.report = lambda ref: read.append(ref) or real_report(ref)  # an instance attribute: the store's own seam
+    got = reviewed_items(store, feedback, "ds", label="m-v1")
+    assert got[["key", "label", "batch_id", "score", "verdict", "run_id"]].values.tolist() == [
+        ["m-v1-b1-0", "m-v1", "b1", 5.0, "anomaly", "run-m-v1"]] and got["real"].tolist() == [True]
+    assert read == [ReportRef("ds", "m-v1", "b1")]  # not b2 (no verdict), not m-v2 (another version)
+    every = reviewed_items(store, feedback, "ds")
+    assert sorted(every["key"]) == ["m-v1-b1-0", "m-v2-b1-1"] and every["real"].tolist().count(True) == 1
