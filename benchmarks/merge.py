@@ -21,7 +21,7 @@ from .run import RESULTS_DIR, _jsonable, write_atomic
 __all__ = ["merge_results", "main"]
 
 #: options that may differ between the merged runs
-_FREE = {"seeds", "out_name", "no_write", "datasets", "records_jsonl"}
+_FREE = {"seeds", "out_name", "no_write", "datasets", "records_jsonl", "jobs"}
 
 
 def load_partial(path: Path) -> dict:

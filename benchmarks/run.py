@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from . import baselines, data, detectors, kinds, metrics, report, speed, vus
+from .tabular import run_tabular
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 TS_WINDOW = 32
@@ -75,73 +76,7 @@ def _point_metrics(y: np.ndarray, s: np.ndarray) -> dict:
 # --------------------------------------------------------------------------- tabular
 
 
-def run_tabular(names, seeds, train_cap, vae_ok, problems, t0, time_limit_s=None, jsonl=None,
-                peers=None) -> dict:
-    """ADBench protocol on each tabular dataset and seed; see module notes.
-
-    ``jsonl``: a path that each (dataset, seed)'s records are appended to once all its detectors ran
-    (a long run's finished splits survive it; ``benchmarks.merge`` reads them). ``peers``: the
-    baselines to run (default all of ``baselines.TABULAR_BASELINES``)."""
-    records = []
-    for name in names:
-        X, y = data.load_tabular(name)
-        for seed in seeds:
-            sp = data.split_tabular(X, y, seed, train_cap=train_cap)
-            base = {"dataset": name, "seed": seed, "n_train": len(sp.X_train), "n_test": len(sp.X_test),
-                    "n_train_before_cap": sp.train_rows_before_cap,
-                    "anomaly_rate": float(sp.y_test.mean())}
-            runs, n0 = [], len(records)
-            if vae_ok:
-                runs.append(("vae_core", lambda: detectors.run_vae_tabular(sp.X_train, sp.X_test, seed)))
-            for b in baselines.TABULAR_BASELINES if peers is None else peers:
-                runs.append((b, lambda b=b: detectors.run_baseline_tabular(b, sp.X_train, sp.X_test, seed)))
-            for det, fn in runs:
-                try:
-                    with detectors.time_limit(time_limit_s):
-                        res = fn()
-                except Exception as exc:  # record and go on with the other detectors
-                    msg = _err(exc)
-                    keys = [f"vae_core/{c}" for c in detectors.VAE_SCORES] if det == "vae_core" else [det]
-                    records += [base | {"key": k, "error": msg} for k in keys]
-                    _log(f"tabular {name} seed {seed} {det}: ERROR {msg}", t0)
-                    continue
-                for score_name, s in res.scores.items():
-                    key = det if score_name == "score" else f"vae_core/{score_name}"
-                    rec = base | {"key": key, "fit_s": res.fit_s, "score_s": res.score_s}
-                    rec |= _point_metrics(sp.y_test, s)
-                    if rec["n_nan"] or rec["n_inf"] or rec.get("constant"):
-                        problems.append(f"tabular {name} seed {seed} {report.label(key)}: "
-                                        f"{rec['n_nan']} NaN, {rec['n_inf']} inf scores"
-                                        + (", constant scores" if rec.get("constant") else ""))
-                    if det == "vae_core" and score_name == detectors.VAE_MAIN_SCORE:
-                        rec |= _flag_stats(sp.y_test, res.extra, name, seed, problems)
-                    records.append(rec)
-                main = res.scores.get(detectors.VAE_MAIN_SCORE, res.scores.get("score"))
-                _log(f"tabular {name:10s} seed {seed} {det:9s} fit {res.fit_s:6.2f}s "
-                     f"score {res.score_s:6.3f}s AUROC {metrics.auroc(sp.y_test, _finite(main)[0]):.3f}", t0)
-            if jsonl:
-                with open(jsonl, "a") as fh:
-                    fh.writelines(json.dumps(_jsonable(r)) + "\n" for r in records[n0:])
-    return {"seeds": list(seeds), "train_cap": train_cap, "time_limit_s": time_limit_s, "records": records,
-            "speed": report.tabular_speed(records)}
-
-
-def _flag_stats(y, extra, name, seed, problems) -> dict:
-    out = {}
-    if not extra.get("index_preserved", True):
-        problems.append(f"tabular {name} seed {seed}: VAEDetector.score() did not keep the input index")
-    flags = extra.get("is_anomaly")
-    if flags is not None:
-        tp = int(((flags == 1) & (y == 1)).sum())
-        out["flag_rate"] = float(flags.mean())
-        out["flag_precision"] = tp / flags.sum() if flags.sum() else float("nan")
-        out["flag_recall"] = tp / y.sum() if y.sum() else float("nan")
-    if extra.get("p_value_range"):
-        lo, hi = extra["p_value_range"]
-        out["p_value_range"] = [lo, hi]
-        if not (0.0 <= lo <= hi <= 1.0):
-            problems.append(f"tabular {name} seed {seed}: p_value outside [0, 1]: [{lo}, {hi}]")
-    return out
+# run_tabular and the per-split code live in tabular.py (re-exported here for callers of run.run_tabular).
 
 
 # --------------------------------------------------------------------------- time series
@@ -266,6 +201,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="tabular: append each finished (dataset, seed)'s records to this JSON-lines file")
     p.add_argument("--peers", default=None,
                    help="tabular: comma-separated baselines to run, 'none' for vae_core only (default: all)")
+    p.add_argument("--jobs", type=int, default=1,
+                   help="tabular: splits run in this many worker processes at once (default 1: in this one)")
     p.add_argument("--threads", type=int, default=DEFAULT_THREADS,
                    help=f"torch intra-op threads for every detector (default {DEFAULT_THREADS})")
     p.add_argument("--ts-both-modes", action="store_true",
@@ -350,7 +287,7 @@ def main(argv=None) -> int:
             t = time.perf_counter()
             peers = None if args.peers is None else [p for p in args.peers.split(",") if p and p != "none"]
             result["tabular"] = run_tabular(names, args.seeds, train_cap, vae_ok, problems, t0, args.time_limit,
-                                            args.records_jsonl, peers)
+                                            args.records_jsonl, peers, args.jobs, args.threads)
             part_s["tabular"] = time.perf_counter() - t
     if "timeseries" in parts:
         nab = _select(QUICK_NAB if args.quick else data.nab_names(), wanted)
