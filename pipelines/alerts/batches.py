@@ -11,9 +11,11 @@ from datetime import datetime, timezone
 from typing import Any, Optional
 
 from pipelines.alerts import deliver, message
-from pipelines.alerts.ledger import Claim, Decision, Ledger, sent_today
+from pipelines.alerts.ledger import Decision, Ledger, sent_today
+from pipelines.alerts.outbox import deliver_claim, entry
+from pipelines.alerts.pipeline import check_freshness
 from pipelines.alerts.rules import AlertRule, RuleStore, quiet_window
-from pipelines.alerts.secrets import mask_url, scrub
+from pipelines.alerts.secrets import scrub
 
 log = logging.getLogger(__name__)
 
@@ -38,26 +40,6 @@ def digest_due(rule: AlertRule, window: str, now: datetime) -> bool:
     if kind == "quiet":
         return quiet_window(rule.quiet, now) != window
     return str(now.astimezone(timezone.utc).date()) > day
-
-
-def entry(rule: AlertRule, key: str, kind: str, state: str, attempts: int = 0, error: Optional[str] = None) -> dict:
-    return {"rule": rule.name, "to": mask_url(rule.url), "key": key, "kind": kind, "state": state,
-            "attempts": attempts, "error": error}
-
-
-def deliver_claim(ledger: Ledger, rule: AlertRule, claim: Claim, title: str, body: str, attempts: int,
-                  backoff_s: float) -> dict:
-    """Send what ``claim`` claimed (if this run claimed it to send) and record the outcome."""
-    if not claim.mine:
-        return entry(rule, claim.key, claim.kind, "already")
-    if claim.state != "claimed":
-        return entry(rule, claim.key, claim.kind, claim.state)
-    result = deliver.send(rule.url, title, body, attempts, backoff_s)
-    ledger.outcome(claim, result.ok, result.attempts, result.error)
-    if not result.ok:
-        log.warning("alert %s of rule %s to %s did not go out after %d attempt(s): %s",
-                    claim.key, rule.name, mask_url(rule.url), result.attempts, result.error)
-    return entry(rule, claim.key, claim.kind, "sent" if result.ok else "failed", result.attempts, result.error)
 
 
 #: How many of the newest skipped batches a run checks for a missing alert (a run killed after
@@ -140,7 +122,6 @@ def alert_scored(summary: dict, lake_url: Optional[str] = None, now: Optional[da
         ``error``), ``not_sent`` (the keys whose delivery failed) and ``error`` (None, or why
         alerting stopped).
     """
-    from pipelines.alerts.pipeline import check_freshness
     from pipelines.lake import Lake
     from pipelines.settings import get_settings
 

@@ -13,7 +13,7 @@ from datetime import datetime, timezone
 from typing import Optional
 
 from pipelines.alerts import deliver, message
-from pipelines.alerts.batches import deliver_claim, entry
+from pipelines.alerts.outbox import deliver_claim, entry
 from pipelines.alerts.ledger import Decision, Ledger
 from pipelines.alerts.rules import AlertRule, RuleStore
 from pipelines.alerts.secrets import scrub

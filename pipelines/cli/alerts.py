@@ -1,7 +1,7 @@
 """``vae-anomaly alerts add|list|remove|test|log|freshness|automations``: the parser, the command and what it prints.
 
-One module for the alerts' part of the CLI (parser.py lists :func:`add_alerts` with the other
-subcommands). Every URL printed is masked (:func:`pipelines.alerts.mask_url`).
+One module for the alerts' part of the CLI (:func:`pipelines.cli.parser.add_alerts` makes the
+subcommand and hands it to :func:`add_actions`). Every URL printed is masked (:func:`pipelines.alerts.mask_url`).
 """
 from __future__ import annotations
 
@@ -12,19 +12,16 @@ from pipelines.cli.errors import UsageError
 from pipelines.escaping import terminal
 
 
-def add_alerts(command) -> None:
-    """The ``alerts`` subcommand and its actions."""
-    from pipelines.cli.parser import _output_options, _Parser, dataset_name
-
-    p = command("alerts", "alert rules: who is told about a dataset's scored batches, failed runs and stale feeds",
-                cmd_alerts, render_alerts)
-    sub = p.add_subparsers(dest="alerts_action", metavar="ACTION", parser_class=_Parser)
+def add_actions(p: argparse.ArgumentParser, parents: list, parser_class: type, dataset_type) -> None:
+    """The actions of the ``alerts`` subcommand ``p`` (made by :func:`pipelines.cli.parser.add_alerts`):
+    each gets ``parents`` (the output options), is a ``parser_class`` and names datasets as ``dataset_type``."""
+    sub = p.add_subparsers(dest="alerts_action", metavar="ACTION", parser_class=parser_class)
     sub.required = True
-    lake = _Parser(add_help=False)
+    lake = parser_class(add_help=False)
     lake.add_argument("--lake", help="lake root (default: VAE_ANOMALY_LAKE)")
-    common = [_output_options(True), lake]
+    common = [*parents, lake]
     add = sub.add_parser("add", parents=common, help="add a rule: alert URL when a scored batch of DATASET has anomalies")
-    add.add_argument("dataset", metavar="DATASET", type=dataset_name)
+    add.add_argument("dataset", metavar="DATASET", type=dataset_type)
     add.add_argument("--to", required=True, metavar="URL",
                      help="Apprise URL: json://host/path, mailto://user:pass@host, slack://..., msteams://...")
     add.add_argument("--name", help="the rule's name, unique in the lake (default: DATASET-SCHEME)")
@@ -37,13 +34,13 @@ def add_alerts(command) -> None:
     add.add_argument("--on-failure", action="store_true", help="also alert a failed or crashed flow run of DATASET")
     add.add_argument("--expect-every", metavar="DURATION", help="alert when no batch was ingested for this long (30m, 2h, 1d)")
     listing = sub.add_parser("list", parents=common, help="the rules (URLs masked)")
-    listing.add_argument("dataset", nargs="?", metavar="DATASET", type=dataset_name)
+    listing.add_argument("dataset", nargs="?", metavar="DATASET", type=dataset_type)
     for action, text in (("remove", "remove the rule NAME"), ("test", "send a sample alert to the rule NAME's receiver")):
         sub.add_parser(action, parents=common, help=text).add_argument("name", metavar="NAME")
     log = sub.add_parser("log", parents=common, help="what was sent, held, failed or left unconfirmed, per rule and key")
-    log.add_argument("dataset", metavar="DATASET", type=dataset_name)
+    log.add_argument("dataset", metavar="DATASET", type=dataset_type)
     fresh = sub.add_parser("freshness", parents=common, help="check the --expect-every rules now (the score flow does it too)")
-    fresh.add_argument("dataset", nargs="?", metavar="DATASET", type=dataset_name)
+    fresh.add_argument("dataset", nargs="?", metavar="DATASET", type=dataset_type)
     sub.add_parser("automations", parents=common,
                    help="create on PREFECT_API_URL's server the automation of each --on-failure rule (and delete those of removed ones)")
 

@@ -211,6 +211,13 @@ def add_automations(command: Command) -> None:
                         "(default: 3 periods of PREFECT_FLOWS_HEARTBEAT_FREQUENCY, 3 x 180 s)")
 
 
+def add_alerts(command: Command) -> None:
+    """The ``alerts`` subcommand; its actions are :func:`pipelines.cli.alerts.add_actions`."""
+    p = command("alerts", "alert rules: who is told about a dataset's scored batches, failed runs and stale feeds",
+                alerts.cmd_alerts, alerts.render_alerts)
+    alerts.add_actions(p, [_output_options(True)], _Parser, dataset_name)
+
+
 def add_bench(command: Command) -> None:
     """The ``bench`` subcommand."""
     p = command("bench", "run the benchmark: python -m benchmarks.run with the other arguments (e.g. --quick, --only tabular)",
@@ -228,7 +235,7 @@ def add_demo(command: Command) -> None:
 #: The subcommands, in the order ``--help`` lists them.
 SUBCOMMANDS: tuple[Callable[[Command], None], ...] = (
     add_ingest, add_lake, add_train, add_score, add_report, add_review, add_threshold, add_retrain, add_serve,
-    add_automations, alerts.add_alerts, add_bench, add_demo,
+    add_automations, add_alerts, add_bench, add_demo,
 )
 
 
