@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip
 TEST_WORKERS ?= 2
 STAMP  := $(VENV)/.installed
 
-.PHONY: setup browser demo test test-fast bench clean
+.PHONY: setup browser demo test test-fast bench bench-tsb clean
 
 setup: $(STAMP) browser
 
@@ -34,6 +34,22 @@ test-fast: setup
 
 bench: setup
 	$(PY) -m benchmarks.run
+
+# TSB-AD's methods and metrics (benchmarks/tsb.py) in a venv of their own: tsb-ad 1.5 needs numpy < 2.
+# torch first (the CPU build), then tsb-ad, then this project without its pipeline dependencies
+# (vae_core needs only torch, numpy, pandas, pyarrow and pydantic). TSB_ARGS: e.g. --quick, --only nab.
+TSB_VENV ?= .venv-tsb
+TSB_STAMP := $(TSB_VENV)/.installed
+
+$(TSB_STAMP): pyproject.toml
+	test -x $(TSB_VENV)/bin/python || python3 -m venv $(TSB_VENV)
+	$(TSB_VENV)/bin/python -c "import torch" 2>/dev/null || $(TSB_VENV)/bin/pip install -q torch==2.13.0
+	$(TSB_VENV)/bin/pip install -q tsb-ad==1.5 "pyarrow>=14,<22" "pandas>=2.0.3,<3" "pydantic>=2.5" "psutil>=5.9"
+	$(TSB_VENV)/bin/pip install -q --no-deps -e .
+	touch $(TSB_STAMP)
+
+bench-tsb: $(TSB_STAMP)
+	nice -n 19 $(TSB_VENV)/bin/python -m benchmarks.tsb $(TSB_ARGS)
 
 clean:
 	rm -rf .state data/lake
