@@ -32,7 +32,7 @@ def _key_value(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def _params(pairs: Optional[list[str]]) -> Optional[dict]:
+def param_values(pairs: Optional[list[str]]) -> Optional[dict]:
     """``--param`` pairs as a dict, checked against the detector's config before any work starts."""
     if not pairs:
         return None
@@ -87,7 +87,7 @@ def cmd_train(args: argparse.Namespace) -> dict:
     """``train``: the train flow."""
     return _run_flow(
         args, "train", "train", dataset=args.dataset, model_name=args.model_name, batch_ids=args.batch,
-        series_column=args.series_column, exclude_columns=args.exclude, params=_params(args.param), seed=args.seed,
+        series_column=args.series_column, exclude_columns=args.exclude, params=param_values(args.param), seed=args.seed,
     )
 
 
@@ -108,7 +108,7 @@ def cmd_retrain(args: argparse.Namespace) -> dict:
     return _run_flow(
         args, "retrain", "retrain", dataset=args.dataset, model_name=args.model_name,
         recent_batches=args.recent_batches, holdout_fraction=args.holdout_fraction, tolerance=args.tolerance,
-        params=_params(args.param), seed=args.seed, series_column=args.series_column, exclude_columns=args.exclude,
+        params=param_values(args.param), seed=args.seed, series_column=args.series_column, exclude_columns=args.exclude,
     )
 
 
