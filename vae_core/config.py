@@ -5,7 +5,8 @@ from typing import Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-ScoreName = Literal["neg_elbo", "nll_iwae", "recon_error", "iwae_rate"]
+SeriesScoreName = Literal["neg_elbo", "nll_iwae", "recon_error", "iwae_rate"]
+ScoreName = Literal["neg_elbo", "nll_iwae", "recon_error", "iwae_rate", "iwae_rate_recon"]
 
 
 class VAEConfig(BaseModel):
@@ -65,8 +66,9 @@ class VAEConfig(BaseModel):
     score_batch_size: int = Field(8192, ge=1)
     anomaly_score: ScoreName = Field(
         "iwae_rate",
-        description='The score flags are based on: one of the score columns, or "iwae_rate" = nll_iwae + rate_weight * '
-        "KL(q(z|x) || p(z))",
+        description='The score flags are based on: one of the score columns, "iwae_rate" = nll_iwae + rate_weight * '
+        'KL(q(z|x) || p(z)), or "iwae_rate_recon" = the sum of the robust z-scores of iwae_rate and of recon_error, '
+        "each (x - median) / IQR of the held-out validation rows of fit (tables only)",
     )
     rate_weight: float = Field(
         2.0, ge=0, description='With anomaly_score="iwae_rate": extra weight on the rate, the nats the encoder needs for the row'
@@ -98,6 +100,9 @@ class TimeSeriesConfig(VAEConfig):
     """:class:`VAEConfig` plus the sliding-window settings of :class:`~vae_core.TimeSeriesVAEDetector`."""
 
     window: int = Field(32, ge=2, description="Points per window")
+    anomaly_score: SeriesScoreName = Field(
+        "iwae_rate", description='As in VAEConfig, without "iwae_rate_recon" (tables only)'
+    )
     trim_fraction: float = Field(
         0.05, ge=0, lt=0.5,
         description="As in VAEConfig; 0.05 by default here: a series' history holds its own anomalies (spikes, "

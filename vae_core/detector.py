@@ -8,7 +8,7 @@ import pandas as pd
 
 from .base import DetectorBase, resolve_config
 from .config import VAEConfig
-from .engine import Engine, build_model
+from .engine import Engine, build_model, iwae_rate, iwae_rate_recon, robust_scale
 from .errors import DataError
 from .explain import Attribution, explain_rows, with_top_features
 from .preprocess import Preprocessor, check_frame
@@ -47,6 +47,9 @@ class VAEDetector(DetectorBase):
     feature_names_in_ : list of str
     threshold_ : float
     history_ : list of dict, one per epoch
+    score_scales_ : dict
+        ``[median, IQR]`` of ``iwae_rate`` and ``recon_error`` on the held-out rows (the
+        ``"iwae_rate_recon"`` score's robust z-scores).
     device_ : str
     """
 
@@ -89,11 +92,20 @@ class VAEDetector(DetectorBase):
         # calibrate on the held-out rows: never seen by the optimiser, never labelled
         val = self.engine_.evaluate(enc.take(val_idx))
         self.attribution_ = Attribution.fit(val["feature_nll"], val["feature_sq_error"], len(pp.by_kind("numeric")))
+        self.score_scales_ = {"iwae_rate": robust_scale(iwae_rate(val["nll_iwae"], val["kl"], cfg.rate_weight)),
+                              "recon_error": robust_scale(val["recon_error"])}
         self._calibrate(self._anomaly_score(val))
         self.feature_names_in_ = list(frame.columns.astype(str))
         return self
 
     # ---------------------------------------------------------------- scoring
+    def _anomaly_score(self, raw: dict[str, np.ndarray]) -> np.ndarray:
+        """As :meth:`DetectorBase._anomaly_score`, and ``"iwae_rate_recon"`` with the fitted ``score_scales_``."""
+        if self.config_.anomaly_score == "iwae_rate_recon":
+            rate = iwae_rate(raw["nll_iwae"], raw["kl"], self.config_.rate_weight)
+            return iwae_rate_recon(rate, raw["recon_error"], self.score_scales_)
+        return super()._anomaly_score(raw)
+
     def _evaluate(self, frame: pd.DataFrame, detail: bool) -> dict[str, np.ndarray]:
         """Raw per-row results, encoding and scoring ``CHUNK_ROWS`` rows at a time (bounded memory).
 
@@ -116,9 +128,9 @@ class VAEDetector(DetectorBase):
         -------
         DataFrame with the index of ``frame`` and columns ``neg_elbo`` (-ELBO, nats),
         ``nll_iwae`` (importance-weighted -log p(x), nats), ``recon_error`` (mean squared error on
-        the standardised scale), ``anomaly_score`` (the configured score; by default ``nll_iwae``
-        plus twice the rate KL(q(z|x) || p(z))), ``p_value`` (tail probability under the
-        calibration scores) and ``is_anomaly``.
+        the standardised scale), ``anomaly_score`` (the configured score, see :class:`VAEConfig`;
+        by default ``nll_iwae`` plus twice the rate KL(q(z|x) || p(z))), ``p_value`` (tail
+        probability under the calibration scores) and ``is_anomaly``.
         """
         return self._score_frame(frame.index, self._evaluate(frame, detail=False))
 
@@ -141,7 +153,8 @@ class VAEDetector(DetectorBase):
         and ``share`` is its fraction of the row's total positive excess. (Residuals rather than
         the heteroscedastic NLL: the decoder may widen its variance for an odd value, which would
         shift the blame to the columns it reconstructs well.) The rate term of the ``"iwae_rate"``
-        score is a property of the whole row and is not split over columns.
+        score is a property of the whole row and is not split over columns; the ``recon_error`` part
+        of ``"iwae_rate_recon"`` is the mean of these squared residuals.
 
         Returns
         -------
@@ -172,7 +185,8 @@ class VAEDetector(DetectorBase):
 
     # ---------------------------------------------------------------- persistence
     def _saved_attributes(self) -> dict:
-        return {"feature_names_in": self.feature_names_in_}
+        return {"feature_names_in": self.feature_names_in_, "score_scales": self.score_scales_}
 
     def _restore(self, meta: dict) -> None:
         self.feature_names_in_ = meta["feature_names_in"]
+        self.score_scales_ = meta.get("score_scales")  # None in a model saved before it existed (never iwae_rate_recon)

@@ -64,6 +64,27 @@ def iwae_rate(nll_iwae: np.ndarray, kl: np.ndarray, rate_weight: float) -> np.nd
     return nll_iwae + rate_weight * kl
 
 
+def robust_scale(x: np.ndarray) -> list[float]:
+    """``[median, IQR]`` of ``x`` (the IQR floored at 1e-12), JSON-ready: the scale of a robust z-score."""
+    q1, med, q3 = np.percentile(np.asarray(x, np.float64), [25, 50, 75])
+    return [float(med), float(max(q3 - q1, 1e-12))]
+
+
+def iwae_rate_recon(iwae_rate_score: np.ndarray, recon_error: np.ndarray, scales: dict[str, list[float]]) -> np.ndarray:
+    """The ``"iwae_rate_recon"`` anomaly score: the robust z-score of ``iwae_rate`` plus that of
+    ``recon_error``, each ``(x - median) / IQR`` with the ``scales`` (:func:`robust_scale`) of the
+    held-out rows of ``fit``.
+
+    The two see different anomalies: a likelihood in nats is dominated by the columns the decoder
+    is sure of (a small variance makes a small residual cost many nats), and the rate by rows the
+    encoder places far out; the mean squared residual on the standardised scale weighs every column
+    alike, and catches a row that is off in columns the decoder models loosely. The scales are fixed
+    at fit time, so a row's score does not depend on the rows scored with it.
+    """
+    (m_s, s_s), (m_r, s_r) = scales["iwae_rate"], scales["recon_error"]
+    return (iwae_rate_score - m_s) / s_s + (recon_error - m_r) / s_r
+
+
 class Engine:
     """A VAE with its config and device; fits and scores :class:`Encoded` arrays."""
 
