@@ -7,6 +7,8 @@ ingest is still running or was killed, which no reader of the lake sees).
 from __future__ import annotations
 
 import json
+import threading
+from collections import OrderedDict
 from typing import Optional
 
 import pyarrow as pa
@@ -46,9 +48,29 @@ def from_table(table: pa.Table) -> list[BatchRecord]:
     return sorted(out, key=lambda r: r.seq)
 
 
+#: Records of the table versions read last, by (URI, table id, version): a version of a Delta
+#: table never changes, so each is read once per process. A score run asks for the records
+#: about seven times (the flow's plan, the scores writer's checks, the rows' reader, the report);
+#: each ask opens the table (its log) to learn the version, and only a new version's files are read.
+_READ: OrderedDict[tuple[str, str, int], list[BatchRecord]] = OrderedDict()
+_READ_SIZE = 16
+_READ_LOCK = threading.Lock()
+
+
 def load(uri: str, options: dict[str, str], version: Optional[int] = None) -> tuple[Optional[DeltaTable], list[BatchRecord]]:
     """The table (``None`` if it does not exist yet) and its records in ingest order."""
     table = open_table(uri, options, version)
     if table is None:
         return None, []
-    return table, from_table(arrow_dataset(table).to_table())
+    key = (uri, table.metadata().id, table.version())  # a table made again at the URI has another id
+    with _READ_LOCK:
+        records = _READ.get(key)
+        if records is not None:
+            _READ.move_to_end(key)
+    if records is None:
+        records = from_table(arrow_dataset(table).to_table())
+        with _READ_LOCK:
+            _READ[key] = records
+            while len(_READ) > _READ_SIZE:
+                _READ.popitem(last=False)
+    return table, list(records)

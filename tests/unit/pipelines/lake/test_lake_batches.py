@@ -51,3 +51,27 @@ def test_explicit_batch_ids_are_immutable(lake, clean_csv, dirty_csv):
         lake.ingest("d", dirty_csv, batch_id="2024-01")
     with pytest.raises(LakeError, match="invalid batch id"):
         lake.ingest("d", dirty_csv, batch_id="../escape")
+
+
+def test_each_version_of_the_batches_table_is_read_once(lake, clean_csv, dirty_csv, monkeypatch):
+    """A score run asks for the records about seven times: each new version's files are read
+    once, a version already read is not read again, and a table made again at the same place
+    (another table id) is read anew (issue 30)."""
+    import shutil
+
+    from pipelines.lake import batches
+
+    reads = []
+    parse = batches.from_table
+    monkeypatch.setattr(batches, "from_table", lambda table: reads.append(table.num_rows) or parse(table))
+    first = lake.ingest("d", clean_csv, time_column="ts")
+    reads.clear()
+    for _ in range(3):
+        assert [b.batch_id for b in lake.list_batches("d")] == [first.batch_id]
+    assert reads == [1]
+    second = lake.ingest("d", dirty_csv)
+    assert [b.batch_id for b in lake.list_batches("d")] == [first.batch_id, second.batch_id]
+    assert reads[-1] == 2
+    shutil.rmtree(Path(lake.root) / "d")
+    again = lake.ingest("d", dirty_csv)
+    assert [b.batch_id for b in lake.list_batches("d")] == [again.batch_id]
