@@ -122,18 +122,54 @@ def spooled_writer(uri: str, options: dict[str, str], model_version: str, batch_
 
 def stale(table, markers: dict[str, str], model_version: Optional[str] = None) -> set[tuple[str, str]]:
     """(model version, batch id) partitions holding scores of other content than the committed
-    record's (``markers``: batch id -> its content marker), e.g. of a removed batch. Reads each
-    file's footer, not its rows (:func:`file_markers`): the watermark is asked on every run."""
+    record's (``markers``: batch id -> its content marker), e.g. of a removed batch. Reads the
+    markers from the file statistics in the table's log (:func:`logged_markers`), and only the
+    footer of a file the log has no statistics for (:func:`file_markers`): the watermark is asked
+    on every run, and opening one file per scored batch made it grow with the dataset's age."""
     if table is None or not delta.has_column(table, CONTENT_COLUMN):
         return set()
+    found, unsure = set(), set()
+    for version, batch_id, seen in logged_markers(table, model_version):
+        if seen is None:
+            unsure.add((version, batch_id))
+        elif any(m is not None and markers.get(batch_id) != m for m in seen):
+            found.add((version, batch_id))
+    if not unsure:
+        return found
     pruning = None if model_version is None else [(VERSION_COLUMN, "=", model_version)]
-    found = set()
     for fragment in delta.arrow_dataset(table, file_pruning_predicate=pruning).get_fragments():
         keys = pds.get_partition_keys(fragment.partition_expression)
         version, batch_id = keys.get(VERSION_COLUMN), keys.get(BATCH_COLUMN)
+        if (version, batch_id) not in unsure:
+            continue
         if any(m is not None and markers.get(batch_id) != m for m in file_markers(fragment)):
             found.add((version, batch_id))
     return found
+
+
+def logged_markers(table, model_version: Optional[str] = None) -> Iterator[tuple[str, str, Optional[set[Optional[str]]]]]:
+    """(model version, batch id, markers) of each scores file, from the statistics of its add
+    action in the log (no file is opened): ``{marker}`` when the file's minimum and maximum
+    marker agree, both of them when they differ, ``{None}`` for a file of null markers only, and
+    ``None`` when the log has no statistics of the column for the file."""
+    actions = pa.table(table.get_add_actions(flatten=True))
+    names = set(actions.column_names)
+    part_v, part_b = f"partition.{VERSION_COLUMN}", f"partition.{BATCH_COLUMN}"
+    low, high, nulls = (f"{k}.{CONTENT_COLUMN}" for k in ("min", "max", "null_count"))
+    if model_version is not None:
+        actions = actions.filter(pc.equal(actions[part_v], model_version))
+    if not {low, high, nulls} <= names:  # no statistics of the column at all
+        for v, b in zip(actions[part_v].to_pylist(), actions[part_b].to_pylist()):
+            yield v, b, None
+        return
+    columns = [actions[c].to_pylist() for c in (part_v, part_b, low, high, nulls, "num_records")]
+    for v, b, lo, hi, n_null, n in zip(*columns):
+        if lo is not None and hi is not None:
+            yield v, b, {lo, hi} | ({None} if n_null else set())
+        elif n is not None and n_null is not None and n_null == n:
+            yield v, b, {None}
+        else:
+            yield v, b, None
 
 
 def file_markers(fragment) -> set[Optional[str]]:

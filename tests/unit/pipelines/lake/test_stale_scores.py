@@ -109,3 +109,46 @@ def test_a_scores_file_without_statistics_has_its_markers_read(tmp_path):
     pq.write_table(table.drop_columns([CONTENT_COLUMN]), tmp_path / "legacy.parquet")
     got = {f.path.rsplit("/", 1)[1]: file_markers(f) for f in pds.dataset(tmp_path, format="parquet").get_fragments()}
     assert got == {"plain.parquet": {"a", None, "b"}, "stats.parquet": {"a"}, "legacy.parquet": set()}
+
+
+def test_the_watermark_reads_the_markers_from_the_log_and_opens_no_scores_file(lake, two_contents, monkeypatch):
+    """A year of hourly batches is thousands of scores files: the watermark and the readers find
+    stale scores from the file statistics in the Delta log (issue 30)."""
+    import pipelines.lake.scores as lake_scores
+
+    old = content_marker(lake.find_batch("d", batch_id="x").sha256)
+
+    def replace_after_the_check(stage: str) -> None:
+        if stage == "scores-spooled":
+            monkeypatch.setattr(lake_storage, "crash_point", lambda stage: None)
+            replace_x(lake, two_contents)
+
+    monkeypatch.setattr(lake_storage, "crash_point", replace_after_the_check)
+    lake.write_scores("d", "m-v1", "x", scores(3, 1.0))  # A's scores, committed after B replaced A
+    lake.ingest("d", csv(two_contents.parent / "c.csv", range(20, 22)), batch_id="y")
+    lake.write_scores("d", "m-v1", "y", scores(2, 1.0))
+
+    def opened(fragment):
+        raise AssertionError(f"a scores file was opened: {fragment.path}")
+
+    monkeypatch.setattr(lake_scores, "file_markers", opened)
+    assert lake.scored_batches("d", "m-v1") == {"y"}  # x's scores are of the old content
+    assert {(v, b, frozenset(m)) for v, b, m in lake_scores.logged_markers(lake.tables.open("d", "scores"))} == {
+        ("m-v1", "x", frozenset({old})), ("m-v1", "y", frozenset({content_marker(lake.find_batch("d", batch_id="y").sha256)}))}
+    assert lake.read_scores("d", "m-v1")["batch_id"].unique().tolist() == ["y"]
+
+
+def test_a_scores_file_the_log_has_no_statistics_for_has_its_footer_read(tmp_path, monkeypatch):
+    import pipelines.lake.scores as lake_scores
+
+    uri = str(tmp_path / "scores")
+    data = pa.table({"_source_row": [0, 1], CONTENT_COLUMN: ["a", "a"], "model_version": ["m-v1"] * 2, "batch_id": ["x", "y"]})
+    write_deltalake(uri, data, partition_by=["model_version", "batch_id"],
+                    configuration={"delta.dataSkippingNumIndexedCols": "1"})  # statistics of _source_row only
+    table = DeltaTable(uri)
+    assert {m for _, _, m in lake_scores.logged_markers(table)} == {None}
+    read = []
+    footer = lake_scores.file_markers
+    monkeypatch.setattr(lake_scores, "file_markers", lambda f: read.append(f.path) or footer(f))
+    assert lake_scores.stale(table, {"x": "a", "y": "b"}, "m-v1") == {("m-v1", "y")}
+    assert len(read) == 2
