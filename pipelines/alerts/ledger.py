@@ -29,7 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.dataset as pds
 
-from pipelines.alerts.rules import read_table, table_uri
+from pipelines.alerts.rules import read_table
 from pipelines.lake import delta
 
 SCHEMA = pa.schema([
@@ -69,7 +69,7 @@ class Ledger:
     """The alerts log of one dataset."""
 
     def __init__(self, lake, dataset: str):
-        self.uri = table_uri(lake, dataset, "alerts_sent")
+        self.uri = lake.table_uri(dataset, "alerts_sent")
         self.options = lake.delta_options
 
     def rows(self, rule: Optional[str] = None) -> list[dict]:

@@ -13,7 +13,6 @@ lake may read it. Everything that shows a rule shows it masked (:mod:`pipelines.
 """
 from __future__ import annotations
 
-import posixpath
 import re
 import uuid
 from dataclasses import asdict, dataclass, replace
@@ -141,11 +140,6 @@ class AlertRule:
         return out
 
 
-def table_uri(lake, dataset: str, name: str) -> str:
-    """URI of the alerts' Delta table ``name`` of ``dataset``: beside the dataset's ``feedback`` table."""
-    return posixpath.join(posixpath.dirname(lake.table_uri(dataset, "feedback")), name)
-
-
 def read_table(uri: str, options: Optional[dict], filter_expr=None) -> pa.Table:
     """A Delta table's rows (an empty table if there is none yet)."""
     try:
@@ -162,7 +156,7 @@ class RuleStore:
         self.lake = lake
 
     def _uri(self, dataset: str) -> str:
-        return table_uri(self.lake, dataset, "alert_rules")
+        return self.lake.table_uri(dataset, "alert_rules")
 
     def rules(self, dataset: str) -> list[AlertRule]:
         """The rules of ``dataset`` in force (latest action per name, removed ones left out)."""

@@ -5,7 +5,10 @@ Removing a batch deletes its row from ``batches`` first (from then on no reader 
 then its partitions of ``rows``, ``quarantine`` and ``scores``; each delete is a Delta commit
 whose commit info names the batch and the table versions before it. Restoring reads the batch
 back from those versions (time travel) and commits it again, last its row in ``batches``. The
-history lasts until the tables are vacuumed (``Lake.vacuum(dataset, retention_hours=...)``).
+history lasts until the tables are vacuumed (``Lake.vacuum(dataset, retention_hours=...)``) or
+``vae-anomaly maintain`` cleans it: that keeps the lake's retention (7 days by default), so a
+batch can be restored while its removal, and each table's last commit before it, are younger
+than the retention (:mod:`pipelines.lake.maintenance`).
 """
 from __future__ import annotations
 
@@ -23,9 +26,8 @@ from pipelines.lake.errors import LakeError
 from pipelines.lake.identity import content_hash
 from pipelines.lake.records import BATCH_COLUMN, CONTENT_COLUMN, PART_FILE, REASON_COLUMN, ROW_COLUMN, BatchRecord, DatasetSchema
 from pipelines.lake.scores import VERSION_COLUMN
+from pipelines.lake.tables import BATCH_TABLES
 from pipelines.lake.validation import check_name
-
-DATA_TABLES = ("rows", "quarantine", "scores")
 
 
 def list_batches(lake: Lake, dataset: str) -> dict[str, Any]:
@@ -43,13 +45,13 @@ def remove_batch(lake: Lake, dataset: str, batch_id: str) -> dict[str, Any]:
     if record is None:
         raise LakeError(f"dataset {dataset!r} has no committed batch {batch_id!r}; see `vae-anomaly lake list {dataset}`")
     versions = {}
-    for name in DATA_TABLES:
+    for name in BATCH_TABLES:
         table = lake.tables.open(dataset, name)
         versions[name] = None if table is None else table.version()
     where = f"{BATCH_COLUMN} = {delta.quote(batch_id)}"
     meta = dict(batch_id=batch_id, versions=json.dumps(versions))
     delta.delete_where(lake.table_uri(dataset, "batches"), lake.delta_options, where, "remove", **meta)
-    for name in DATA_TABLES:
+    for name in BATCH_TABLES:
         delta.delete_where(lake.table_uri(dataset, name), lake.delta_options, where, "remove", batch_id=batch_id)
     return {"dataset": dataset, "removed": record.to_dict()}
 
@@ -73,7 +75,9 @@ def restore_batch(lake: Lake, dataset: str, batch_id: str) -> dict[str, Any]:
         raise LakeError(f"dataset {dataset!r}: batch {batch_id!r} is committed; nothing to restore")
     removal = next((e for e in _removals(lake, dataset) if e["batch_id"] == batch_id), None)
     if removal is None:
-        raise LakeError(f"dataset {dataset!r} has no removed batch {batch_id!r} in its history")
+        raise LakeError(f"dataset {dataset!r} has no removed batch {batch_id!r} in its history "
+                        f"(`vae-anomaly maintain` cleans the history older than the lake's retention)")
+    _at(lake, dataset, "batches", removal["version"] - 1)
     _, before = batches_table.load(lake.table_uri(dataset, "batches"), lake.delta_options, removal["version"] - 1)
     record = next(r for r in before if r.batch_id == batch_id)
     fixed = lake.schema(dataset)
@@ -82,7 +86,7 @@ def restore_batch(lake: Lake, dataset: str, batch_id: str) -> dict[str, Any]:
     for name, version in removal["versions"].items():
         if version is None:
             continue
-        old = lake.tables.open(dataset, name, version)
+        old = _at(lake, dataset, name, version)
         data = delta.arrow_dataset(old, file_pruning_predicate=[(BATCH_COLUMN, "=", batch_id)]).to_table()
         if name != "scores":  # only the record's content (a loser of its id may have left rows)
             data = data.filter(content.own_rows(record)) if delta.has_column(old, CONTENT_COLUMN) else data
@@ -97,6 +101,22 @@ def restore_batch(lake: Lake, dataset: str, batch_id: str) -> dict[str, Any]:
                 delta.replace_partition(lake.table_uri(dataset, name), lake.delta_options, part, partition, "restore", name)
     _append_record(lake, dataset, record, "restore")
     return {"dataset": dataset, "restored": record.to_dict()}
+
+
+def _at(lake: Lake, dataset: str, name: str, version: int):
+    """Table ``name`` at ``version`` (time travel), or a clear error once maintenance has cleaned
+    that version's log (:mod:`pipelines.lake.maintenance`: the history lasts for the retention)."""
+    try:
+        table = lake.tables.open(dataset, name, version)
+    except delta.DeltaError as exc:
+        table, cause = None, exc
+    else:
+        cause = None
+    if table is None:
+        raise LakeError(f"dataset {dataset!r}: version {version} of the {name} table is older than the history kept "
+                        f"(`vae-anomaly maintain` cleans it after the lake's retention, VAE_ANOMALY_LAKE_RETENTION); "
+                        "the batch can no longer be restored") from cause
+    return table
 
 
 def _append_record(lake: Lake, dataset: str, record: BatchRecord, op: str) -> None:

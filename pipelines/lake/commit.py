@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Optional
 
+import pyarrow as pa
+
 from pipelines.lake import batches as batches_table
 from pipelines.lake import content, delta, storage
 from pipelines.lake.errors import LakeError, SchemaRace
@@ -17,7 +19,7 @@ from pipelines.lake.records import (
     ValidatedBatch,
     find_record,
 )
-from pipelines.lake.tables import LakeTables
+from pipelines.lake.tables import BATCH_TABLES, LakeTables
 
 
 def _utc_now() -> str:
@@ -108,31 +110,77 @@ def vacuum(tables: LakeTables, dataset: str, retention_hours: Optional[int] = No
     return what was removed.
 
     Run it when no ingest of the dataset is running: a running ingest's data is not
-    listed yet either. Vacuuming files drops the history that ``lake restore`` uses.
+    listed yet either (``vae-anomaly maintain`` runs beside them: it removes only settled
+    orphans, :func:`remove_orphans`). Vacuuming files drops the history that ``lake restore`` uses.
     """
-    records = tables.records(dataset)
-    listed = [r.batch_id for r in records]
-    keep = ", ".join(delta.quote(b) for b in listed) or "''"
-    removed = []
-    for name in ("rows", "quarantine", "scores"):
-        table = tables.open(dataset, name)
-        if table is None:
-            continue
-        orphans = sorted({p[BATCH_COLUMN] for p in table.partitions()} - set(listed))
-        if orphans:
-            delta.delete_where(tables.uri(dataset, name), tables.options, f"{BATCH_COLUMN} NOT IN ({keep})", "vacuum")
-            removed += [f"{name}/{BATCH_COLUMN}={b}" for b in orphans]
+    removed = remove_orphans(tables, dataset)
+    if retention_hours is not None:
+        for name in BATCH_TABLES:
             table = tables.open(dataset, name)
-        foreign = content.foreign_content(table, records)
-        if foreign:
-            where = " OR ".join(f"({BATCH_COLUMN} = {delta.quote(b)} AND {CONTENT_COLUMN} = {delta.quote(c)})" for b, c in foreign)
-            delta.delete_where(tables.uri(dataset, name), tables.options, where, "vacuum")
-            removed += [f"{name}/{BATCH_COLUMN}={b}/{CONTENT_COLUMN}={c}" for b, c in foreign]
-        if retention_hours is not None:
-            table = tables.open(dataset, name)
-            removed += table.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False)
+            if table is not None:
+                removed += vacuum_files(table, retention_hours)
     return removed
 
+
+def remove_orphans(tables: LakeTables, dataset: str, settled_before: Optional[datetime] = None) -> list[str]:
+    """Delete, from each table partitioned by batch, the data of batches missing from
+    ``batches`` and the rows of listed batches with other content than their record's; return
+    what was removed (``<table>/batch_id=<id>`` and ``<table>/batch_id=<id>/_content=<marker>``).
+
+    Each table's delete is a compare and swap on the version it was computed from (recomputed
+    on a lost race), and the batches are read after the table, so a batch committed meanwhile
+    is kept. With ``settled_before``, only partitions whose every file is older than that are
+    touched: an ingest in progress has written its rows but not yet its record, so its fresh
+    partition is left alone, and this is safe beside running ingests.
+    """
+    removed: list[str] = []
+    for name in BATCH_TABLES:
+        for attempt in range(delta.COMMIT_ATTEMPTS):
+            table = tables.open(dataset, name)
+            if table is None:
+                break
+            records = tables.records(dataset)
+            found = _orphans(table, records, settled_before)
+            if not found:
+                break
+            where = " OR ".join(predicate for _, predicate in found)
+            try:
+                table.delete(where, commit_properties=delta.commit_properties("vacuum"))
+            except delta.CommitFailedError:
+                delta.backoff(attempt)
+                continue
+            removed += [f"{name}/{label}" for label, _ in found]
+            break
+        else:
+            raise LakeError(f"dataset {dataset!r}: {delta.COMMIT_ATTEMPTS} deletes of orphaned {name} lost to concurrent writers")
+    return removed
+
+
+def _orphans(table, records: list[BatchRecord], settled_before: Optional[datetime]) -> list[tuple[str, str]]:
+    """(label, delete predicate) of each orphaned partition and foreign content in ``table``."""
+    actions = pa.table(table.get_add_actions(flatten=True))
+    column = f"partition.{BATCH_COLUMN}"
+    newest: dict[str, int] = {}
+    for batch_id, modified in zip(actions.column(column).to_pylist(), actions.column("modification_time").to_pylist()):
+        newest[batch_id] = max(newest.get(batch_id, modified), modified)
+    cutoff = None if settled_before is None else settled_before.timestamp() * 1000
+    settled = {b for b, modified in newest.items() if cutoff is None or modified < cutoff}
+    listed = {r.batch_id for r in records}
+    found = [(f"{BATCH_COLUMN}={b}", f"{BATCH_COLUMN} = {delta.quote(b)}") for b in sorted(settled - listed)]
+    for b, c in content.foreign_content(table, records):
+        if b in settled:
+            found.append((f"{BATCH_COLUMN}={b}/{CONTENT_COLUMN}={c}",
+                          f"({BATCH_COLUMN} = {delta.quote(b)} AND {CONTENT_COLUMN} = {delta.quote(c)})"))
+    return found
+
+
+def vacuum_files(table, retention_hours: int, full: bool = False) -> list[str]:
+    """Delta vacuum: delete the files that no version of ``table`` younger than
+    ``retention_hours`` references and that are older than that; with ``full``, also files no
+    commit ever referenced (left by writers that lost a race), older than the retention too.
+    Returns the files deleted. Its own commits (the start and end of the vacuum) hold no data,
+    so delta-rs may retry them over other writers' commits."""
+    return table.vacuum(retention_hours=retention_hours, dry_run=False, enforce_retention_duration=False, full=full)
 
 
 def make_record(batch: ValidatedBatch, seq: int) -> BatchRecord:

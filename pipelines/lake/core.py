@@ -70,7 +70,7 @@ class Lake:
     # -- tables and records
 
     def table_uri(self, dataset: str, table: str) -> str:
-        """URI of one of a dataset's Delta tables (``batches``, ``rows``, ``quarantine``, ``scores``, ``feedback``)."""
+        """URI of one of a dataset's Delta tables (one of :data:`pipelines.lake.tables.TABLES`)."""
         return self.tables.uri(dataset, table)
 
     def datasets(self) -> list[str]:

@@ -15,7 +15,12 @@ from pipelines.lake.errors import LakeError
 from pipelines.lake.records import BatchRecord
 from pipelines.lake.validation import check_name
 
-TABLES = ("batches", "rows", "quarantine", "scores", "feedback")  # feedback: verdicts (pipelines.review)
+#: the tables partitioned by batch: ``lake remove``/``restore``, ``migrate`` and ``vacuum`` act on these
+BATCH_TABLES = ("rows", "quarantine", "scores")
+#: the tables of a dataset as a whole, not per batch, that no batch operation touches: verdicts
+#: (:mod:`pipelines.review`), alert rules and the alerts sent (:mod:`pipelines.alerts`)
+DATASET_TABLES = ("feedback", "alert_rules", "alerts_sent")
+TABLES = ("batches", *BATCH_TABLES, *DATASET_TABLES)
 SCHEMES = frozenset({"file", "s3", "s3a", "gs", "gcs", "az", "abfs", "abfss"})  # what delta-rs opens
 
 

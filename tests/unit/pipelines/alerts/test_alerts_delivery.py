@@ -187,3 +187,21 @@ def test_a_failed_flow_run_alerts_the_on_failure_rules_once(alert_lake, json_rec
     assert [a["state"] for a in alert_failure(alert_lake, "d", "score", "Failed", "again", run="run-1")] == ["already"]
     (post,) = json_receiver.received()
     assert post["title"] == "[vae-anomaly] d: score run failed" and "LakeError: no batch" in post["message"]
+
+
+def test_the_alert_tables_are_lake_tables_that_batch_removal_restore_and_vacuum_leave_alone(alert_lake, json_receiver):
+    from pipelines.lake import admin
+    from pipelines.lake.tables import DATASET_TABLES, TABLES
+
+    assert {"alert_rules", "alerts_sent"} <= set(DATASET_TABLES) <= set(TABLES)
+    b1, b2 = batches(alert_lake)
+    add(alert_lake, json_receiver.url())
+    Ledger(alert_lake, "d").claim("r", b1, "batch", lambda rows: Decision("claimed"))
+    assert Ledger(alert_lake, "d").uri == alert_lake.table_uri("d", "alerts_sent")
+    before = (RuleStore(alert_lake).rules("d"), Ledger(alert_lake, "d").entries())
+    admin.remove_batch(alert_lake, "d", b1)
+    assert batches(alert_lake) == [b2] and (RuleStore(alert_lake).rules("d"), Ledger(alert_lake, "d").entries()) == before
+    admin.restore_batch(alert_lake, "d", b1)
+    alert_lake.vacuum("d", retention_hours=0)
+    assert sorted(batches(alert_lake)) == sorted([b1, b2])
+    assert (RuleStore(alert_lake).rules("d"), Ledger(alert_lake, "d").entries()) == before
