@@ -237,7 +237,12 @@ def score(
         event, its peak, with ``event_series``, ``event_start``, ``event_end``, ``event_points``) and
         ``reports_rebuilt``
         (skipped batches whose missing report this run wrote: a run that died after committing
-        a batch's scores left it without one).
+        a batch's scores left it without one), and ``alerts``: what the dataset's alert rules
+        did once the scores and reports were committed (:func:`pipelines.alerts.alert_scored`:
+        ``rules``, ``alerts`` with one entry per rule and key (a batch id, ``digest:<window>``
+        or ``stale:<batch>``) whose ``state`` is ``sent``, ``failed``, ``held``, ``quiet``,
+        ``already`` or ``no report``, URLs masked; ``not_sent``, the keys whose delivery failed
+        after its retries; ``error``, why alerting stopped, or None). Alerting never fails the run.
     """
     from pipelines.settings import get_settings
 
