@@ -24,6 +24,10 @@ Environment variables and their defaults:
 - ``VAE_ANOMALY_TORCH_THREADS``: unset, meaning torch's own default (one thread per core). Set it
   to cap the CPU threads a training or scoring task uses, e.g. ``1`` on a shared machine or when
   several Dask workers share a host.
+- ``VAE_ANOMALY_LAKE_RETENTION``: how long the lake keeps its history (``7d``; a duration in
+  whole hours, :func:`pipelines.durations.whole_hours`): ``vae-anomaly maintain`` cleans Delta
+  log entries and vacuums removed files older than this, so ``vae-anomaly lake restore`` (time
+  travel) works for batches removed less than this long ago (:mod:`pipelines.lake.maintenance`).
 
 The project root is the parent of the ``pipelines`` package directory. Empty variables count
 as unset. Relative paths are resolved against the current directory.
@@ -36,7 +40,11 @@ from typing import Mapping, Optional
 
 from pydantic import BaseModel, ConfigDict
 
+from pipelines.durations import whole_hours
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
+#: The lake's default history: 7 days, Delta's own default for keeping removed files.
+LAKE_RETENTION_HOURS = 7 * 24
 
 
 class Settings(BaseModel):
@@ -67,6 +75,9 @@ class Settings(BaseModel):
         CPU threads for torch in the training and scoring tasks; ``None`` leaves torch's default.
     review_url : str
         Base URL of the review page, for the links in alerts (:mod:`pipelines.alerts`).
+    lake_retention_hours : int
+        History the lake keeps, in hours (:data:`LAKE_RETENTION_HOURS` by default): the
+        retention of ``vae-anomaly maintain``'s log cleanup and vacuum.
     """
 
     model_config = ConfigDict(frozen=True)
@@ -82,6 +93,7 @@ class Settings(BaseModel):
     benchdata_dir: Path
     torch_threads: Optional[int] = None
     review_url: str = "http://127.0.0.1:8765"
+    lake_retention_hours: int = LAKE_RETENTION_HOURS
 
     @classmethod
     def from_env(cls, environ: Optional[Mapping[str, str]] = None) -> "Settings":
@@ -115,6 +127,7 @@ class Settings(BaseModel):
             benchdata_dir=_path(get("VAE_ANOMALY_BENCHDATA") or PROJECT_ROOT.parent / "shared" / "benchdata"),
             torch_threads=_positive_int("VAE_ANOMALY_TORCH_THREADS", get("VAE_ANOMALY_TORCH_THREADS")),
             review_url=get("VAE_ANOMALY_REVIEW_URL") or "http://127.0.0.1:8765",
+            lake_retention_hours=_retention(get("VAE_ANOMALY_LAKE_RETENTION")),
         )
 
     def ensure_home(self) -> Path:
@@ -134,6 +147,13 @@ def _positive_int(name: str, value: Optional[str]) -> Optional[int]:
     if number < 1:
         raise ValueError(f"{name} must be a whole number >= 1, got {value!r}")
     return number
+
+
+def _retention(value: Optional[str]) -> int:
+    """``VAE_ANOMALY_LAKE_RETENTION`` in hours (the default when unset); a clear error otherwise."""
+    if value is None:
+        return LAKE_RETENTION_HOURS
+    return whole_hours(value, "VAE_ANOMALY_LAKE_RETENTION")
 
 
 def apply_torch_threads(settings: Optional[Settings] = None) -> Optional[int]:
