@@ -116,6 +116,15 @@ class FeedbackStore:
         return self.history().groupby("item_key", sort=False).tail(1).set_index("item_key")
 
 
+def precision_by_version(current: pd.DataFrame) -> pd.DataFrame:
+    """Per model version of the current verdicts (:meth:`FeedbackStore.current`): ``label``,
+    ``reviewed`` (items) and ``precision`` (:func:`precision`), sorted by label. What the review
+    index and each report's header show; a verdict names its item's version, so no report is read."""
+    rows = [{"label": label, "reviewed": len(group), "precision": precision(group)}
+            for label, group in current.groupby("model_version", sort=True)]
+    return pd.DataFrame(rows, columns=["label", "reviewed", "precision"])
+
+
 def precision(current: pd.DataFrame) -> Optional[float]:
     """Share of reviewed flags that were right: (anomaly + expected) / reviewed.
 
