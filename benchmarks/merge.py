@@ -1,5 +1,9 @@
 """Merge tabular results of several runs into one report: ``python -m benchmarks.merge OUT a.json b.jsonl ...``.
 
+``--peers-from P.json`` (anywhere after OUT) adds the peers' records of another run on the same
+splits to a run of ours alone (``--peers none``, e.g. another ``VAEDetector`` setting), so it is
+ranked against the peers without fitting them again (:func:`with_peers`).
+
 For a run split into processes (e.g. one per seed, ``--seeds 0`` / ``1`` / ``2``, or halves of
 the sets by ``--datasets``, side by side on the 2-core machine). An input is a results ``.json``
 or a ``--records-jsonl`` file (with the ``.meta.json`` that run wrote beside it: the finished
@@ -18,7 +22,7 @@ from pathlib import Path
 from . import report
 from .run import RESULTS_DIR, _jsonable, write_atomic
 
-__all__ = ["merge_results", "main"]
+__all__ = ["merge_results", "with_peers", "main"]
 
 #: options that may differ between the merged runs
 _FREE = {"seeds", "out_name", "no_write", "datasets", "records_jsonl", "jobs"}
@@ -101,14 +105,60 @@ def merge_results(results: list[dict], names: list[str]) -> dict:
     return {"tabular": tab, "meta": meta}
 
 
+def with_peers(result: dict, peers: dict, name: str) -> dict:
+    """``result`` plus the records of ``peers`` (a results dict named ``name``) whose key is not
+    vae_core's, for the (dataset, seed) splits ``result`` holds.
+
+    Raises
+    ------
+    ValueError
+        If the train caps differ, ``result`` already holds peers, or a split of ``result`` has no
+        peer records in ``peers`` or other row counts there (so not the same split).
+    """
+    cap, other_cap = result["tabular"].get("train_cap"), peers["tabular"].get("train_cap")
+    if cap != other_cap:
+        raise ValueError(f"{name}: train_cap {other_cap} differs from the run's {cap}")
+    mine = result["tabular"]["records"]
+    if any(not r["key"].startswith("vae_core/") for r in mine):
+        raise ValueError("the run already holds peers' records; --peers-from is for a run of ours alone")
+    rows = {(r["dataset"], r["seed"]): (r.get("n_train"), r.get("n_test")) for r in mine}
+    added = [r for r in peers["tabular"]["records"]
+             if not r["key"].startswith("vae_core/") and (r["dataset"], r["seed"]) in rows]
+    have = {(r["dataset"], r["seed"]) for r in added}
+    for split, n in sorted(rows.items()):
+        if split not in have:
+            raise ValueError(f"{name}: no peer records for {split[0]} seed {split[1]}")
+    for r in added:
+        if rows[(r["dataset"], r["seed"])] != (r.get("n_train"), r.get("n_test")):
+            raise ValueError(f"{name}: {r['dataset']} seed {r['seed']} has other row counts (not the same split)")
+    meta = dict(result["meta"])
+    meta["notes"] = list(meta["notes"]) + [
+        f"The peers' records are those of `{name}` (`{peers['meta']['command']}`), on the same splits; "
+        "only vae_core was fitted in this run, so the peers' timings are from that run."]
+    meta["peers_from"] = name
+    records = mine + added
+    tab = dict(result["tabular"]) | {"records": records, "speed": report.tabular_speed(records)}
+    return {"tabular": tab, "meta": meta}
+
+
 def main(argv=None) -> int:
     """Entry point; returns the process exit code."""
-    argv = sys.argv[1:] if argv is None else argv
+    argv = list(sys.argv[1:] if argv is None else argv)
+    peers_from = None
+    if "--peers-from" in argv:
+        i = argv.index("--peers-from")
+        if i + 1 >= len(argv):
+            print("--peers-from needs a results file", file=sys.stderr)
+            return 2
+        peers_from = Path(argv[i + 1])
+        del argv[i : i + 2]
     if len(argv) < 2:
         print(__doc__.split("\n")[0], file=sys.stderr)
         return 2
     out, paths = argv[0], [Path(p) for p in argv[1:]]
     merged = merge_results([_load(p) for p in paths], [p.name for p in paths])
+    if peers_from is not None:
+        merged = with_peers(merged, _load(peers_from), peers_from.name)
     md = report.render_markdown(merged)
     write_atomic(RESULTS_DIR / f"{out}.md", md)
     write_atomic(RESULTS_DIR / f"{out}.json", json.dumps(_jsonable(merged), indent=1) + "\n")

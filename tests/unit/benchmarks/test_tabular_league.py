@@ -75,3 +75,26 @@ def test_a_partial_run_is_read_from_its_records_jsonl_and_merged(tmp_path, monke
     assert m["meta"]["wall_s"] == pytest.approx(6.0)  # 4 x (fit 1.0 + score 0.5): no wall time for a partial run
     md = render_markdown(m)
     assert "League over 1 tabular sets" in md and "partial runs" in md
+
+
+def test_a_run_of_ours_alone_takes_the_peers_of_another_run_on_the_same_splits():
+    from benchmarks.merge import with_peers
+    from benchmarks.report import league_md
+
+    ours = _result([0, 1], [_r(s, "vae_core/anomaly_score") for s in (0, 1)])
+    peers = _result([0, 1, 2], [_r(s, k) for s in (0, 1, 2) for k in ("iforest", "vae_core/anomaly_score")])
+    m = with_peers(ours, peers, "league.json")
+    keys = sorted((r["seed"], r["key"]) for r in m["tabular"]["records"])
+    assert keys == [(0, "iforest"), (0, "vae_core/anomaly_score"), (1, "iforest"), (1, "vae_core/anomaly_score")]
+    assert "league.json" in m["meta"]["notes"][-1] and "League over 1 tabular sets" in "\n".join(league_md(
+        m["tabular"]["records"]))
+    with pytest.raises(ValueError, match="no peer records for a seed 1"):
+        with_peers(ours, _result([0], [_r(0, "iforest")]), "p")
+    other_split = _r(1, "iforest") | {"n_test": 11}
+    with pytest.raises(ValueError, match="other row counts"):
+        with_peers(ours, _result([0, 1], [_r(0, "iforest"), other_split]), "p")
+    with pytest.raises(ValueError, match="train_cap"):
+        with_peers(ours, _result([0, 1], [_r(0, "iforest"), _r(1, "iforest")], {"train_cap": 1}) | {
+            "tabular": {"seeds": [0, 1], "train_cap": 1, "records": []}}, "p")
+    with pytest.raises(ValueError, match="already holds"):
+        with_peers(peers, peers, "p")
