@@ -69,6 +69,14 @@ class ReportStore:
                                   posixpath.basename(batch_dir).split("=", 1)[1]))
         return sorted(refs, key=lambda r: (r.dataset, r.label, r.batch_id))
 
+    def datasets(self) -> list[str]:
+        """The datasets that have a reports folder, sorted."""
+        return sorted(posixpath.basename(posixpath.dirname(p)) for p in self.fs.glob(f"{self.root}/*/reports"))
+
+    def exists(self, ref: ReportRef) -> bool:
+        """Whether ``ref``'s report is complete (its ``report.json`` is written last)."""
+        return self.fs.exists(f"{self.folder(ref)}/report.json")
+
     def _read(self, ref: ReportRef, name: str) -> Optional[bytes]:
         path = f"{self.folder(ref)}/{name}"
         if not self.fs.exists(path):

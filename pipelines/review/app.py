@@ -36,8 +36,8 @@ from markupsafe import Markup
 
 from pipelines.lake.errors import LakeError
 from pipelines.reports.store import ReportRef, ReportStore
-from pipelines.review.feedback import VERDICTS, FeedbackError, FeedbackStore, Verdict, precision
-from pipelines.review.labels import reviewed_items, version_precision
+from pipelines.review.feedback import VERDICTS, FeedbackError, FeedbackStore, Verdict
+from pipelines.review.index import MAX_PAGE_SIZE, ORDERS, PAGE_SIZE, BadQuery, IndexQuery, index_page
 
 CSRF_COOKIE, TOKEN_COOKIE = "vae_csrf", "vae_token"
 ACCESS_KEYS = {"anomaly": "a", "expected": "e", "false_alarm": "f", "new_normal": "n"}
@@ -107,7 +107,7 @@ def create_app(lake_url: str, reviewer: str, token: Optional[str] = None) -> Fas
     async def not_found(request: Request, exc: Exception):
         return PlainTextResponse("not found", status_code=404)
 
-    def page(request: Request, name: str, **context: Any) -> HTMLResponse:
+    def page_of(request: Request, name: str, **context: Any) -> HTMLResponse:
         return templates.TemplateResponse(request, name, {"csrf": request.state.csrf, "reviewer": reviewer, **context})
 
     @app.get("/healthz")
@@ -115,16 +115,20 @@ def create_app(lake_url: str, reviewer: str, token: Optional[str] = None) -> Fas
         return {"ok": True}
 
     @app.get("/", response_class=HTMLResponse)
-    def index(request: Request):
-        rows, versions, refs = [], [], lake.list()
-        for dataset in dict.fromkeys(r.dataset for r in refs):
-            items = reviewed_items(lake, feedback_store(lake, dataset), dataset)
-            versions += [{"dataset": dataset, **v} for v in version_precision(items).to_dict("records")]
-            for ref in (r for r in refs if r.dataset == dataset):
-                mine = items[(items["label"] == ref.label) & (items["batch_id"] == ref.batch_id)]
-                rows.append({"ref": ref, "summary": (lake.report(ref) or {}).get("summary", {}), "reviewed": len(mine),
-                             "precision": precision(mine)})
-        return page(request, "index.html.j2", rows=rows, versions=versions)
+    def index(request: Request, dataset: Optional[str] = None, version: Optional[str] = None, order: str = "unreviewed",
+              page: int = 1, size: int = PAGE_SIZE):
+        try:
+            query = IndexQuery(dataset or None, version or None, order, page, min(size, MAX_PAGE_SIZE)).check()
+        except BadQuery as exc:
+            return PlainTextResponse(str(exc), status_code=400)
+
+        def ingest_order(name: str) -> list[str]:
+            from pipelines.lake import Lake
+
+            return [r.batch_id for r in Lake(lake.url).list_batches(name)]
+
+        data = index_page(lake, lambda name: feedback_store(lake, name), ingest_order, query)
+        return page_of(request, "index.html.j2", orders=ORDERS, **data)
 
     @app.get("/reports/{dataset}/{label}/{batch_id}")
     def report_file(dataset: str, label: str, batch_id: str):
@@ -136,7 +140,10 @@ def create_app(lake_url: str, reviewer: str, token: Optional[str] = None) -> Fas
     @app.get("/review/{dataset}", response_class=HTMLResponse)
     def review(request: Request, dataset: str, label: Optional[str] = None, batch: Optional[str] = None,
                status: str = "unreviewed", verdict: Optional[str] = None):
-        refs = [r for r in lake.list(dataset) if (label is None or r.label == label) and (batch is None or r.batch_id == batch)]
+        if label is not None and batch is not None:  # one batch: no listing of the dataset's reports
+            refs = [ref for ref in [ReportRef(dataset, label, batch)] if lake.exists(ref)]
+        else:
+            refs = [r for r in lake.list(dataset) if (label is None or r.label == label) and (batch is None or r.batch_id == batch)]
         if not refs:
             raise NotFound()
         if status not in STATUSES or (verdict is not None and verdict not in VERDICTS):
@@ -155,7 +162,7 @@ def create_app(lake_url: str, reviewer: str, token: Optional[str] = None) -> Fas
                               "figure": Markup(figs.get(item["key"], ""))})
         items.sort(key=lambda i: (i["current"] is not None, -i["score"]))
         query = {k: v for k, v in {"label": label, "batch": batch, "status": status, "verdict": verdict}.items() if v}
-        return page(request, "review.html.j2", dataset=dataset, items=items, verdicts=VERDICTS, keys=ACCESS_KEYS,
+        return page_of(request, "review.html.j2", dataset=dataset, items=items, verdicts=VERDICTS, keys=ACCESS_KEYS,
                     keys_js=Markup(KEYS_JS),
                     status=status, verdict=verdict, label=label, batch=batch, statuses=STATUSES,
                     here=f"/review/{dataset}" + (f"?{urlencode(query)}" if query else ""))

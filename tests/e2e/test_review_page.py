@@ -7,6 +7,7 @@ The screenshot is kept as a test artifact in ``$VAE_ANOMALY_TEST_ARTIFACTS`` (de
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import socket
@@ -277,6 +278,53 @@ def test_two_browsers_at_once_then_a_restart_lose_nothing(tmp_path, stored_repor
             keyboard.get(base + "/")  # anomaly 2, expected 1 of 6: 50%
             row = keyboard.find_element(By.CSS_SELECTOR, "#versions tr[data-version='pay-v1']").text
             assert row.split()[-2:] == ["6", "50%"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.mark.slow
+def test_the_index_pages_and_filters_in_a_browser(tmp_path, browser, stored_report):
+    """The index of a lake of many batches (issue 30): a page of them with the count, the next
+    page's link, and the filter form (a version, newest first) without JavaScript."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select
+
+    from pipelines.reports.store import ReportRef, ReportStore
+    from pipelines.review.app import feedback_store
+    from pipelines.review.feedback import Verdict
+
+    lake, report = _lake_copy(stored_report, tmp_path)
+    store = ReportStore(str(lake))
+    original = ReportRef("pay", "pay-v1", "b1")
+    html, data, figs = store.html(original).decode(), json.dumps(store.report(original)), store.figures(original)
+    for label, batch in (("pay-v1", "b2"), ("pay-v1", "b3"), ("pay-v1", "b4"), ("pay-v2", "b1"), ("pay-v2", "b2")):
+        store.write(ReportRef("pay", label, batch), html, data, figs)
+    feedback_store(store, "pay").add([Verdict(report["items"][0]["key"], "b2", "pay-v1", "anomaly", "ana")])
+    port, log = _free_port(), tmp_path / "review.log"
+    proc = _serve(lake, port, log)
+    base = f"http://127.0.0.1:{port}"
+
+    def rows() -> list[str]:
+        return [r.get_attribute("data-batch") + "@" + r.find_elements(By.TAG_NAME, "td")[1].text
+                for r in browser.find_elements(By.CSS_SELECTOR, "#batches tr[data-batch]")]
+
+    try:
+        _wait(f"{base}/healthz", proc, log)
+        browser.get(base + "/?size=4")
+        assert browser.find_element(By.ID, "total").text == "6" and "page 1 of 2" in browser.find_element(By.ID, "count").text
+        first = rows()
+        assert len(first) == 4 and "b2@pay-v1" not in first  # the reviewed batch comes last
+        browser.find_element(By.ID, "next").click()
+        second = rows()
+        assert len(second) == 2 and second[-1] == "b2@pay-v1" and not set(first) & set(second)
+        Select(browser.find_element(By.NAME, "version")).select_by_value("pay-v2")
+        Select(browser.find_element(By.NAME, "order")).select_by_value("newest")
+        browser.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+        assert "version=pay-v2" in browser.current_url and "order=newest" in browser.current_url
+        assert browser.find_element(By.ID, "total").text == "2" and sorted(rows()) == ["b1@pay-v2", "b2@pay-v2"]
+        assert not browser.find_elements(By.ID, "next")
+        assert Select(browser.find_element(By.NAME, "version")).first_selected_option.text == "pay-v2"
     finally:
         proc.terminate()
         proc.wait(timeout=20)
