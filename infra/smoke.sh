@@ -3,7 +3,9 @@
 # (moto), a Prefect server and an MLflow server on PostgreSQL (artifacts in the bucket), a Dask
 # scheduler with two workers, one Prefect process worker per pool (cpu, gpu); the deployments of
 # prefect.yaml registered and run (ingest -> train -> score -> retrain, plus a run the server's
-# scheduler created from the hourly cron), then checked in each server's own store. Faults
+# scheduler created from the hourly cron), then checked in each server's own store; an alert rule
+# posts to a json:// receiver the smoke runs (one post per batch alert, the crashed run told by the
+# server's automation). Faults
 # (infra/smoke/faults.py): the MLflow server restarted, a Dask worker killed mid-score, the cpu
 # worker killed with its flow run mid-score (the heartbeat automation marks the run Crashed).
 #

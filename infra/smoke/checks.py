@@ -113,13 +113,42 @@ def score_tasks_on_dask(topology: Topology, batches: int) -> str:
     return f"Dask: score tasks finished per worker {dict(sorted(scoring.items()))}"
 
 
-def _score_counts(topology: Topology, dataset: str) -> dict:
-    """Score rows per (model version, batch), read back through the lake's own API."""
+def _lake(topology: Topology):
+    """The lake in the bucket, through the lake's own API."""
     from pipelines.lake import Lake
 
-    lake = Lake(f"s3://{LAKE_BUCKET}", endpoint_url=topology.s3_url, key=BUCKET_CREDENTIALS["AWS_ACCESS_KEY_ID"],
+    return Lake(f"s3://{LAKE_BUCKET}", endpoint_url=topology.s3_url, key=BUCKET_CREDENTIALS["AWS_ACCESS_KEY_ID"],
                 secret=BUCKET_CREDENTIALS["AWS_SECRET_ACCESS_KEY"])
-    return lake.read_scores(dataset).groupby(["model_version", "batch_id"]).size().to_dict()
+
+
+def _score_counts(topology: Topology, dataset: str) -> dict:
+    """Score rows per (model version, batch), read back through the lake's own API."""
+    return _lake(topology).read_scores(dataset).groupby(["model_version", "batch_id"]).size().to_dict()
+
+
+def alerts_once(topology: Topology, dataset: str, rule: str, receiver, timeout: float = 90) -> str:
+    """What the alert rule ``rule`` told the json:// ``receiver`` (on 127.0.0.1, in this
+    process): one post per batch the ledger (``alerts_sent`` in the bucket) says was sent, none
+    twice across the killed run and its re-run, no claim left unconfirmed; and the killed score
+    run's CRASHED state alerted by the server's automation (``vae-anomaly alerts automations``)."""
+    import time
+
+    from pipelines.alerts import Ledger
+
+    entries = [e for e in Ledger(_lake(topology), dataset).entries(rule) if e["kind"] == "batch"]
+    sent = sorted(e["key"] for e in entries if e["state"] == "sent")
+    require(bool(sent), f"rule {rule} sent no batch alert; its ledger: {entries}")
+    require(all(e["state"] in ("sent", "quiet") for e in entries), f"rule {rule}: batch alerts not sent: {entries}")
+    deadline = time.monotonic() + timeout
+    while not any(p["title"].endswith("score run crashed") for p in receiver.received()) and time.monotonic() < deadline:
+        time.sleep(1)
+    posts = receiver.received()
+    batch_posts = sorted(p["title"].rsplit(" ", 1)[1] for p in posts if " new anomalous " in p["title"])
+    require(batch_posts == sent, f"posts of batch alerts {batch_posts}, the ledger's sent {sent}")
+    crashed = [p for p in posts if p["title"] == f"[vae-anomaly] {dataset}: score run crashed"]
+    require(len(crashed) == 1, f"expected one post of the crashed score run, got {[p['title'] for p in posts]}")
+    return (f"rule {rule}: {len(sent)} batch alert(s) received once each ({', '.join(sent)}), "
+            f"{len(entries) - len(sent)} batch(es) with nothing over the bar; the crashed run alerted by the server")
 
 
 def champion(topology: Topology, model: str) -> str:

@@ -30,6 +30,7 @@ from server_processes import PG_BINARIES, PG_OS_USER, tail
 
 DATASET = "transactions"
 SCHEDULED_SCORING = "score/scheduled-scoring"
+ALERT_RULE = "smoke-ops"
 TRAIN_PARAMETERS = {"exclude_columns": ["txn_id"], "params": {"max_epochs": 4}}
 RUN_TIMEOUT = 480
 # a run whose heartbeats (every HEARTBEAT_SECONDS, Prefect's minimum: topology.py) stop this long is Crashed
@@ -75,6 +76,7 @@ class Smoke:
         self.topology = Topology(root)
         self.started = time.monotonic()
         self.report: list[str] = []
+        self.receiver = None  # the alerts' json:// receiver (add_alert_rule)
 
     def say(self, line: str) -> None:
         line = f"[{time.monotonic() - self.started:6.1f} s] {line}"
@@ -221,6 +223,19 @@ class Smoke:
                 time.sleep(2)
         return checks.ran_on_pool(self.topology, str(run.id), "cpu", ["gpu"]) + " (auto-scheduled from the cron)"
 
+    def add_alert_rule(self) -> None:
+        """An alert rule to a json:// receiver that this process runs on 127.0.0.1 (the flow
+        runs on the workers post their batch alerts to it; the Prefect server its failure
+        alerts), and its ``--on-failure`` automation on the server."""
+        from pipelines.alerts.receiver import JsonReceiver
+
+        self.receiver = JsonReceiver().start()
+        url = self.receiver.url("smoke")
+        self.topology.cli("vae-anomaly", "alerts", "add", DATASET, "--to", url, "--on-failure", "--name", ALERT_RULE, "--json")
+        made = json.loads(self.topology.cli("vae-anomaly", "alerts", "automations", "--json").stdout)
+        self.say(f"alert rule {ALERT_RULE} to {url}; vae-anomaly alerts automations: "
+                 + ", ".join(f"{a['action']} {a['automation']!r}" for a in made["automations"]))
+
     # ------------------------------------------------------------------ the whole run
     def run(self) -> None:
         self.topology.start()
@@ -236,6 +251,7 @@ class Smoke:
         made = json.loads(t.finish(automating).stdout)
         self.say(f"vae-anomaly automations: {made['action']} {made['name']!r} (Crashed after {made['within_seconds']:g} s "
                  f"without a heartbeat; heartbeats every {made['heartbeat_seconds']} s)")
+        self.add_alert_rule()
         self.hold_off_the_cron()
 
         train = self.run_deployment("train/on-demand-training", **TRAIN_PARAMETERS)
@@ -254,6 +270,7 @@ class Smoke:
         self.crash_and_rerun(rows, batch)
         self.say(f"PASS the hourly schedule: {self.scheduled_run_is_picked_up()}")
 
+        self.check("alerts", checks.alerts_once, DATASET, ALERT_RULE, self.receiver)
         self.check("registry in MLflow's PostgreSQL", checks.registry_in_postgres, DATASET, 2)
         self.check("artifacts and lake in the bucket", checks.objects_in_bucket, 2, len(batches))
         self.check("README", checks.readme_is_what_ran)
@@ -284,6 +301,8 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # let the cleanup finish
         if smoke is not None:
             smoke.topology.stop()
+            if smoke.receiver is not None:
+                smoke.receiver.stop()
         shutil.rmtree(root, ignore_errors=True)
     left = sorted(repository_files() - before)
     if left:
