@@ -1,9 +1,12 @@
-"""Prefect deployments: hourly scoring and nightly retraining, one schedule per dataset.
+"""Prefect deployments: hourly scoring, nightly retraining and nightly lake maintenance, one
+schedule per dataset.
 
-Two deployments, whatever the number of datasets:
+Three deployments, whatever the number of datasets:
 
 - ``scheduled-scoring`` of the ``score`` flow, cron ``0 * * * *`` (hourly) by default;
-- ``nightly-retraining`` of the ``retrain`` flow, cron ``0 2 * * *`` by default.
+- ``nightly-retraining`` of the ``retrain`` flow, cron ``0 2 * * *`` by default;
+- ``nightly-maintenance`` of the ``maintain`` flow, cron ``0 3 * * *`` by default (compaction,
+  checkpoints, log retention: :mod:`pipelines.lake.maintenance`; safe beside a scoring run).
 
 Each carries one cron schedule per dataset, whose ``parameters`` name the dataset (Prefect
 merges a schedule's parameters over the deployment's when it creates the run), so adding a
@@ -16,8 +19,8 @@ Two ways to run them:
   the flows itself, no work pool needed. Schedules need a Prefect server (the temporary API of a
   plain flow call has no scheduler), so without ``PREFECT_API_URL`` it starts a local
   ``prefect server start`` first.
-- ``prefect.yaml`` at the repository root declares the same two deployments for workers
-  (``gpu`` pool for retraining, ``cpu`` pool for scoring): ``prefect deploy --all``.
+- ``prefect.yaml`` at the repository root declares the same three deployments for workers
+  (``gpu`` pool for retraining, ``cpu`` pool for scoring and maintenance): ``prefect deploy --all``.
 
 The flows are imported inside the functions (the import-order rule of
 :func:`pipelines.settings.apply_prefect_env`), since :func:`serve_all` may set ``PREFECT_API_URL``.
@@ -37,8 +40,10 @@ from pipelines.settings import get_settings
 
 SCORING = "scheduled-scoring"
 RETRAINING = "nightly-retraining"
+MAINTENANCE = "nightly-maintenance"
 SCORE_CRON = "0 * * * *"
 RETRAIN_CRON = "0 2 * * *"
+MAINTAIN_CRON = "0 3 * * *"
 TIMEZONE = "UTC"
 TAGS = ["vae-anomaly"]
 SERVER_START_TIMEOUT = 120
@@ -51,30 +56,36 @@ def build_deployments(
     timezone: str = TIMEZONE,
     score_parameters: Optional[dict[str, Any]] = None,
     retrain_parameters: Optional[dict[str, Any]] = None,
+    maintain_cron: str = MAINTAIN_CRON,
+    maintain_parameters: Optional[dict[str, Any]] = None,
 ) -> list:
-    """The ``scheduled-scoring`` and ``nightly-retraining`` deployments for ``datasets``.
+    """The ``scheduled-scoring``, ``nightly-retraining`` and ``nightly-maintenance`` deployments
+    for ``datasets``.
 
     Parameters
     ----------
     datasets : sequence of str
         One schedule per dataset in each deployment (``parameters={"dataset": name}``).
-    score_cron, retrain_cron : str
-        Cron expressions of the two deployments.
+    score_cron, retrain_cron, maintain_cron : str
+        Cron expressions of the three deployments.
     timezone : str
         IANA time zone the cron expressions are read in.
-    score_parameters, retrain_parameters : dict, optional
-        Default flow parameters of each deployment (e.g. ``{"workers": 4}``).
+    score_parameters, retrain_parameters, maintain_parameters : dict, optional
+        Default flow parameters of each deployment (e.g. ``{"workers": 4}``,
+        ``{"reports_older_than": "90d"}``).
 
     Returns
     -------
     list of prefect.deployments.runner.RunnerDeployment
-        ``[scheduled-scoring, nightly-retraining]``, not yet applied to any API. Each allows one
-        run at a time (the lake assumes one writer per dataset) and names its flow by module
+        ``[scheduled-scoring, nightly-retraining, nightly-maintenance]``, not yet applied to any
+        API. Each allows one run at a time (the lake assumes one writer per dataset; a
+        maintenance pass is safe beside them, :mod:`pipelines.lake.maintenance`) and names its flow by module
         path (``pipelines.flows.score.score``), so it runs wherever the package is installed.
     """
     from prefect.schedules import Cron
     from prefect.types.entrypoint import EntrypointType
 
+    from pipelines.flows.maintain import maintain
     from pipelines.flows.retrain import retrain
     from pipelines.flows.score import score
 
@@ -97,6 +108,8 @@ def build_deployments(
              "Score the batches each model's champion has not scored yet; PSI drift check."),
         plan(retrain, RETRAINING, retrain_cron, "retraining", retrain_parameters,
              "Train a challenger on the newest batches; promote it if it beats the champion."),
+        plan(maintain, MAINTENANCE, maintain_cron, "maintenance", maintain_parameters,
+             "Compact, checkpoint and clean the dataset's Delta tables; prune old reports if asked."),
     ]
 
 
@@ -139,15 +152,16 @@ def serve_all(
     datasets: Sequence[str],
     score_cron: str = SCORE_CRON,
     retrain_cron: str = RETRAIN_CRON,
+    maintain_cron: str = MAINTAIN_CRON,
     port: int = 4200,
     before_serving: Optional[Callable[[], None]] = None,
     **build_options: Any,
 ) -> None:
-    """Serve both deployments from this process until interrupted (``prefect.serve``).
+    """Serve the deployments from this process until interrupted (``prefect.serve``).
 
     Parameters
     ----------
-    datasets, score_cron, retrain_cron, **build_options
+    datasets, score_cron, retrain_cron, maintain_cron, **build_options
         As in :func:`build_deployments`.
     port : int
         Port of the local Prefect server started when ``PREFECT_API_URL`` is unset.
@@ -167,7 +181,8 @@ def serve_all(
         if before_serving is not None:
             before_serving()
         with temporary_settings({PREFECT_API_URL: api_url}):  # in case Prefect was imported already
-            deployments = build_deployments(datasets, score_cron, retrain_cron, **build_options)
+            deployments = build_deployments(datasets, score_cron, retrain_cron, maintain_cron=maintain_cron,
+                                            **build_options)
             serve(*deployments)
     finally:
         if server is not None:

@@ -83,6 +83,14 @@ def cmd_lake(args: argparse.Namespace) -> dict:
     return admin.run(args.action, args.dataset, args.batch_id)
 
 
+def cmd_maintain(args: argparse.Namespace) -> dict:
+    """``maintain``: the maintain flow on DATASET, or on every dataset of the lake."""
+    if args.dataset is not None:
+        preflight.require_batches(args.dataset)
+    return _run_flow(args, "maintain", "maintain", dataset=args.dataset, retention=args.retention,
+                     reports_older_than=args.reports_older_than)
+
+
 def cmd_train(args: argparse.Namespace) -> dict:
     """``train``: the train flow."""
     return _run_flow(
@@ -145,7 +153,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from pipelines import deployments
 
     deployments.serve_all(
-        args.datasets, score_cron=args.score_cron, retrain_cron=args.retrain_cron, port=args.port,
+        args.datasets, score_cron=args.score_cron, retrain_cron=args.retrain_cron, maintain_cron=args.maintain_cron,
+        port=args.port,
         before_serving=lambda: configure_console(args),
     )
     return EXIT_OK

@@ -31,6 +31,7 @@ environment (defaults in brackets):
   PREFECT_API_URL           Prefect server [a temporary local API per command]
   VAE_ANOMALY_DASK_ADDRESS  Dask scheduler for `score` [none: score in-process]
   VAE_ANOMALY_REVIEW_URL    review page that alerts link to [http://127.0.0.1:8765]
+  VAE_ANOMALY_LAKE_RETENTION  history `maintain` keeps (and `lake restore` reaches) [7d]
 """
 
 Command = Callable[..., argparse.ArgumentParser]
@@ -109,6 +110,33 @@ def add_lake(command: Command) -> None:
                    help="list | remove BATCH_ID | restore BATCH_ID | migrate (an old _manifest.json dataset)")
     _dataset(p)
     p.add_argument("batch_id", nargs="?", metavar="BATCH_ID")
+
+
+def duration(text: str, hours: bool = False) -> str:
+    """An argparse type: a duration such as ``90d`` or ``12h`` (:mod:`pipelines.durations`),
+    kept as text for the flow; with ``hours``, whole hours of at least one."""
+    from pipelines.durations import parse_duration, whole_hours
+
+    try:
+        if hours and whole_hours(text, "retention") < 1:
+            raise ValueError(f"retention {text!r}: at least 1h (a shorter one could vacuum a running writer's files)")
+        parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def add_maintain(command: Command) -> None:
+    """The ``maintain`` subcommand."""
+    p = command("maintain", "compact, checkpoint and clean the Delta tables of DATASET (every dataset when none is "
+                "named); safe while ingest and score run", commands.cmd_maintain, render.render_maintain)
+    p.add_argument("dataset", nargs="?", metavar="DATASET", type=dataset_name)
+    p.add_argument("--retention", metavar="DURATION", type=lambda text: duration(text, hours=True),
+                   help="history to keep: log entries and removed files older than this are deleted, and "
+                        "`lake restore` works for batches removed within it (default: VAE_ANOMALY_LAKE_RETENTION, 7d)")
+    p.add_argument("--reports-older-than", metavar="DURATION", type=duration,
+                   help="delete the reports of batches ingested longer ago, e.g. 90d (their verdicts, and the "
+                        "reports that hold one, stay)")
 
 
 def add_train(command: Command) -> None:
@@ -198,6 +226,7 @@ def add_serve(command: Command) -> None:
     _dataset(p, many=True)
     p.add_argument("--score-cron", default="0 * * * *", help="scoring schedule (default: hourly, %(default)r)")
     p.add_argument("--retrain-cron", default="0 2 * * *", help="retraining schedule (default: %(default)r)")
+    p.add_argument("--maintain-cron", default="0 3 * * *", help="lake maintenance schedule (default: %(default)r)")
     p.add_argument("--port", type=int, default=4200,
                    help="port of the local Prefect server started when PREFECT_API_URL is unset (default %(default)s)")
 
@@ -234,7 +263,7 @@ def add_demo(command: Command) -> None:
 
 #: The subcommands, in the order ``--help`` lists them.
 SUBCOMMANDS: tuple[Callable[[Command], None], ...] = (
-    add_ingest, add_lake, add_train, add_score, add_report, add_review, add_threshold, add_retrain, add_serve,
+    add_ingest, add_lake, add_maintain, add_train, add_score, add_report, add_review, add_threshold, add_retrain, add_serve,
     add_automations, add_alerts, add_bench, add_demo,
 )
 

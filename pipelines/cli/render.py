@@ -175,6 +175,37 @@ def render_automations(r: dict) -> list:
     ])]
 
 
+def render_maintain(r: dict) -> list:
+    """The result of ``maintain``: per dataset, one line per table (files, log, vacuum,
+    checkpoint, what was left for the next pass) and the reports pruned."""
+    from rich.table import Table
+
+    from pipelines.durations import format_hours
+
+    out: list = []
+    for d in r.get("datasets", []):
+        title = f"maintain {d.get('dataset')}: retention {format_hours(d.get('retention_hours', 0))}, {fmt(d.get('seconds'))} s"
+        table = Table(title=terminal(title), title_justify="left")
+        for name in ("table", "version", "files", "MB", "log files removed", "vacuumed", "checkpoint", "skipped"):
+            table.add_column(name, justify="left" if name in ("table", "skipped") else "right")
+        for t in d.get("tables", []):
+            table.add_row(
+                cell(t["table"]), cell(f"{t['version_before']} -> {t['version_after']}"),
+                cell(f"{t['files_before']} -> {t['files_after']}"),
+                cell(f"{t['bytes_before'] / 1e6:.3g} -> {t['bytes_after'] / 1e6:.3g}"), cell(t["log_files_removed"]),
+                cell(t["files_vacuumed"]), cell(t["checkpoint_version"]), cell("; ".join(t["skipped"]) or None),
+            )
+        out.append(table)
+        rows = [("orphaned data removed", ", ".join(d.get("orphans_removed") or []) or None)]
+        if d.get("reports_older_than_hours") is not None:
+            rows.append(("reports pruned", f"{len(d.get('reports_pruned') or [])} older than "
+                         f"{format_hours(d['reports_older_than_hours'])} ({d.get('reports_kept_reviewed', 0)} kept for their verdicts)"))
+        out.append(key_values("", rows))
+    if not r.get("datasets"):
+        out.append(key_values("maintain: no datasets in the lake", []))
+    return out
+
+
 def render_demo(summary: dict) -> list:
     """The demo's summary (:func:`pipelines.demo.render`)."""
     from pipelines import demo

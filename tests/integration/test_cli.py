@@ -21,7 +21,7 @@ import pytest
 from pipelines.cli import EXIT_ANOMALIES, EXIT_INPUT, EXIT_INTERRUPTED, EXIT_MODEL, EXIT_OK, EXIT_TERMINATED
 from pipelines.lake import Lake
 
-COMMANDS = ("ingest", "train", "score", "retrain", "serve", "bench", "demo")
+COMMANDS = ("ingest", "maintain", "train", "score", "retrain", "serve", "bench", "demo")
 SCRIPT = Path(sys.executable).with_name("vae-anomaly")
 
 
@@ -109,7 +109,7 @@ def prefect_started(env: dict) -> bool:
     return any(Path(env["PREFECT_HOME"]).glob("*.db"))
 
 
-@pytest.mark.parametrize("command", ["score", "report", "threshold", "retrain"])
+@pytest.mark.parametrize("command", ["score", "report", "threshold", "retrain", "maintain"])
 def test_a_dataset_without_batches_exits_2_before_prefect_starts(cli_env, command):
     extra = ["--from-reviews"] if command == "threshold" else []
     result = vae_anomaly(cli_env, command, "nothing-here", *extra)
@@ -117,6 +117,34 @@ def test_a_dataset_without_batches_exits_2_before_prefect_starts(cli_env, comman
     line = assert_one_error_line(result)
     assert "dataset 'nothing-here' has no committed batches" in line and "vae-anomaly ingest" in line
     assert not prefect_started(cli_env)
+
+
+def test_maintain_refuses_bad_durations_with_one_line_before_prefect_starts(cli_env):
+    for args, says in ((["--retention", "30m"], "retention '30m': must be whole hours"),
+                       (["--retention", "0h"], "retention '0h': at least 1h"),
+                       (["--reports-older-than", "90 days"], "duration '90 days': expected a whole number and a unit")):
+        result = vae_anomaly(cli_env, "maintain", *args)
+        assert result.returncode == EXIT_INPUT, (args, result.stderr)
+        assert says in assert_one_error_line(result)
+    assert not prefect_started(cli_env)
+
+
+@pytest.mark.slow
+def test_maintain_compacts_every_dataset_of_the_lake_and_prints_what_it_did(cli_env, tmp_path):
+    lake = Lake(cli_env["VAE_ANOMALY_LAKE"])
+    for n in range(3):
+        (tmp_path / f"{n}.csv").write_text(f"id,amount\n{n},1.5\n{n + 10},2.5\n")
+        lake.ingest("a", tmp_path / f"{n}.csv")
+    lake.ingest("b", tmp_path / "0.csv")
+    rows = lake.read("a")
+    result = vae_anomaly(cli_env, "maintain", "--retention", "2h", "--reports-older-than", "90d", "--json")
+    assert result.returncode == EXIT_OK, result.stderr
+    done = {d["dataset"]: d for d in json.loads(result.stdout)["datasets"]}
+    assert sorted(done) == ["a", "b"] and done["a"]["retention_hours"] == 2
+    batches = next(t for t in done["a"]["tables"] if t["table"] == "batches")
+    assert (batches["files_before"], batches["files_after"], batches["checkpoint_version"]) == (3, 1, batches["version_after"])
+    assert done["a"]["reports_older_than_hours"] == 90 * 24 and done["a"]["reports_pruned"] == []
+    assert lake.read("a").equals(rows)
 
 
 @pytest.mark.slow

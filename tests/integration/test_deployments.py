@@ -1,11 +1,13 @@
-"""The scheduled-scoring and nightly-retraining deployments: built, applied to a real Prefect
-API and read back; and prefect.yaml declaring the same ones for workers."""
+"""The scheduled-scoring, nightly-retraining and nightly-maintenance deployments: built, applied
+to a real Prefect API and read back; and prefect.yaml declaring the same ones for workers."""
 from pathlib import Path
 
 import pytest
 import yaml
 
-from pipelines.deployments import RETRAIN_CRON, RETRAINING, SCORE_CRON, SCORING, build_deployments
+from pipelines.deployments import (
+    MAINTAIN_CRON, MAINTENANCE, RETRAIN_CRON, RETRAINING, SCORE_CRON, SCORING, build_deployments,
+)
 
 PREFECT_YAML = Path(__file__).resolve().parents[2] / "prefect.yaml"
 DATASETS = ["transactions", "sensors"]
@@ -19,22 +21,30 @@ def schedules_of(deployment) -> list[tuple[str, str, dict]]:
     )
 
 
-def test_build_gives_scoring_and_retraining_with_one_schedule_per_dataset():
-    scoring, retraining = build_deployments(DATASETS)
+def test_build_gives_scoring_retraining_and_maintenance_with_one_schedule_per_dataset():
+    scoring, retraining, maintenance = build_deployments(DATASETS)
     assert (scoring.name, scoring.flow_name, scoring.entrypoint) == (SCORING, "score", "pipelines.flows.score.score")
     assert (retraining.name, retraining.flow_name) == (RETRAINING, "retrain")
-    assert (SCORE_CRON, RETRAIN_CRON) == ("0 * * * *", "0 2 * * *")
+    assert (maintenance.name, maintenance.flow_name, maintenance.entrypoint) == (
+        MAINTENANCE, "maintain", "pipelines.flows.maintain.maintain")
+    assert (SCORE_CRON, RETRAIN_CRON, MAINTAIN_CRON) == ("0 * * * *", "0 2 * * *", "0 3 * * *")
     assert schedules_of(scoring) == [(SCORE_CRON, "UTC", {"dataset": d}) for d in sorted(DATASETS)]
     assert schedules_of(retraining) == [(RETRAIN_CRON, "UTC", {"dataset": d}) for d in sorted(DATASETS)]
+    assert schedules_of(maintenance) == [(MAINTAIN_CRON, "UTC", {"dataset": d}) for d in sorted(DATASETS)]
     assert scoring.parameters == {} and scoring.concurrency_limit == 1  # the dataset comes from the schedule
+    assert maintenance.parameters == {} and maintenance.concurrency_limit == 1  # one pass at a time
     assert "dataset" in scoring._parameter_openapi_schema.required
 
 
 def test_build_options_set_crons_and_default_parameters():
-    scoring, retraining = build_deployments(["sensors"], score_cron="*/15 * * * *", retrain_cron="30 3 * * 0",
-                                            score_parameters={"workers": 2})
+    scoring, retraining, maintenance = build_deployments(
+        ["sensors"], score_cron="*/15 * * * *", retrain_cron="30 3 * * 0", score_parameters={"workers": 2},
+        maintain_cron="0 4 * * *", maintain_parameters={"reports_older_than": "90d"},
+    )
     assert schedules_of(scoring) == [("*/15 * * * *", "UTC", {"dataset": "sensors"})]
     assert schedules_of(retraining) == [("30 3 * * 0", "UTC", {"dataset": "sensors"})]
+    assert schedules_of(maintenance) == [("0 4 * * *", "UTC", {"dataset": "sensors"})]
+    assert maintenance.parameters == {"dataset": "sensors", "reports_older_than": "90d"}
     assert scoring.parameters == {"dataset": "sensors", "workers": 2}  # one dataset: also the default
     with pytest.raises(ValueError):
         build_deployments([])
@@ -57,6 +67,7 @@ def test_deployments_apply_to_the_api_and_read_back(prefect_harness):
         scoring = client.read_deployment_by_name(f"score/{SCORING}")
         assert [s[0] for s in schedules_of(scoring)] == ["*/5 * * * *"] * 2
         assert [s[0] for s in schedules_of(client.read_deployment_by_name(f"retrain/{RETRAINING}"))] == [RETRAIN_CRON] * 2
+        assert [s[0] for s in schedules_of(client.read_deployment_by_name(f"maintain/{MAINTENANCE}"))] == [MAINTAIN_CRON] * 2
 
 
 def test_prefect_yaml_declares_the_same_deployments_on_the_pools():
@@ -68,7 +79,7 @@ def test_prefect_yaml_declares_the_same_deployments_on_the_pools():
     model = PrefectYamlModel.model_validate(raw)  # `prefect deploy` skips a file that fails this
     declared = {d.name: d for d in model.deployments}
     pools = {name: d.work_pool.name for name, d in declared.items()}
-    assert pools == {SCORING: "cpu", RETRAINING: "gpu", "on-demand-training": "gpu"}
+    assert pools == {SCORING: "cpu", RETRAINING: "gpu", MAINTENANCE: "cpu", "on-demand-training": "gpu"}
     for built in build_deployments(DATASETS):
         mine = declared[built.name]
         assert mine.entrypoint == built.entrypoint  # a module path: Dask workers can unpickle its tasks

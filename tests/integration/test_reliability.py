@@ -426,3 +426,93 @@ def _label(lake: Lake) -> str:
     """The scores label the model's runs write under (the only one in these lakes)."""
     versions = set(lake.read_scores("d")["model_version"])
     return versions.pop() if versions else "none"
+
+
+# ----------------------------------------------------------------------------- maintenance beside the writers
+
+MAINTAIN_LOOP = """
+from pipelines.lake.errors import LakeError
+from pipelines.lake.maintenance import maintain
+passes, skipped, compacted = 0, [], 0
+while not os.path.exists({stop!r}):
+    try:
+        done = maintain(Lake({root!r}), "d", retention_hours=1)
+    except LakeError as exc:
+        if "no batches table" not in str(exc):
+            raise
+        time.sleep(0.05)
+        continue
+    passes += 1
+    skipped += [s for t in done.tables for s in t.skipped]
+    compacted += sum(t.files_compacted for t in done.tables)
+print(json.dumps({{"passes": passes, "skipped": skipped, "compacted": compacted}}), flush=True)
+"""
+
+
+def maintenance_loop(root: str, go: Path, stop: Path) -> subprocess.Popen:
+    """A child running maintenance passes over dataset ``d`` one after another until ``stop`` exists."""
+    return child(MAINTAIN_LOOP.format(root=root, stop=str(stop)), go)
+
+
+def stop_loop(proc: subprocess.Popen, stop: Path) -> dict:
+    """Stop a :func:`maintenance_loop` child after its current pass; what its passes did."""
+    stop.touch()
+    return json.loads(finish(proc).splitlines()[-1])
+
+
+def test_concurrent_ingests_with_maintenance_passes_running_all_land_and_a_killed_pass_harms_nothing(tmp_path):
+    """Four ingests of different files while maintenance passes (compaction of the growing
+    batches table, retention, vacuum, checkpoints, log cleanup) run in another process: every
+    batch lands whole, nothing lost, nothing twice, and no writer fails. Then passes killed -9
+    at random points: the lake reads the same and the next pass completes."""
+    root, go, stop = tmp_path / "lake", tmp_path / "go", tmp_path / "stop"
+    lake = Lake(root)
+    seeds = []
+    for n in range(3):  # small batches first: the passes have files to compact from the start
+        path = tmp_path / f"seed-{n}.csv"
+        path.write_text("id,amount,channel,online\n" + "".join(f"{-10 * n - i},{i}.5,web,true\n" for i in range(1, 6)))
+        seeds.append(lake.ingest("d", path).source)
+    sources = [write_csv(tmp_path, seed) for seed in range(4)]
+    procs = [child(INGEST.format(root=str(root), source=str(s)), go) for s in sources]
+    loop = maintenance_loop(str(root), go, stop)
+    start_together([*procs, loop], go)
+    reports = [json.loads(finish(p).splitlines()[-1]) for p in procs]  # every writer exits 0
+    passes = stop_loop(loop, stop)
+    print(f"maintenance beside 4 ingests: {passes}")
+    assert passes["passes"] >= 1 and passes["compacted"] >= 3, passes
+    assert not any(r["skipped"] for r in reports)
+    assert {r["batch_id"] for r in reports} <= {b.batch_id for b in lake.list_batches("d")}
+    rows = lake.read("d")
+    assert len(rows) == 4 * (ROWS - BAD) + 15 and rows["id"].is_unique  # nothing lost, nothing twice
+    assert len(lake.read_quarantine("d")) == 4 * BAD
+    assert_consistent(lake, "d", {**{str(s): ROWS for s in sources}, **{s: 5 for s in seeds}})
+    assert lake.vacuum("d") == []  # no orphaned rows either
+
+    rng = random.Random(RNG_SEED + 2)
+    for i in range(3):
+        killed_go = tmp_path / f"go-killed-{i}"
+        proc = maintenance_loop(str(root), killed_go, tmp_path / f"never-{i}")
+        kill_after(lambda: maintenance_loop(str(root), killed_go, tmp_path / f"never-{i}"), killed_go,
+                   rng.uniform(0.05, 1.5), proc)
+        again = Lake(root)
+        assert again.read("d").equals(rows)
+        assert_consistent(again, "d", {**{str(s): ROWS for s in sources}, **{s: 5 for s in seeds}})
+    from pipelines.lake.maintenance import maintain
+
+    final = maintain(lake, "d", retention_hours=1)
+    assert all(t.skipped == [] for t in final.tables) and lake.read("d").equals(rows)
+    assert final.table("batches").files_after == 1
+
+
+def test_two_concurrent_score_runs_with_maintenance_passes_running_give_undisturbed_scores(scored):
+    root, go, stop = _copy(scored, "maintained"), scored["folder"] / "go-maintained", scored["folder"] / "stop-maintained"
+    code = SCORE.format(root=root, tracking=scored["tracking"])
+    procs = [child(code, go, scored["env"], SCORE_IMPORTS) for _ in range(2)]
+    loop = maintenance_loop(root, go, stop)
+    start_together([*procs, loop], go)
+    for proc in procs:
+        finish(proc, timeout=300)
+    passes = stop_loop(loop, stop)
+    print(f"maintenance beside 2 score runs: {passes}")
+    assert passes["passes"] >= 1, passes
+    pd.testing.assert_frame_equal(_scores(Lake(root)), scored["reference"])

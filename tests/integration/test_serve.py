@@ -106,7 +106,7 @@ def test_served_scheduled_scoring_is_scheduled_and_runs(servers, tmp_path, sampl
     assert trained["version"] == "1" and "champion" in trained["aliases"]
 
     # what `serve` will register: names and crons from the module, not guessed
-    scoring, retraining = build_deployments([DATASET])
+    scoring, retraining, _ = build_deployments([DATASET])
     [score_cron] = {s.schedule.cron for s in scoring.schedules}
 
     serve_log = tmp_path / "serve.log"

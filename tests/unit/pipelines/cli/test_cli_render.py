@@ -107,3 +107,17 @@ def test_a_time_series_score_prints_its_events():
     assert "s[/]2 2024-03-01T01:00:00+00:00 – 2024-03-01T03:55:00+00:00 (36 points)" in out.replace("\n", "")
     table = printed(render_score(score_result()), terminal=False)  # a table: no events column
     assert "events" not in table
+
+
+def test_maintain_prints_each_table_and_the_reports_pruned():
+    from pipelines.cli.render import render_maintain
+    from pipelines.lake.maintenance import MaintenanceReport, TableMaintenance
+
+    done = MaintenanceReport("tx", 168, [TableMaintenance("batches", 9, 12, 10, 1, 51_000, 5_400, 10, 1, 10, 12, 14, 11,
+                                                          ["vacuum: lost [bold]"])],
+                             reports_older_than_hours=2160.0, reports_pruned=["m-v1/b1", "m-v1/b2"], reports_kept_reviewed=1)
+    out = " ".join(printed(render_maintain(jsonable({"datasets": [done.to_dict()]})), terminal=False).split())
+    assert "maintain tx: retention 7d" in out
+    assert "batches │ 9 -> 12 │ 10 -> 1 │ 0.051 -> 0.0054 │ 11 │ 10 │ 12 │ vacuum: lost [bold]" in out
+    assert "reports pruned 2 older than 90d (1 kept for their verdicts)" in out
+    assert "no datasets in the lake" in printed(render_maintain({"datasets": []}), terminal=False)
