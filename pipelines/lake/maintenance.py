@@ -83,6 +83,7 @@ class TableMaintenance:
     log_files_before: int = 0
     log_files_removed: int = 0
     skipped: list[str] = field(default_factory=list)  # steps left for the next pass, and why
+    commits_lost: int = 0  # maintenance commits refused for a concurrent writer's, then retried
 
 
 @dataclass
@@ -189,6 +190,7 @@ def _retry(done: TableMaintenance, step: str, run) -> None:
             run()
             return
         except CommitFailedError:
+            done.commits_lost += 1
             delta.backoff(attempt)
     done.skipped.append(f"{step}: {ATTEMPTS} commits lost to concurrent writers; left for the next pass")
 

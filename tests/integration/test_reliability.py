@@ -433,7 +433,7 @@ def _label(lake: Lake) -> str:
 MAINTAIN_LOOP = """
 from pipelines.lake.errors import LakeError
 from pipelines.lake.maintenance import maintain
-passes, skipped, compacted = 0, [], 0
+passes, skipped, compacted, lost = 0, [], 0, 0
 while not os.path.exists({stop!r}):
     try:
         done = maintain(Lake({root!r}), "d", retention_hours=1)
@@ -445,7 +445,8 @@ while not os.path.exists({stop!r}):
     passes += 1
     skipped += [s for t in done.tables for s in t.skipped]
     compacted += sum(t.files_compacted for t in done.tables)
-print(json.dumps({{"passes": passes, "skipped": skipped, "compacted": compacted}}), flush=True)
+    lost += sum(t.commits_lost for t in done.tables)
+print(json.dumps({{"passes": passes, "skipped": skipped, "compacted": compacted, "commits_lost": lost}}), flush=True)
 """
 
 

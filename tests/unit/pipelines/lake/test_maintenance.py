@@ -146,3 +146,27 @@ def test_bad_input_is_a_clear_error(lake, tmp_path):
     with pytest.raises(LakeError, match="retention must be 0 hours or more"):
         maintain(lake, "d", retention_hours=-1)
     assert maintain(str(lake.root), "d", retention_hours=0).table("batches").files_after == 1  # a URL works too
+
+
+def test_the_installed_delta_rs_commits_compaction_over_appends_and_refuses_it_over_an_overwrite(tmp_path):
+    """What the pass's concurrency rests on (deltalake 1.6.6): a compaction planned before a
+    concurrent append still commits (the appended file stays beside the compacted one), and one
+    planned before a concurrent partition overwrite is refused, so no overwritten row comes back."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+    from deltalake.exceptions import CommitFailedError
+
+    from pipelines.lake import delta
+
+    uri = str(tmp_path / "t")
+    for i in range(3):
+        write_deltalake(uri, pa.table({"b": ["x"], "v": [i]}), mode="append", partition_by=["b"])
+    stale = DeltaTable(uri)
+    write_deltalake(uri, pa.table({"b": ["x"], "v": [10]}), mode="append", partition_by=["b"])
+    assert stale.optimize.compact(commit_properties=delta.commit_properties("compact"))["numFilesRemoved"] == 3
+    assert sorted(DeltaTable(uri).to_pandas()["v"]) == [0, 1, 2, 10]
+    stale = DeltaTable(uri)
+    delta.replace_partition(uri, {}, pa.table({"b": ["x"], "v": [99]}), {"b": "x"}, "test", "rows")
+    with pytest.raises(CommitFailedError):
+        stale.optimize.compact(commit_properties=delta.commit_properties("compact"))
+    assert DeltaTable(uri).to_pandas()["v"].tolist() == [99]
