@@ -59,15 +59,25 @@ def delta_storage_options(url: str, options: dict[str, Any]) -> dict[str, str]:
     return out  # delta-rs 1.x commits to S3 with conditional writes: no locking provider needed
 
 
+class LakeDeltaTable(DeltaTable):
+    """A :class:`DeltaTable` that remembers the storage options it was opened with
+    (:attr:`opened_with`), so that :func:`arrow_dataset` can build Arrow's own file system for
+    it; delta-rs keeps them only in a private attribute."""
+
+    def __init__(self, table_uri: str, version: Optional[int] = None, storage_options: Optional[dict[str, str]] = None):
+        super().__init__(table_uri, version=version, storage_options=storage_options)
+        self.opened_with: dict[str, str] = dict(storage_options or {})
+
+
 def open_table(uri: str, options: dict[str, str], version: Optional[int] = None) -> Optional[DeltaTable]:
     """The Delta table at ``uri`` (at ``version``), or ``None`` if there is none yet."""
     try:
-        return DeltaTable(uri, version=version, storage_options=options or None)
+        return LakeDeltaTable(uri, version=version, storage_options=options or None)
     except TableNotFoundError:
         return None
 
 
-def arrow_dataset(table: DeltaTable, **options: Any) -> pds.Dataset:
+def arrow_dataset(table: DeltaTable, storage_options: Optional[dict[str, str]] = None, **options: Any) -> pds.Dataset:
     """``table.to_pyarrow_dataset(**options)``, reading the table's files with Arrow's own file
     system where there is one for it (local and S3 tables:
     :func:`pipelines.lake.filesystems.native_filesystem`).
@@ -79,13 +89,14 @@ def arrow_dataset(table: DeltaTable, **options: Any) -> pds.Dataset:
     unwinding through Arrow's ``noexcept`` destructor calls ``std::terminate`` ("terminate called
     without an active exception", SIGABRT after the program's work is done; delta-io/delta-rs#2184,
     apache/arrow#34314). A native file system keeps Python out of Arrow's threads. The S3 one is
-    built from the options the table was opened with (``DeltaTable._storage_options``, what
-    delta-rs itself gives its handler). ``gs://`` and ``az://`` tables, and S3 options with no
-    ``S3FileSystem`` equivalent, still read through the handler; the CLI then ends without the
-    interpreter's finalization (:func:`pipelines.cli.lifecycle.finish`).
+    built from the options the table was opened with: ``storage_options``, else those a
+    :class:`LakeDeltaTable` (:func:`open_table`) remembers. ``gs://`` and ``az://`` tables, S3
+    options with no ``S3FileSystem`` equivalent, and S3 tables whose options are unknown still
+    read through the handler; the CLI then ends without the interpreter's finalization
+    (:func:`pipelines.cli.lifecycle.finish`).
     """
     if "filesystem" not in options:
-        opened_with = (table._storage_options or {}) if hasattr(table, "_storage_options") else None
+        opened_with = storage_options if storage_options is not None else getattr(table, "opened_with", None)
         filesystem = native_filesystem(table.table_uri, opened_with)
         if filesystem is not None:
             options["filesystem"] = filesystem
