@@ -106,7 +106,7 @@ class FeedbackStore:
     def history(self) -> pd.DataFrame:
         """Every action, oldest first."""
         try:
-            table = arrow_dataset(DeltaTable(self.uri, storage_options=self.options)).to_table()
+            table = arrow_dataset(DeltaTable(self.uri, storage_options=self.options), self.options or {}).to_table()
         except TableNotFoundError:
             table = SCHEMA.empty_table()
         return table.to_pandas().sort_values(["at", "action_id"], kind="stable").reset_index(drop=True)
