@@ -147,6 +147,7 @@ def maintain(
     if hours < 0:
         raise LakeError(f"retention must be 0 hours or more, got {retention_hours!r}")
     now = now or datetime.now(timezone.utc)
+    now = now if now.tzinfo is not None else now.replace(tzinfo=timezone.utc)  # a naive time is UTC, as in the lake
     if lake.tables.open(dataset, "batches") is None:
         raise LakeError(f"dataset {dataset!r} has no batches table in {lake.url!r}: nothing to maintain")
     report = MaintenanceReport(dataset, hours)
@@ -219,8 +220,8 @@ def _files(table) -> tuple[int, int]:
 def _log_files(lake: Lake, dataset: str, name: str) -> set[str]:
     """Names of the commits and checkpoints in the table's ``_delta_log``."""
     folder = lake.tables.path(dataset, name, "_delta_log")
+    lake.fs.invalidate_cache(folder)  # an object store's listing may be cached from before the pass
     names = {p.rstrip("/").rsplit("/", 1)[-1] for p in lake.fs.ls(folder, detail=False)}
-    lake.fs.invalidate_cache(folder)
     return {n for n in names if n.endswith((".json", ".parquet")) and n[:1].isdigit()}
 
 

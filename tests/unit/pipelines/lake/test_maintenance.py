@@ -135,7 +135,8 @@ def test_old_reports_are_pruned_the_reviewed_ones_and_every_verdict_stay(small_l
     assert not Path(store.folder(ReportRef("d", "m-v1", ids[1]))).exists()  # the whole folder
     pd.testing.assert_frame_equal(feedback.history(), verdicts)
     assert "feedback" in {t.table for t in done.tables}  # maintained like the others
-    again = maintain(lake, "d", reports_older_than=timedelta(days=90), now=datetime.now(timezone.utc) + timedelta(days=91))
+    naive = datetime.now(timezone.utc).replace(tzinfo=None) + timedelta(days=91)  # read as UTC
+    again = maintain(lake, "d", reports_older_than=timedelta(days=90), now=naive)
     assert again.reports_pruned == [] and again.reports_kept_reviewed == 1
 
 
