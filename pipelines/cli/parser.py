@@ -221,7 +221,8 @@ def add_threshold(command: Command) -> None:
 
 def add_serve(command: Command) -> None:
     """The ``serve`` subcommand."""
-    p = command("serve", "serve the scheduled-scoring and nightly-retraining deployments from this process",
+    p = command("serve", "serve the scheduled-scoring, nightly-retraining and nightly-maintenance deployments "
+                "from this process",
                 commands.cmd_serve)
     _dataset(p, many=True)
     p.add_argument("--score-cron", default="0 * * * *", help="scoring schedule (default: hourly, %(default)r)")
