@@ -90,15 +90,18 @@ def table_files(lake, dataset: str) -> dict[str, dict[str, int]]:
 
 
 def maintenance_hook() -> Optional[Callable[[str, str], object]]:
-    """The lake's maintenance pass ``(lake_url, dataset)``, when the project has one."""
+    """The lake's maintenance pass ``(lake_url, dataset)`` (:func:`pipelines.lake.maintenance.maintain`),
+    when the project has one. Its retention is 0 hours: a night of the benchmark lasts seconds,
+    and after the nights of a year only the retention's last log entries and files are left,
+    which a retention of hours of wall time would never let go of here (nothing writes while a
+    pass runs, so no writer's files are young)."""
     import importlib.util
 
     if importlib.util.find_spec("pipelines.lake.maintenance") is None:
         return None
-    from pipelines.lake import maintenance
+    from pipelines.lake import Lake, maintenance
 
-    run = getattr(maintenance, "maintain", None) or getattr(maintenance, "maintain_dataset", None)
-    return None if run is None else (lambda lake_url, dataset: run(lake_url, dataset))
+    return lambda lake_url, dataset: maintenance.maintain(Lake(lake_url), dataset, retention_hours=0)
 
 
 class History:
