@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from typing import Any, Optional
 
 from pipelines.alerts import deliver, message
+from pipelines.alerts.automation import automated
 from pipelines.alerts.ledger import Decision, Ledger, sent_today
 from pipelines.alerts.outbox import deliver_claim, entry
 from pipelines.alerts.pipeline import check_freshness
@@ -111,7 +112,8 @@ def _content(row: dict) -> dict:
 def alert_scored(summary: dict, lake_url: Optional[str] = None, now: Optional[datetime] = None,
                  attempts: Optional[int] = None, backoff_s: Optional[float] = None) -> dict[str, Any]:
     """Alert the dataset's rules about the batches a score run committed (its result ``summary``),
-    send the digests that are due, and check the rules' freshness. Never raises.
+    send the digests that are due, and check the rules' freshness (but for rules whose freshness
+    automation is on the Prefect server: :func:`pipelines.alerts.automation.automated`). Never raises.
 
     Returns
     -------
@@ -138,12 +140,14 @@ def alert_scored(summary: dict, lake_url: Optional[str] = None, now: Optional[da
         urls = [r.url for r in rules]
         out["rules"] = len(rules)
         records = lake.list_batches(dataset) if rules else []
+        on_server = automated(rules)  # their freshness is the server's automation's to tell
         for rule in rules:
             try:
                 ran, recover = candidates(summary, rule, records)
                 out["alerts"] += alert_batches(lake, dataset, summary["scores_key"], rule, ran, now,
                                                settings.review_url, attempts, backoff_s, recover)
-                out["alerts"] += check_freshness(lake, dataset, rule, records, now, attempts, backoff_s)
+                if rule.name not in on_server:
+                    out["alerts"] += check_freshness(lake, dataset, rule, records, now, attempts, backoff_s)
             except Exception as exc:  # noqa: BLE001 - one rule's failure stops neither the others nor the run
                 out["alerts"].append(entry(rule, "*", "rule", "failed", 0, scrub(f"{type(exc).__name__}: {exc}", urls)))
     except Exception as exc:  # noqa: BLE001 - alerting never fails the score run

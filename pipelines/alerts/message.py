@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Optional
 from urllib.parse import quote, urlencode
 
+from pipelines.alerts.rules import duration
+
 TOP_ITEMS = 5
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
 
@@ -140,10 +142,9 @@ def digest(dataset: str, rule, window: str, held: list[dict]) -> tuple[str, str]
 
 def stale(dataset: str, rule, latest_batch: Optional[str], latest_at: Optional[str], age_s: Optional[float]) -> tuple[str, str]:
     """A freshness alert: no batch of ``dataset`` was ingested within the rule's ``expect_every``."""
-    every = rule.expect_every_s / 3600
-    title = f"[vae-anomaly] {text(dataset)}: no new batch for {'ever' if age_s is None else f'{age_s / 3600:.1f} h'}"
+    title = f"[vae-anomaly] {text(dataset)}: no new batch for {'ever' if age_s is None else duration(age_s)}"
     said = "no batch was ever ingested" if latest_batch is None else f"the latest batch, {text(latest_batch)}, was ingested at {latest_at}"
-    return title, f"rule {text(rule.name)} expects a batch of {text(dataset)} every {every:g} h; {said}."
+    return title, f"rule {text(rule.name)} expects a batch of {text(dataset)} every {duration(rule.expect_every_s)}; {said}."
 
 
 def failure(dataset: str, flow_name: str, state: str, run: str, message: str) -> tuple[str, str]:

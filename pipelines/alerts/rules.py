@@ -61,6 +61,14 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * _UNITS[m.group(2)]
 
 
+def duration(seconds: float) -> str:
+    """Seconds in the largest unit of :func:`parse_duration` that keeps them short: ``2 h``, ``30 m``, ``10 s``."""
+    for unit in ("d", "h", "m"):
+        if seconds >= _UNITS[unit]:
+            return f"{seconds / _UNITS[unit]:.3g} {unit}"
+    return f"{seconds:.3g} s"
+
+
 def quiet_window(quiet: Optional[str], now: datetime) -> Optional[str]:
     """The quiet window ``now`` falls in, named by the UTC date it began on (``quiet:2026-12-07``),
     or None outside quiet hours (or with none set)."""

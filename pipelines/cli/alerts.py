@@ -42,7 +42,8 @@ def add_actions(p: argparse.ArgumentParser, parents: list, parser_class: type, d
     fresh = sub.add_parser("freshness", parents=common, help="check the --expect-every rules now (the score flow does it too)")
     fresh.add_argument("dataset", nargs="?", metavar="DATASET", type=dataset_type)
     sub.add_parser("automations", parents=common,
-                   help="create on PREFECT_API_URL's server the automation of each --on-failure rule (and delete those of removed ones)")
+                   help="create on PREFECT_API_URL's server the automations of the --on-failure and --expect-every rules "
+                        "(and delete those of removed ones)")
 
 
 def cmd_alerts(args: argparse.Namespace) -> dict[str, Any]:
@@ -69,10 +70,10 @@ def cmd_alerts(args: argparse.Namespace) -> dict[str, Any]:
         if action == "test":
             return {"action": "test", "alerts": [send_sample(lake, args.name)]}
         if action == "automations":
-            from pipelines.alerts.automation import ensure_failure_automations
+            from pipelines.alerts.automation import ensure_automations
 
             try:
-                return ensure_failure_automations(lake)
+                return ensure_automations(lake)
             except ValueError as exc:
                 raise UsageError(str(exc)) from exc
         if action == "log":
@@ -105,6 +106,8 @@ def render_alerts(r: dict) -> list:
     """Rules as a table (URLs masked), or the alerts an action sent."""
     from rich.table import Table
 
+    from pipelines.alerts.rules import duration
+
     if "rules" in r:
         table = Table(title=terminal(f"alert rules ({r['action']})"), title_justify="left")
         for col in ("name", "dataset", "to", "bar", "quiet", "per day", "on failure", "expect every"):
@@ -113,7 +116,7 @@ def render_alerts(r: dict) -> list:
             every = x.get("expect_every_s")
             table.add_row(*(terminal("-" if v is None else str(v)) for v in (
                 x["name"], x["dataset"], x["url"], x["bar"], x.get("quiet"), x.get("per_day"), "yes" if x.get("on_failure") else "no",
-                None if every is None else f"{every / 3600:g} h")))
+                None if every is None else duration(every))))
         return [table]
     if "automations" in r:
         table = Table(title=terminal("alert automations"), title_justify="left")

@@ -2,7 +2,8 @@
 
 Tasks: ``read-source`` (I/O, retried) -> ``load-dataset-state`` (I/O, retried) ->
 ``validate-batch`` (pure) -> ``commit-batch`` (I/O, retried; safe to repeat) ->
-``publish-ingest-summary`` (a markdown artifact with the counts).
+``publish-ingest-summary`` (a markdown artifact with the counts). A committed batch is also a
+``vae-anomaly.batch.ingested`` event (:func:`pipelines.alerts.automation.emit_ingested`).
 """
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+from pipelines.alerts.automation import emit_ingested
 from pipelines.escaping import markdown as md
 from pipelines.flows.common import IO_RETRIES, IO_RETRY_DELAY, io_task
 from pipelines.lake import (
@@ -159,6 +161,8 @@ def ingest(
         report.rows_accepted,
         report.rows_quarantined,
     )
+    if not report.skipped:  # the freshness automations' clock (pipelines.alerts.automation)
+        emit_ingested(dataset, report.batch_id, report.rows_accepted)
     publish_summary(result)
     return result
 
