@@ -205,3 +205,60 @@ def test_the_alert_tables_are_lake_tables_that_batch_removal_restore_and_vacuum_
     alert_lake.vacuum("d", retention_hours=0)
     assert sorted(batches(alert_lake)) == sorted([b1, b2])
     assert (RuleStore(alert_lake).rules("d"), Ledger(alert_lake, "d").entries()) == before
+
+
+def test_concurrent_score_runs_send_each_batch_alert_once(alert_lake, json_receiver):
+    b1, b2 = batches(alert_lake)
+    for b in (b1, b2):
+        store_report(alert_lake, b, [(9.0, False)])
+    add(alert_lake, json_receiver.url(), per_day=5)
+    barrier, results = threading.Barrier(3), []
+
+    def run():
+        barrier.wait()
+        results.append(alert_scored(summary(alert_lake, [b1, b2]), alert_lake.url, now=NOON))
+
+    threads = [threading.Thread(target=run) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(p["title"].rsplit(" ", 1)[1] for p in json_receiver.received()) == sorted([b1, b2])
+    states = sorted(a["state"] for r in results for a in r["alerts"])
+    assert states == ["already"] * 4 + ["sent"] * 2 and all(r["error"] is None for r in results)
+
+
+def test_a_run_killed_after_committing_scores_is_caught_up_by_the_next(alert_lake, json_receiver, tmp_path):
+    add(alert_lake, json_receiver.url())
+    source = tmp_path / "b3.csv"
+    source.write_text("x,y\n" + "".join(f"{30 + k},{k}\n" for k in range(5)))
+    b3 = alert_lake.ingest("d", source).batch_id  # ingested after the rule: scored, then the run died
+    store_report(alert_lake, b3, [(9.0, False)])
+    result = alert_scored(summary(alert_lake, [], skipped=[*batches(alert_lake)]), alert_lake.url, now=NOON)
+    assert [(a["key"], a["state"]) for a in result["alerts"]] == [(b3, "sent")]  # not the two from before the rule
+    assert json_receiver.received()[0]["title"].endswith(b3)
+
+
+KILLED_RUN = """
+import os, signal, sys
+from datetime import datetime, timezone
+from pipelines.alerts import alert_scored, deliver
+deliver.send = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)  # kill -9 after the claim, before the send
+alert_scored({"dataset": "d", "scores_key": sys.argv[2], "scored": [{"batch_id": sys.argv[3]}], "skipped": [],
+              "reports_rebuilt": []}, sys.argv[1], now=datetime(2026, 12, 8, 12, tzinfo=timezone.utc))
+"""
+
+
+def test_a_run_killed_with_sigkill_between_claim_and_send_is_not_sent_twice(alert_lake, json_receiver):
+    import signal
+    import subprocess
+    import sys
+
+    b1, _ = batches(alert_lake)
+    store_report(alert_lake, b1, [(9.0, False)])
+    add(alert_lake, json_receiver.url())
+    killed = subprocess.run([sys.executable, "-c", KILLED_RUN, alert_lake.url, KEY, b1], capture_output=True, timeout=120)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert [(e["key"], e["state"]) for e in Ledger(alert_lake, "d").entries()] == [(b1, "unconfirmed")]
+    again = alert_scored(summary(alert_lake, [b1]), alert_lake.url, now=NOON)
+    assert [a["state"] for a in again["alerts"]] == ["already"] and json_receiver.received() == []
