@@ -145,18 +145,20 @@ class History:
         """The score task's work on one batch, then a verdict on every item of its report."""
         from pipelines.flows.score import score_batch
         from pipelines.reports.store import ReportRef, ReportStore
-        from pipelines.review.app import feedback_store
-        from pipelines.review.feedback import Verdict
 
         score_batch.fn(DATASET, batch_id, self.model, self.lake_url, self.tracking_uri, 65536)
-        store = ReportStore(self.lake_url)
-        self.review(store, ReportRef(DATASET, self.model.scores_key, batch_id), feedback_store, Verdict)
+        self.review(ReportStore(self.lake_url), ReportRef(DATASET, self.model.scores_key, batch_id))
 
-    def review(self, store, ref, feedback_store, Verdict) -> int:
-        """Verdicts on every item of the report ``ref``, alternately real and false, in one commit."""
-        items = (store.report(ref) or {}).get("items", [])
-        verdicts = [Verdict(i["key"], ref.batch_id, ref.label, "anomaly" if n % 2 == 0 else "false_alarm", "bench")
-                    for n, i in enumerate(items)]
+    def review(self, store, ref) -> int:
+        """Verdicts on every item of the report ``ref``, alternately real and false, in one commit,
+        each with its item's facts as the review page stores it."""
+        from pipelines.review.app import feedback_store
+        from pipelines.review.feedback import item_verdict
+
+        report = store.report(ref) or {}
+        run_id = report.get("model", {}).get("run_id")
+        verdicts = [item_verdict(i, ref.batch_id, ref.label, "anomaly" if n % 2 == 0 else "false_alarm", "bench", run_id=run_id)
+                    for n, i in enumerate(report.get("items", []))]
         return feedback_store(store, DATASET).add(verdicts)
 
     def grow_to(self, n: int) -> float:
@@ -240,11 +242,9 @@ def time_next_batch(history: History, server: ReviewServer) -> dict[str, float]:
         raise RuntimeError(f"the score flow scored {got['score']['scored']}, not just {batch_id}")
     history.made += 1
     from pipelines.reports.store import ReportRef, ReportStore
-    from pipelines.review.app import feedback_store
-    from pipelines.review.feedback import Verdict
 
     label = history.model.scores_key
-    history.review(ReportStore(history.lake_url), ReportRef(DATASET, label, batch_id), feedback_store, Verdict)
+    history.review(ReportStore(history.lake_url), ReportRef(DATASET, label, batch_id))
     out["review_index"] = timed(lambda: server.get("/"))
     out["review_batch"] = timed(lambda: server.get(f"/review/{DATASET}?label={label}&batch={batch_id}&status=all"))
     out["threshold"] = timed(lambda: threshold(DATASET, tracking_uri=history.tracking_uri, **env))

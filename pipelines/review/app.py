@@ -36,7 +36,7 @@ from markupsafe import Markup
 
 from pipelines.lake.errors import LakeError
 from pipelines.reports.store import ReportRef, ReportStore
-from pipelines.review.feedback import VERDICTS, FeedbackError, FeedbackStore, Verdict
+from pipelines.review.feedback import VERDICTS, FeedbackError, FeedbackStore, item_verdict
 from pipelines.review.index import MAX_PAGE_SIZE, ORDERS, PAGE_SIZE, BadQuery, IndexQuery, index_page
 
 CSRF_COOKIE, TOKEN_COOKIE = "vae_csrf", "vae_token"
@@ -53,9 +53,11 @@ def record_verdict(lake: ReportStore, dataset: str, label: str, batch_id: str, k
     """Store one verdict on one item of a stored report: what the page's form does, and the
     demo's reviewer (:class:`NotFound` when the report has no such item)."""
     report = lake.report(ReportRef(dataset, label, batch_id))
-    if report is None or key not in {i["key"] for i in report.get("items", [])}:
+    item = next((i for i in (report or {}).get("items", []) if i["key"] == key), None)
+    if item is None:
         raise NotFound()
-    feedback_store(lake, dataset).add([Verdict(key, batch_id, label, verdict, reviewer, comment)])
+    run_id = report.get("model", {}).get("run_id")
+    feedback_store(lake, dataset).add([item_verdict(item, batch_id, label, verdict, reviewer, comment, run_id)])
 
 
 class NotFound(Exception):

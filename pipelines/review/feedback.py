@@ -38,7 +38,17 @@ SCHEMA = pa.schema([
     ("model_version", pa.string()),
     ("verdict", pa.string()),
     ("comment", pa.string()),
+    # the item as its report showed it, so the reviewed labels need no report (issue 30); null in
+    # the rows of a table from before these columns, whose items are read from their reports
+    ("kind", pa.string()),
+    ("score", pa.float64()),
+    ("source_row", pa.int64()),
+    ("series", pa.string()),
+    ("start", pa.string()),
+    ("end", pa.string()),
+    ("run_id", pa.string()),
 ])
+ITEM_FIELDS = ("kind", "score", "source_row", "series", "start", "end", "run_id")
 
 
 class FeedbackError(ValueError):
@@ -55,6 +65,13 @@ class Verdict:
     verdict: str
     reviewer: str
     comment: str = ""
+    kind: Optional[str] = None  # the item's facts (:func:`item_verdict`): what the reviewed labels need
+    score: Optional[float] = None
+    source_row: Optional[int] = None
+    series: Optional[str] = None
+    start: Optional[str] = None
+    end: Optional[str] = None
+    run_id: Optional[str] = None
 
     def check(self) -> "Verdict":
         if self.verdict not in VERDICTS:
@@ -97,8 +114,10 @@ class FeedbackStore:
             "model_version": [v.model_version for v in rows],
             "verdict": [v.verdict for v in rows],
             "comment": [v.comment for v in rows],
+            **{f: [_text(getattr(v, f)) if SCHEMA.field(f).type == pa.string() else getattr(v, f) for v in rows]
+               for f in ITEM_FIELDS},
         }, schema=SCHEMA)
-        write_deltalake(self.uri, table, mode="append", storage_options=self.options,
+        write_deltalake(self.uri, table, mode="append", schema_mode="merge", storage_options=self.options,
                         commit_properties=CommitProperties(custom_metadata={"vae_anomaly.op": "feedback"},
                                                            max_commit_retries=50))
         return len(rows)
@@ -109,11 +128,30 @@ class FeedbackStore:
             table = arrow_dataset(DeltaTable(self.uri, storage_options=self.options), self.options or {}).to_table()
         except TableNotFoundError:
             table = SCHEMA.empty_table()
-        return table.to_pandas().sort_values(["at", "action_id"], kind="stable").reset_index(drop=True)
+        frame = table.to_pandas()
+        for name in ITEM_FIELDS:  # a table from before the item's columns
+            if name not in frame.columns:
+                frame[name] = None
+        return frame.sort_values(["at", "action_id"], kind="stable").reset_index(drop=True)
 
     def current(self) -> pd.DataFrame:
         """The latest verdict of each item (one row per ``item_key``)."""
         return self.history().groupby("item_key", sort=False).tail(1).set_index("item_key")
+
+
+def item_verdict(item: dict, batch_id: str, label: str, verdict: str, reviewer: str, comment: str = "",
+                 run_id: Optional[str] = None) -> Verdict:
+    """A verdict on ``item`` (a stored report's item) of batch ``batch_id`` scored by ``label``,
+    carrying the item's facts; ``run_id`` is the report's model run."""
+    return Verdict(item["key"], batch_id, label, verdict, reviewer, comment, kind=item.get("kind"),
+                   score=None if item.get("score") is None else float(item["score"]),
+                   source_row=None if item.get("source_row") is None else int(item["source_row"]),
+                   series=_text(item.get("series")), start=_text(item.get("start")), end=_text(item.get("end")),
+                   run_id=run_id)
+
+
+def _text(value) -> Optional[str]:
+    return None if value is None else str(value)
 
 
 def precision_by_version(current: pd.DataFrame) -> pd.DataFrame:

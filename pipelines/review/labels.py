@@ -24,23 +24,30 @@ def reviewed_items(reports: ReportStore, feedback: FeedbackStore, dataset: str, 
     """Every reviewed item of ``dataset``'s reports (of model version ``label``, if given) with
     its current verdict, one row per item (columns ``ITEM_COLUMNS``; ``real`` added).
 
-    Only the reports that hold a verdict are read (each verdict names its batch and version), so
-    the cost grows with the reviewed batches, not with every batch the dataset has."""
+    A verdict carries its item's facts (score, row or span, run), so the items come from the
+    feedback table alone; only a verdict stored before it did (its ``score`` null) has its
+    report read, each such report once. The cost follows the verdicts, not the reports."""
     current = feedback.current()
     if label is not None:
         current = current[current["model_version"] == label]
-    rows = []
-    for version, batch_id in sorted(set(zip(current["model_version"], current["batch_id"]))):
+    known = current[current["score"].notna()]
+    rows = [{"key": key, "kind": v.kind, "label": v.model_version, "batch_id": v.batch_id, "score": float(v.score),
+             "verdict": v.verdict, "source_row": None if pd.isna(v.source_row) else int(v.source_row),
+             "series": v.series, "start": v.start, "end": v.end, "run_id": v.run_id}
+            for key, v in zip(known.index, known.itertuples(index=False))]
+    old = current[current["score"].isna()]
+    for version, batch_id in sorted(set(zip(old["model_version"], old["batch_id"]))):
         report = reports.report(ReportRef(dataset, version, batch_id)) or {}
         for item in report.get("items", []):
-            if item["key"] in current.index:
+            if item["key"] in old.index:
                 rows.append({
                     "key": item["key"], "kind": item["kind"], "label": version, "batch_id": batch_id,
-                    "score": item["score"], "verdict": current.loc[item["key"], "verdict"],
+                    "score": item["score"], "verdict": old.loc[item["key"], "verdict"],
                     "source_row": item.get("source_row"), "series": item.get("series"),
                     "start": item.get("start"), "end": item.get("end"), "run_id": report.get("model", {}).get("run_id"),
                 })
-    items = pd.DataFrame(rows, columns=ITEM_COLUMNS)
+    items = pd.DataFrame(rows, columns=ITEM_COLUMNS).sort_values(["label", "batch_id", "key"], kind="stable")
+    items = items.reset_index(drop=True)
     return items.assign(real=items["verdict"].isin(REAL).to_numpy(bool))
 
 

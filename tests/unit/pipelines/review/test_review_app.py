@@ -54,6 +54,9 @@ def test_index_review_and_verdicts(lake_with_report):
     current = store.current()
     assert current.loc[first, "verdict"] == "anomaly" and current.loc[first, "reviewer"] == "ana"
     assert current.loc[second, "verdict"] == "new_normal"
+    item = report["items"][0]  # the verdict carries its item: the reviewed labels read no report
+    assert (current.loc[first, "score"], current.loc[first, "source_row"], current.loc[first, "kind"]) == (
+        item["score"], item["source_row"], "row")
     unreviewed = client.get("/review/tx").text
     assert unreviewed.count('<article class="card') == len(report["items"]) - 2
     reviewed = client.get("/review/tx?status=reviewed").text

@@ -70,3 +70,38 @@ def test_reviewed_items_read_only_the_reports_that_hold_a_verdict(tmp_path):
     assert read == [ReportRef("ds", "m-v1", "b1")]  # not b2 (no verdict), not m-v2 (another version)
     every = reviewed_items(store, feedback, "ds")
     assert sorted(every["key"]) == ["m-v1-b1-0", "m-v2-b1-1"] and every["real"].tolist().count(True) == 1
+
+
+def test_verdicts_carry_their_items_so_no_report_is_read_and_old_verdicts_still_are(tmp_path):
+    """A verdict stored with its item's facts (what the review page stores) needs no report; a
+    verdict from a feedback table of before those columns has its report read (issue 30)."""
+    import json
+
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    from pipelines.reports.store import ReportRef, ReportStore
+    from pipelines.review.feedback import SCHEMA, FeedbackStore, item_verdict
+    from pipelines.review.labels import reviewed_items
+
+    store = ReportStore(str(tmp_path))
+    items = {b: [{"key": f"ds/{b}/row/{i}", "kind": "row", "score": 5.0 - i, "source_row": i} for i in range(2)]
+             for b in ("b1", "b2")}
+    for batch, its in items.items():
+        store.write(ReportRef("ds", "m-v1", batch), "<html></html>", json.dumps({"model": {"run_id": "r1"}, "items": its}), {})
+    uri = str(tmp_path / "ds" / "feedback")
+    old_columns = SCHEMA.names[:8]  # a table written before the item's columns
+    write_deltalake(uri, pa.table({"action_id": ["a0"], "at": pa.array([pd.Timestamp("2026-01-01", tz="UTC")], pa.timestamp("us", tz="UTC")),
+                                   "reviewer": ["ann"], "item_key": ["ds/b1/row/1"], "batch_id": ["b1"],
+                                   "model_version": ["m-v1"], "verdict": ["false_alarm"], "comment": [""]},
+                                  schema=pa.schema([SCHEMA.field(n) for n in old_columns])))
+    feedback = FeedbackStore(uri)
+    feedback.add([item_verdict(items["b2"][0], "b2", "m-v1", "anomaly", "ann", run_id="r1")])
+    read = []
+    real_report = store.report
+    store.report = lambda ref: read.append(ref) or real_report(ref)
+    got = reviewed_items(store, feedback, "ds", label="m-v1")
+    assert got[["key", "batch_id", "score", "verdict", "source_row", "run_id"]].values.tolist() == [
+        ["ds/b1/row/1", "b1", 4.0, "false_alarm", 1, "r1"], ["ds/b2/row/0", "b2", 5.0, "anomaly", 0, "r1"]]
+    assert read == [ReportRef("ds", "m-v1", "b1")]  # only the old verdict's report
+    assert feedback.history().columns.tolist()[:8] == old_columns and feedback.history()["score"].notna().sum() == 1
