@@ -15,7 +15,6 @@ from prefect import flow, get_run_logger
 from pipelines import defaults
 from pipelines.flows.common import io_task, lake_for, log_reviewed_precision, read_reviewed_items
 from pipelines.flows.scoring import resolve_model, resolve_point_score, scored_chunks, scoring_detector
-from pipelines.lake import BATCH_COLUMN
 from pipelines.reports.batch import ReportParts, write_batch_report
 from pipelines.settings import apply_torch_threads
 
@@ -30,8 +29,7 @@ def rebuild_report(lake_url: Optional[str], dataset: str, batch_id: str, model, 
     parts = ReportParts(det)
     for chunk in scored_chunks(lake, dataset, batch_id, det, batch_rows):
         parts.add(chunk)
-    scores = lake.read_scores(dataset, model.scores_key)
-    psi = scores.loc[scores[BATCH_COLUMN] == batch_id, "psi"]
+    psi = lake.read_scores(dataset, model.scores_key, batch_ids=[batch_id])["psi"]  # that batch's partition only
     return write_batch_report(lake, dataset, batch_id, model.scores_key, det, model.info, parts,
                               float(psi.iloc[0]) if len(psi) else None)
 

@@ -329,14 +329,16 @@ class Lake:
         of the content now committed under each id (see :mod:`pipelines.lake.scores`)."""
         return scores.scored_batches(self.tables.open(dataset, "scores"), str(model_version), self._markers(dataset))
 
-    def read_scores(self, dataset: str, model_version: Union[str, int, None] = None) -> pd.DataFrame:
-        """Scores of one model version (or all), with ``model_version`` and ``batch_id`` columns.
+    def read_scores(self, dataset: str, model_version: Union[str, int, None] = None,
+                    batch_ids: Optional[list[str]] = None) -> pd.DataFrame:
+        """Scores of one model version (or all), with ``model_version`` and ``batch_id`` columns;
+        with ``batch_ids``, of those batches only (only their partitions are read).
 
         Batches come in ingest order within each model version; model versions in sorted order.
         """
         markers = self._markers(dataset)
         version = None if model_version is None else str(model_version)
-        return to_pandas(scores.read_scores(self.tables.open(dataset, "scores"), version, list(markers), markers))
+        return to_pandas(scores.read_scores(self.tables.open(dataset, "scores"), version, list(markers), markers, batch_ids))
 
 
 def _in_source_order(table: pa.Table) -> pa.Table:

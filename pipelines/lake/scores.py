@@ -199,9 +199,11 @@ def scored_batches(table, model_version: str, markers: dict[str, str]) -> set[st
     return parts - {b for _, b in stale(table, markers, model_version)}
 
 
-def read_scores(table, model_version: Optional[str], order: list[str], markers: dict[str, str]) -> pa.Table:
+def read_scores(table, model_version: Optional[str], order: list[str], markers: dict[str, str],
+                batch_ids: Optional[list[str]] = None) -> pa.Table:
     """Scores of one version (or all) as Arrow, versions sorted, batches in ``order``; the
-    partition columns last. Stale scores (:func:`stale`) are left out, and so is the marker."""
+    partition columns last. Stale scores (:func:`stale`) are left out, and so is the marker.
+    With ``batch_ids`` only those batches' partitions are read."""
     if table is None:
         return pa.table({VERSION_COLUMN: pa.array([], pa.string()), BATCH_COLUMN: pa.array([], pa.string())})
     parts = table.partitions() if model_version is None else table.partitions(
@@ -209,7 +211,8 @@ def read_scores(table, model_version: Optional[str], order: list[str], markers: 
     )
     rank = {b: i for i, b in enumerate(order)}
     skip = stale(table, markers, model_version)
-    keys = sorted({(p[VERSION_COLUMN], p[BATCH_COLUMN]) for p in parts} - skip,
+    wanted = None if batch_ids is None else set(batch_ids)
+    keys = sorted({(p[VERSION_COLUMN], p[BATCH_COLUMN]) for p in parts if wanted is None or p[BATCH_COLUMN] in wanted} - skip,
                   key=lambda k: (k[0], rank.get(k[1], len(rank)), k[1]))
     schema = table.schema().to_arrow()
     schema = pa.schema(schema)  # arro3 -> pyarrow

@@ -66,3 +66,20 @@ def test_scores_streamed_in_parts_become_visible_together(lake, clean_csv, monke
             writer.write(parts[0])
             writer.write(parts[1].rename(columns={"score": "other"}))
     assert lake.scored_batches("d", 2) == set()
+
+
+def test_one_batchs_scores_are_read_from_its_partition_alone(lake, clean_csv, dirty_csv, monkeypatch):
+    """A report's rebuild needs one batch's PSI: it reads that batch's partition, not every
+    score of the version (issue 30)."""
+    import pipelines.lake.delta as lake_delta
+
+    a, b = lake.ingest("d", clean_csv, time_column="ts").batch_id, lake.ingest("d", dirty_csv).batch_id
+    for batch_id, value in ((a, 1.0), (b, 2.0)):
+        lake.write_scores("d", "m-v1", batch_id, pd.DataFrame({"_source_row": [0, 1], "score": value, "psi": value / 10}))
+    opened = []
+    dataset = lake_delta.arrow_dataset
+    monkeypatch.setattr(lake_delta, "arrow_dataset", lambda table, **kw: opened.append(kw.get("file_pruning_predicate")) or dataset(table, **kw))
+    got = lake.read_scores("d", "m-v1", batch_ids=[b])
+    assert got["batch_id"].unique().tolist() == [b] and got["psi"].tolist() == [0.2, 0.2]
+    assert opened == [[("model_version", "=", "m-v1"), ("batch_id", "=", b)]]
+    assert lake.read_scores("d", "m-v1", batch_ids=[]).empty
