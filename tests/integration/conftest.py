@@ -1,10 +1,13 @@
-"""Fixtures for the integration tests: a real MLflow tracking server, and MLflow subprocesses.
+"""Fixtures for the integration tests: a real MLflow tracking server, MLflow subprocesses, and
+a lake of the transaction samples.
 
 - ``mlflow_server`` starts ``mlflow server`` once per session (on first use) with a SQLite
   backend and proxied artifacts in a temporary folder, and yields its URL. It does not change
   the environment: a test module that uses it calls ``pipelines.tracking.configure(url)``.
 - ``mlflow_cli`` starts other ``mlflow`` commands (e.g. ``models serve``) as subprocesses,
   waits until they answer over HTTP, and stops them when the test ends.
+- ``txn_env`` ingests the three transaction sample batches into a new lake, once per test
+  module, and gives the flows' ``lake_url`` and ``tracking_uri``.
 
 The process helpers behind them live in server_processes.py.
 """
@@ -17,6 +20,22 @@ from typing import Iterator, Mapping, Optional
 import pytest
 
 from server_processes import free_port, mlflow_command, start_process, stop_process, wait_http
+
+TXN_SAMPLES = ("transactions_batch1.csv", "transactions_batch2.parquet", "transactions_batch3.jsonl")
+
+
+@pytest.fixture(scope="module")
+def txn_env(prefect_harness, mlflow_server, tmp_path_factory, samples_dir) -> dict:
+    """A new lake per test module with the three transaction sample batches, ingested through
+    the ingest flow on the session's Prefect API, and the tracking server's URL:
+    ``{"lake_url", "tracking_uri"}``, the keyword arguments of the flows."""
+    from pipelines.flows.ingest import ingest
+
+    lake_url = str(tmp_path_factory.mktemp("lake"))
+    for name in TXN_SAMPLES:
+        ingest("transactions", str(samples_dir / name), lake_url=lake_url)
+    return {"lake_url": lake_url, "tracking_uri": mlflow_server}
+
 
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory) -> Iterator[str]:

@@ -13,23 +13,17 @@ import pytest
 pytestmark = pytest.mark.slow
 
 FAST = {"max_epochs": 6, "kl_warmup_epochs": 2, "elbo_samples": 2, "iwae_samples": 4}
-TXN = ["transactions_batch1.csv", "transactions_batch2.parquet", "transactions_batch3.jsonl"]
 
 
 @pytest.fixture(scope="module")
-def env(prefect_harness, mlflow_server, tmp_path_factory, samples_dir):
+def env(txn_env):
     """The three transaction batches in a lake, and a small model trained on the first."""
-    from pipelines.flows.ingest import ingest
     from pipelines.flows.train import train
     from pipelines.lake import Lake
 
-    lake_url = str(tmp_path_factory.mktemp("lake"))
-    for name in TXN:
-        ingest("transactions", str(samples_dir / name), lake_url=lake_url)
-    first = Lake(lake_url).list_batches("transactions")[0].batch_id
-    train("transactions", model_name="txn-alerts", exclude_columns=["txn_id"], params=FAST, batch_ids=[first],
-          lake_url=lake_url, tracking_uri=mlflow_server)
-    return {"lake_url": lake_url, "tracking_uri": mlflow_server}
+    first = Lake(txn_env["lake_url"]).list_batches("transactions")[0].batch_id
+    train("transactions", model_name="txn-alerts", exclude_columns=["txn_id"], params=FAST, batch_ids=[first], **txn_env)
+    return txn_env
 
 
 def _closed_port() -> int:

@@ -11,18 +11,12 @@ import pytest
 pytestmark = pytest.mark.slow
 
 FAST = {"max_epochs": 12, "kl_warmup_epochs": 3, "elbo_samples": 4, "iwae_samples": 8}
-TXN = ["transactions_batch1.csv", "transactions_batch2.parquet", "transactions_batch3.jsonl"]
 
 
 @pytest.fixture(scope="module")
-def env(prefect_harness, mlflow_server, tmp_path_factory, samples_dir):
+def env(txn_env):
     """A lake with the three transaction batches, and the tracking server's URL."""
-    from pipelines.flows.ingest import ingest
-
-    lake_url = str(tmp_path_factory.mktemp("lake"))
-    for name in TXN:
-        ingest("transactions", str(samples_dir / name), lake_url=lake_url)
-    return {"lake_url": lake_url, "tracking_uri": mlflow_server}
+    return txn_env
 
 
 def _train(env, model, **kw):

@@ -13,21 +13,18 @@ import pytest
 pytestmark = pytest.mark.slow
 
 FAST = {"max_epochs": 12, "kl_warmup_epochs": 3, "elbo_samples": 4, "iwae_samples": 8}
-TXN = ["transactions_batch1.csv", "transactions_batch2.parquet", "transactions_batch3.jsonl"]
 
 
 @pytest.fixture(scope="module")
-def env(prefect_harness, mlflow_server, tmp_path_factory, samples_dir):
+def env(txn_env, samples_dir):
     from pipelines.flows.ingest import ingest
     from pipelines.flows.score import score
     from pipelines.flows.train import train
 
-    lake_url = str(tmp_path_factory.mktemp("lake"))
-    for name in TXN:
-        ingest("transactions", str(samples_dir / name), lake_url=lake_url)
+    lake_url = txn_env["lake_url"]
     ingest("sensors", str(samples_dir / "sensors_batch1.csv"), time_column="timestamp", lake_url=lake_url)
     ingest("sensors", str(samples_dir / "sensors_batch2.parquet"), time_column="timestamp", lake_url=lake_url)
-    env = {"lake_url": lake_url, "tracking_uri": mlflow_server}
+    env = dict(txn_env)
     train("transactions", model_name="rv", exclude_columns=["txn_id"], params=FAST, **env)
     scored = score("transactions", model_name="rv", **env)
     return {**env, "scored": scored}
