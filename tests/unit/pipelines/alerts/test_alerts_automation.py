@@ -1,25 +1,32 @@
 """Alert rules on a real Prefect server (the session's temporary API): the automations that alert
 a failed flow run and a feed that stopped (``--expect-every``), sent by the server itself to a
-json:// receiver on 127.0.0.1."""
+json:// receiver and an SMTP server (aiosmtpd) on 127.0.0.1."""
 import time
 
 import pytest
 
 
-def test_a_failed_flow_run_on_a_server_is_alerted_by_its_automation(prefect_harness, alert_lake, json_receiver):
+def test_a_failed_flow_run_on_a_server_is_alerted_by_its_automation(prefect_harness, alert_lake, json_receiver,
+                                                                   smtp_receiver):
     from prefect import flow
     from prefect.client.orchestration import get_client
 
     from pipelines.alerts import AlertRule, RuleStore
     from pipelines.alerts.automation import PREFIX, ensure_automations
 
+    box, port = smtp_receiver
+    mail = (f"mailto://alerts:pw-s3cret@example.com:{port}?smtp=127.0.0.1&from=alerts@example.com&to=ops@example.com"
+            "&mode=insecure")
     RuleStore(alert_lake).add(AlertRule(name="srv", dataset="d", url=json_receiver.url("srv", user="bob", password="hunter22"),
                                         on_failure=True))
+    RuleStore(alert_lake).add(AlertRule(name="mail", dataset="d", url=mail, on_failure=True))
     made = ensure_automations(alert_lake)
-    assert made["automations"] == [{"rule": "srv", "automation": PREFIX + "srv", "action": "created"}]
+    assert made["automations"] == [{"rule": r, "automation": PREFIX + r, "action": "created"} for r in ("mail", "srv")]
     with get_client(sync_client=True) as client:
-        (automation,) = client.read_automations_by_name(PREFIX + "srv")
-        assert "hunter22" not in automation.model_dump_json()  # the URL is in the block, a secret
+        for name in ("srv", "mail"):
+            (automation,) = client.read_automations_by_name(PREFIX + name)
+            shown = automation.model_dump_json()  # the URL is in the block, a secret
+            assert "hunter22" not in shown and "pw-s3cret" not in shown
 
     @flow(name="alerts-broken")
     def broken(dataset: str) -> None:
@@ -27,16 +34,18 @@ def test_a_failed_flow_run_on_a_server_is_alerted_by_its_automation(prefect_harn
 
     with pytest.raises(RuntimeError):
         broken("d")
-    deadline = time.monotonic() + 60
-    while not json_receiver.received() and time.monotonic() < deadline:
-        time.sleep(0.5)
-    (post,) = json_receiver.received()
+    (post,) = wait_for_posts(json_receiver, 1)
     assert post["title"] == "[vae-anomaly] d: alerts-broken run failed"
     assert "ended Failed" in post["message"] and post["auth"]
+    deadline = time.monotonic() + 60
+    while not box.messages and time.monotonic() < deadline:
+        time.sleep(0.5)
+    (message,) = box.messages  # the same alert, mailed by the server to the SMTP server on 127.0.0.1
+    assert message["Subject"] == "[vae-anomaly] d: alerts-broken run failed" and message["To"] == "ops@example.com"
 
-    RuleStore(alert_lake).remove("srv")
-    assert ensure_automations(alert_lake)["automations"] == [
-        {"rule": "srv", "automation": PREFIX + "srv", "action": "deleted"}]
+    for name in ("srv", "mail"):
+        RuleStore(alert_lake).remove(name)
+    assert sorted(a["action"] for a in ensure_automations(alert_lake)["automations"]) == ["deleted", "deleted"]
 
 
 def wait_for_posts(receiver, n, timeout=60):
