@@ -47,6 +47,9 @@ def test_demo_from_nothing_then_again(tmp_path):
         assert info["evaluation"]["rows"] == sum(b.rows_accepted for b in lake.list_batches(name))
         assert info["evaluation"]["injected"] > 0
     assert first["datasets"]["transactions"]["quarantined"] == 4
+    alerts = first["alerts"]  # what the demo's own json:// receiver got: one alert per flagged batch
+    assert alerts and {a["dataset"] for a in alerts} <= set(DATASETS)
+    assert len({(a["dataset"], a["title"]) for a in alerts}) == len(alerts)  # a batch's id is in its title
     scored_once = score_files(lake_root)
 
     second = run_demo(env)  # no --fresh: ingest and scoring must skip what is done
@@ -58,3 +61,4 @@ def test_demo_from_nothing_then_again(tmp_path):
         assert info["champion"] == first["datasets"][name]["champion"]
         assert info["evaluation"] == first["datasets"][name]["evaluation"]
     assert score_files(lake_root) == scored_once
+    assert second["alerts"] == []  # the ledger kept what the first run sent
