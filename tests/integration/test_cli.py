@@ -41,6 +41,17 @@ def cli_env(tmp_path) -> dict:
     return env
 
 
+@pytest.fixture
+def api_env(cli_env, prefect_harness) -> dict:
+    """``cli_env`` with the session's Prefect API as ``PREFECT_API_URL``, for the tests of what a
+    command does: each saves the 15-25 s of starting a temporary API. ``cli_env`` (no API URL, so
+    each run starts its own temporary API, as a user's first run does) stays for the tests of
+    that path: the killed-ingest tests and the ones that must exit before Prefect starts."""
+    from prefect.settings import PREFECT_API_URL
+
+    return dict(cli_env, PREFECT_API_URL=PREFECT_API_URL.value())
+
+
 def vae_anomaly(env: dict, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([str(SCRIPT), *args], env=env, capture_output=True, text=True, timeout=timeout)
 
@@ -90,18 +101,18 @@ def test_ingest_of_a_missing_file_exits_2(cli_env, tmp_path):
 
 
 @pytest.mark.slow
-def test_ingest_of_a_retyped_column_exits_2_naming_it(cli_env, tmp_path, samples_dir):
-    Lake(cli_env["VAE_ANOMALY_LAKE"]).ingest("transactions", samples_dir / "transactions_batch1.csv")
+def test_ingest_of_a_retyped_column_exits_2_naming_it(api_env, tmp_path, samples_dir):
+    Lake(api_env["VAE_ANOMALY_LAKE"]).ingest("transactions", samples_dir / "transactions_batch1.csv")
     retyped = tmp_path / "retyped.csv"
     retyped.write_text(
         "txn_id,amount,n_items,category,channel,is_foreign,card_age_days,hour,risk_score\n"
         + "".join(f"{900000 + i},12.5,lots,fuel,pos,false,100,{i % 24},0.1\n" for i in range(30))
     )
-    result = vae_anomaly(cli_env, "ingest", "transactions", str(retyped))
+    result = vae_anomaly(api_env, "ingest", "transactions", str(retyped))
     assert result.returncode == EXIT_INPUT
     line = assert_one_error_line(result)
     assert "column 'n_items'" in line and "retyped" in line
-    assert len(Lake(cli_env["VAE_ANOMALY_LAKE"]).list_batches("transactions")) == 1  # nothing committed
+    assert len(Lake(api_env["VAE_ANOMALY_LAKE"]).list_batches("transactions")) == 1  # nothing committed
 
 
 def prefect_started(env: dict) -> bool:
@@ -130,14 +141,14 @@ def test_maintain_refuses_bad_durations_with_one_line_before_prefect_starts(cli_
 
 
 @pytest.mark.slow
-def test_maintain_compacts_every_dataset_of_the_lake_and_prints_what_it_did(cli_env, tmp_path):
-    lake = Lake(cli_env["VAE_ANOMALY_LAKE"])
+def test_maintain_compacts_every_dataset_of_the_lake_and_prints_what_it_did(api_env, tmp_path):
+    lake = Lake(api_env["VAE_ANOMALY_LAKE"])
     for n in range(3):
         (tmp_path / f"{n}.csv").write_text(f"id,amount\n{n},1.5\n{n + 10},2.5\n")
         lake.ingest("a", tmp_path / f"{n}.csv")
     lake.ingest("b", tmp_path / "0.csv")
     rows = lake.read("a")
-    result = vae_anomaly(cli_env, "maintain", "--retention", "2h", "--reports-older-than", "90d", "--json")
+    result = vae_anomaly(api_env, "maintain", "--retention", "2h", "--reports-older-than", "90d", "--json")
     assert result.returncode == EXIT_OK, result.stderr
     done = {d["dataset"]: d for d in json.loads(result.stdout)["datasets"]}
     assert sorted(done) == ["a", "b"] and done["a"]["retention_hours"] == 2
@@ -162,27 +173,27 @@ def test_score_without_a_model_exits_3_before_prefect_starts(cli_env, samples_di
 
 
 @pytest.mark.slow
-def test_train_then_score_with_fail_on_anomaly_exits_4(cli_env, samples_dir):
-    lake = Lake(cli_env["VAE_ANOMALY_LAKE"])
+def test_train_then_score_with_fail_on_anomaly_exits_4(api_env, samples_dir):
+    lake = Lake(api_env["VAE_ANOMALY_LAKE"])
     batch = lake.ingest("transactions", samples_dir / "transactions_batch1.csv").batch_id
-    trained = vae_anomaly(cli_env, "train", "transactions", "--exclude", "txn_id", "--param", "max_epochs=5", "--json")
+    trained = vae_anomaly(api_env, "train", "transactions", "--exclude", "txn_id", "--param", "max_epochs=5", "--json")
     assert trained.returncode == EXIT_OK, trained.stderr
     model = json.loads(trained.stdout)
     assert model["version"] == "1" and "champion" in model["aliases"]
 
-    scored = vae_anomaly(cli_env, "score", "transactions", "--fail-on-anomaly", "--json")
+    scored = vae_anomaly(api_env, "score", "transactions", "--fail-on-anomaly", "--json")
     assert scored.returncode == EXIT_ANOMALIES, scored.stderr  # 1% of the sample rows are injected anomalies
     summary = json.loads(scored.stdout)
     assert [b["batch_id"] for b in summary["scored"]] == [batch] and summary["anomalies"] > 0
     assert set(lake.read_scores("transactions")["batch_id"]) == {batch}
 
-    again = vae_anomaly(cli_env, "score", "transactions", "--fail-on-anomaly", "--json")
+    again = vae_anomaly(api_env, "score", "transactions", "--fail-on-anomaly", "--json")
     assert again.returncode == EXIT_OK, again.stderr  # nothing new to score, nothing flagged
     assert json.loads(again.stdout)["skipped"] == [batch]
 
 
 @pytest.mark.slow
-def test_score_prints_cell_values_that_look_like_markup_as_they_are(cli_env, tmp_path):
+def test_score_prints_cell_values_that_look_like_markup_as_they_are(api_env, tmp_path):
     """A category ``[/]`` made `score` exit 1 with MarkupError after committing the scores."""
     rng = np.random.default_rng(0)
     n = 400
@@ -192,11 +203,11 @@ def test_score_prints_cell_values_that_look_like_markup_as_they_are(cli_env, tmp
     channel[:4] = ["[/]", "[link=https://evil.example]x[/link]", "[/]", "[link=https://evil.example]x[/link]"]
     source = tmp_path / "markup.csv"
     pa_csv.write_csv(pa.table({"amount": amount, "channel": channel.astype(str)}), source)
-    Lake(cli_env["VAE_ANOMALY_LAKE"]).ingest("markup", source)
-    trained = vae_anomaly(cli_env, "train", "markup", "--param", "max_epochs=5")
+    Lake(api_env["VAE_ANOMALY_LAKE"]).ingest("markup", source)
+    trained = vae_anomaly(api_env, "train", "markup", "--param", "max_epochs=5")
     assert trained.returncode == EXIT_OK, trained.stderr
 
-    scored = vae_anomaly(cli_env, "score", "markup")  # tables, not JSON
+    scored = vae_anomaly(api_env, "score", "markup")  # tables, not JSON
     assert scored.returncode == EXIT_OK, scored.stderr
     assert "channel='[/]'" in scored.stdout or "channel='[link=https://evil.example]x[/link]'" in scored.stdout
     assert "\x1b]8;" not in scored.stdout
