@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Callable, Optional
 from urllib.parse import urlencode
 
+import numpy as np
 import pandas as pd
 
 from pipelines.reports.store import ReportRef, ReportStore
@@ -52,11 +53,12 @@ class IndexQuery:
         return "/" + (f"?{urlencode(query)}" if query else "")
 
 
-def reviewed_by_batch(current: pd.DataFrame) -> dict[tuple[str, str], pd.DataFrame]:
-    """The current verdicts of each (model version, batch id)."""
+def reviewed_by_batch(current: pd.DataFrame) -> dict[tuple[str, str], np.ndarray]:
+    """The positions in ``current`` (the current verdicts) of each (model version, batch id)'s.
+    Positions, not frames: making a frame per batch cost 0.47 s at 1,000 reviewed batches."""
     if current.empty:
         return {}
-    return {key: group for key, group in current.groupby(["model_version", "batch_id"], sort=False)}
+    return current.groupby(["model_version", "batch_id"], sort=False).indices
 
 
 def index_page(store: ReportStore, feedback: Callable[[str], FeedbackStore], ingest_order: Callable[[str], list[str]],
@@ -74,10 +76,10 @@ def index_page(store: ReportStore, feedback: Callable[[str], FeedbackStore], ing
     labels = sorted({r.label for r in listed})
     refs = [r for r in listed if query.version is None or r.label == query.version]
     datasets = list(dict.fromkeys(r.dataset for r in refs))
-    reviewed, versions, rank = {}, [], {}
+    reviewed, versions, rank, currents = {}, [], {}, {}
     for dataset in datasets:
-        current = feedback(dataset).current()
-        reviewed.update({(dataset, *k): g for k, g in reviewed_by_batch(current).items()})
+        current = currents[dataset] = feedback(dataset).current()
+        reviewed.update({(dataset, *k): rows for k, rows in reviewed_by_batch(current).items()})
         shown = precision_by_version(current)
         if query.version is not None:
             shown = shown[shown["label"] == query.version]
@@ -94,7 +96,8 @@ def index_page(store: ReportStore, feedback: Callable[[str], FeedbackStore], ing
     page = min(query.page, pages)
     rows = []
     for ref in refs[(page - 1) * query.size: page * query.size]:
-        mine = reviewed.get((ref.dataset, ref.label, ref.batch_id))
+        at = reviewed.get((ref.dataset, ref.label, ref.batch_id))
+        mine = None if at is None else currents[ref.dataset].iloc[at]
         rows.append({"ref": ref, "summary": (store.report(ref) or {}).get("summary", {}),
                      "reviewed": 0 if mine is None else len(mine), "precision": None if mine is None else precision(mine)})
     return {"rows": rows, "total": len(refs), "page": page, "pages": pages, "datasets": store.datasets(),
