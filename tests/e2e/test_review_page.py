@@ -288,7 +288,8 @@ def test_the_index_pages_and_filters_in_a_browser(tmp_path, browser, stored_repo
     """The index of a lake of many batches (issue 30): a page of them with the count, the next
     page's link, and the filter form (a version, newest first) without JavaScript."""
     from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
+    from selenium.webdriver.support import expected_conditions as EC
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     from pipelines.reports.store import ReportRef, ReportStore
     from pipelines.review.app import feedback_store
@@ -316,11 +317,13 @@ def test_the_index_pages_and_filters_in_a_browser(tmp_path, browser, stored_repo
         first = rows()
         assert len(first) == 4 and "b2@pay-v1" not in first  # the reviewed batch comes last
         browser.find_element(By.ID, "next").click()
+        WebDriverWait(browser, 30).until(EC.url_contains("page=2"))  # a click does not wait for the load
         second = rows()
         assert len(second) == 2 and second[-1] == "b2@pay-v1" and not set(first) & set(second)
         Select(browser.find_element(By.NAME, "version")).select_by_value("pay-v2")
         Select(browser.find_element(By.NAME, "order")).select_by_value("newest")
         browser.find_element(By.CSS_SELECTOR, "#filters button[type=submit]").click()
+        WebDriverWait(browser, 30).until(EC.url_contains("version=pay-v2"))
         assert "version=pay-v2" in browser.current_url and "order=newest" in browser.current_url
         assert browser.find_element(By.ID, "total").text == "2" and sorted(rows()) == ["b1@pay-v2", "b2@pay-v2"]
         assert not browser.find_elements(By.ID, "next")
