@@ -20,11 +20,10 @@ from datetime import datetime, time, timedelta, timezone
 from typing import Any, Optional
 
 import pyarrow as pa
-from deltalake import CommitProperties, DeltaTable, write_deltalake
-from deltalake.exceptions import TableNotFoundError
+from deltalake import CommitProperties, write_deltalake
 
 from pipelines.alerts.secrets import mask_url
-from pipelines.lake.delta import arrow_dataset
+from pipelines.lake.delta import arrow_dataset, open_table
 from pipelines.lake.errors import LakeError
 from pipelines.lake.validation import check_name
 
@@ -150,9 +149,8 @@ class AlertRule:
 
 def read_table(uri: str, options: Optional[dict], filter_expr=None) -> pa.Table:
     """A Delta table's rows (an empty table if there is none yet)."""
-    try:
-        table = DeltaTable(uri, storage_options=options or None)
-    except TableNotFoundError:
+    table = open_table(uri, options or {})
+    if table is None:
         return pa.table({})
     return arrow_dataset(table).to_table(filter=filter_expr)
 
