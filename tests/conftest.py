@@ -29,18 +29,26 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # `make test` hands whole files to two pytest-xdist workers in collection order
 # (`--dist loadfile --no-loadscope-reorder`). The longest files go first, so that no worker starts
-# a ten-minute file while the other runs out of work (longest first). A file missing here only
-# runs later, so this list changes the run's length, never its result.
-LONGEST_FIRST = (  # seconds per file in one two-worker run of the whole suite, at load 4-13
-    "integration/test_cli.py",  # 974
-    "integration/test_smoke.py",  # 585
-    "integration/test_flows.py",  # 582
-    "e2e/test_demo.py",  # 520
-    "integration/test_tracking.py",  # 284
-    "integration/test_reliability.py",  # 182
-    "integration/test_bad_input_matrix.py",  # ~120 alone at load 2 (not yet timed in a full run)
-    "integration/test_postgres_topology.py",  # 127
-    "integration/test_review_loop.py",  # 77
+# a ten-minute file while the other runs out of work (longest first). A worker takes its next file
+# while two or fewer of its tests are left, so a one-test file (the smoke, the demo) already holds
+# the file after it. A file missing here only runs later, so this list changes the run's length,
+# never its result.
+LONGEST_FIRST = (  # seconds per file, measured 2026-12-08 in two-worker runs of groups of files at load 3-8
+    "integration/test_smoke.py",  # 768 (the smoke alone, at load 5-10)
+    "e2e/test_demo.py",  # 481 (alone)
+    "integration/test_bad_input_matrix.py",  # 391
+    "integration/test_reliability.py",  # 327
+    "integration/test_cli.py",  # 236
+    "integration/test_flows.py",  # 170
+    "integration/test_postgres_topology.py",  # 127 (an earlier full run)
+    "integration/test_s3_lake.py",  # 124
+    "integration/test_review_loop.py",  # 84
+    "integration/test_serve.py",  # 80
+    "unit/pipelines/alerts/test_alerts_automation.py",  # 61
+    "integration/test_tracking.py",  # 57
+    "unit/pipelines/test_automations.py",  # 28
+    "unit/vae_core/test_quality.py",  # 27
+    "unit/test_house.py",  # 27
 )
 
 
