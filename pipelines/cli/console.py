@@ -27,7 +27,7 @@ class _PrefectConsoleFilter(logging.Filter):
 
 
 def configure_console(args: argparse.Namespace) -> None:
-    """Apply the output flags to Prefect's console handlers and to Python warnings.
+    """Apply the output flags to Prefect's console handlers (only Prefect's own) and to Python warnings.
 
     Call after Prefect is imported (it configures logging on import).
     """
@@ -36,6 +36,8 @@ def configure_console(args: argparse.Namespace) -> None:
     level = logging.INFO if args.verbose or args.command == "serve" else logging.WARNING
     handlers = list(logging.getLogger().handlers) + list(logging.getLogger("prefect._internal").handlers)
     for handler in handlers:
+        if not type(handler).__module__.startswith("prefect."):
+            continue  # not Prefect's (a host program's, pytest's): a run in-process leaves it as it was
         if not any(isinstance(f, _PrefectConsoleFilter) for f in handler.filters):
             handler.addFilter(_PrefectConsoleFilter(level))
     if not args.verbose:
